@@ -11,7 +11,10 @@ import sys
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "dev-agent": ("meshkit.devagent.main", "run the development control plane (a Consul-API server)"),
+    "dev-agent": (
+        "meshkit.devagent.main",
+        "run the development control plane (a Consul-API server)",
+    ),
     "render": ("meshkit.render_cmd", "validate a mesh model and render Consul / Nomad forms"),
     "nomad": ("meshkit.nomad_cmd", "plan or run the Nomad jobs of a mesh model"),
     "lab": ("meshkit.lab.cli", "local lab machines (systemd-nspawn) for trials and Molecule"),

@@ -45,6 +45,19 @@ class Issued:
         return key_pem(self.key)
 
 
+_CA_KEY_USAGE = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=True,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
+)
+
+
 def generate_key() -> PrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
@@ -59,13 +72,19 @@ def new_serial() -> int:
 
 def colon_hex(value: int | bytes) -> str:
     """Consul's `aa:bb:...` spelling of serials and key IDs."""
-    raw = value if isinstance(value, bytes) else value.to_bytes((value.bit_length() + 7) // 8 or 1, "big")
+    raw = (
+        value
+        if isinstance(value, bytes)
+        else value.to_bytes((value.bit_length() + 7) // 8 or 1, "big")
+    )
     return ":".join(f"{b:02x}" for b in raw)
 
 
 def key_id(public_key: ec.EllipticCurvePublicKey) -> bytes:
     """SHA-256 over the public key bytes, as Consul's CA computes SubjectKeyId."""
-    raw = public_key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    raw = public_key.public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
     digest = hashes.Hash(hashes.SHA256())
     digest.update(raw)
     return digest.finalize()
@@ -103,7 +122,12 @@ def make_root(
     key = key or generate_key()
     start = (not_before or utcnow()) - dt.timedelta(minutes=1)
     subject = x509.Name(
-        [x509.NameAttribute(NameOID.COMMON_NAME, name or f"pri-{secrets.token_hex(4)}.consul.ca.{trust_domain[:8]}.consul")]
+        [
+            x509.NameAttribute(
+                NameOID.COMMON_NAME,
+                name or f"pri-{secrets.token_hex(4)}.consul.ca.{trust_domain[:8]}.consul",
+            )
+        ]
     )
     kid = key_id(key.public_key())
     cert = (
@@ -115,20 +139,13 @@ def make_root(
         .not_valid_before(start)
         .not_valid_after(start + valid_for)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_CA_KEY_USAGE, critical=True)
         .add_extension(x509.SubjectKeyIdentifier(kid), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier(kid, None, None), critical=False)
         .add_extension(
-            x509.AuthorityKeyIdentifier(kid, None, None), critical=False
-        )
-        .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(signing_uri(trust_domain))]),
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(signing_uri(trust_domain))]
+            ),
             critical=False,
         )
         .sign(key, hashes.SHA256())
@@ -136,11 +153,15 @@ def make_root(
     return Issued(cert=cert, key=key)
 
 
-def make_intermediate(parent: Issued, trust_domain: str, *, valid_for: dt.timedelta = dt.timedelta(days=365)) -> Issued:
+def make_intermediate(
+    parent: Issued, trust_domain: str, *, valid_for: dt.timedelta = dt.timedelta(days=365)
+) -> Issued:
     """An intermediate CA under `parent`, for chains longer than leaf+root."""
     key = generate_key()
     start = utcnow() - dt.timedelta(minutes=1)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"int-{secrets.token_hex(4)}.consul.ca")])
+    subject = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, f"int-{secrets.token_hex(4)}.consul.ca")]
+    )
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -150,18 +171,15 @@ def make_intermediate(parent: Issued, trust_domain: str, *, valid_for: dt.timede
         .not_valid_before(start)
         .not_valid_after(start + valid_for)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_CA_KEY_USAGE, critical=True)
         .add_extension(x509.SubjectKeyIdentifier(key_id(key.public_key())), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier(key_id(parent.key.public_key()), None, None), critical=False)
         .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(signing_uri(trust_domain))]),
+            x509.AuthorityKeyIdentifier(key_id(parent.key.public_key()), None, None), critical=False
+        )
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(signing_uri(trust_domain))]
+            ),
             critical=False,
         )
         .sign(parent.key, hashes.SHA256())
@@ -196,24 +214,48 @@ def sign_leaf(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=True,
-                data_encipherment=True, key_agreement=True, key_cert_sign=False, crl_sign=False,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=True,
+                key_agreement=True,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage(list(extended_key_usage)), critical=False)
         .add_extension(x509.SubjectKeyIdentifier(key_id(public_key)), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier(key_id(issuer.key.public_key()), None, None), critical=False)
-        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier(key_id(issuer.key.public_key()), None, None), critical=False
+        )
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=True
+        )
         .sign(issuer.key, hashes.SHA256())
     )
 
 
-def issue_leaf(issuer: Issued, identity: ServiceID | str, **kwargs: object) -> Issued:
+def issue_leaf(
+    issuer: Issued,
+    identity: ServiceID | str,
+    *,
+    valid_for: dt.timedelta = dt.timedelta(hours=72),
+    not_before: dt.datetime | None = None,
+    serial: int | None = None,
+) -> Issued:
     """A fresh key and its leaf; the chain carries `issuer` when it is an intermediate."""
     key = generate_key()
-    cert = sign_leaf(issuer, identity, key.public_key(), **kwargs)  # type: ignore[arg-type]
+    cert = sign_leaf(
+        issuer,
+        identity,
+        key.public_key(),
+        valid_for=valid_for,
+        not_before=not_before,
+        serial=serial,
+    )
     is_root = issuer.cert.issuer == issuer.cert.subject
     chain = () if is_root else (issuer.cert, *issuer.chain)
     return Issued(cert=cert, key=key, chain=chain)

@@ -66,8 +66,12 @@ def parse_service_uri(uri: str) -> ServiceID:
     )
 
 
-def service_id(trust_domain: str, datacenter: str, service: str, namespace: str = "default") -> ServiceID:
-    return ServiceID(trust_domain=trust_domain, namespace=namespace, datacenter=datacenter, service=service)
+def service_id(
+    trust_domain: str, datacenter: str, service: str, namespace: str = "default"
+) -> ServiceID:
+    return ServiceID(
+        trust_domain=trust_domain, namespace=namespace, datacenter=datacenter, service=service
+    )
 
 
 def signing_uri(trust_domain: str) -> str:
