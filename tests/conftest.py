@@ -1,0 +1,9 @@
+"""Make the in-tree packages importable when pytest runs from the checkout."""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+for extra in (ROOT / "proxy", ROOT):
+    if str(extra) not in sys.path:
+        sys.path.insert(0, str(extra))
