@@ -1,0 +1,828 @@
+# Copyright (c) meshkit contributors
+# Mozilla Public License Version 2.0 (see https://mozilla.org/MPL/2.0/)
+"""The mesh model: what users write in inventory variables, parsed once into typed objects.
+
+Modules, filter plugins, ``meshkit render`` and ``meshkit nomad`` all validate through
+``parse_mesh`` so a description that cannot work is refused the same way everywhere, before
+anything touches a host. Pure Python on purpose: no Ansible import, so the CLI and the Nomad
+renderer can use it without ansible-core.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+AUTO_PORT_MIN = 21000
+AUTO_PORT_MAX = 21255
+"""Consul's default ``sidecar_min_port``..``sidecar_max_port``: auto ports come from here."""
+
+ADMIN_ADDRESS = "127.0.0.1"
+"""meshkit-proxy's admin listener (/metrics, /ready) always binds loopback."""
+
+SIDECAR_SUFFIX = "-sidecar-proxy"
+
+_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_ID_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.:-]{0,126}[A-Za-z0-9])?$")
+_DC_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
+_META_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_DURATION_RE = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+
+NAME_FIX = "use 1-63 lower-case letters, digits and dashes, starting and ending alphanumeric"
+
+
+# --- problems ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason the model cannot work: where (``path``), what, and how to fix it."""
+
+    path: str
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message} (fix: {self.fix})"
+
+
+class MeshError(ValueError):
+    """Every problem found in one model, so a single run reports them all."""
+
+    def __init__(self, problems: Sequence[Problem], source: str = "vars") -> None:
+        self.problems: list[Problem] = list(problems)
+        self.source = source
+        lines = [f"{source}: {len(self.problems)} problem(s) in the mesh model:"]
+        lines += [f"  - {p}" for p in self.problems]
+        super().__init__("\n".join(lines))
+
+
+# --- the model --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    """A health check owned by its service (registered with ``replace-existing-checks``)."""
+
+    name: str
+    id: str = ""
+    tcp: str = ""
+    http: str = ""
+    method: str = ""
+    header: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    tls_skip_verify: bool = False
+    ttl: str = ""
+    args: tuple[str, ...] = ()
+    alias_service: str = ""
+    interval: str = ""
+    timeout: str = ""
+    deregister_critical_service_after: str = ""
+    notes: str = ""
+    status: str = ""
+
+    @property
+    def type(self) -> str:
+        """Consul's name for the kind of check (the ``Type`` of ``/v1/agent/checks``)."""
+        for kind in ("tcp", "http", "ttl", "alias_service", "args"):
+            if getattr(self, kind):
+                return {"alias_service": "alias", "args": "script"}.get(kind, kind)
+        return ""
+
+
+@dataclass(frozen=True)
+class Upstream:
+    destination_name: str
+    destination_type: str = "service"
+    datacenter: str = ""
+    local_bind_address: str = "127.0.0.1"
+    local_bind_port: int = 0
+    config: Mapping[str, Any] = field(default_factory=dict)
+    allow_non_loopback: bool = False
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    port: int | None = None  # None: Consul assigns one from 21000-21255
+    address: str = ""  # public listener; "" = inherit the service's registration address
+    local_service_address: str = "127.0.0.1"
+    local_service_port: int = 0
+    admin_port: int | None = None
+    config: Mapping[str, Any] = field(default_factory=dict)
+    upstreams: tuple[Upstream, ...] = ()
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    id: str
+    port: int | None = None
+    address: str = "127.0.0.1"
+    tags: tuple[str, ...] = ()
+    meta: Mapping[str, str] = field(default_factory=dict)
+    checks: tuple[Check, ...] = ()
+    sidecar: Sidecar | None = None
+    allow_non_loopback: bool = False
+    nomad: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def sidecar_id(self) -> str:
+        """The ID Consul forces on a ``sidecar_service`` (contract 1.5)."""
+        return f"{self.id}{SIDECAR_SUFFIX}"
+
+    @property
+    def sidecar_name(self) -> str:
+        return f"{self.name}{SIDECAR_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class PreparedQuery:
+    name: str
+    service: str
+    tags: tuple[str, ...] = ()
+    only_passing: bool = True
+    near: str = ""
+    failover_nearest_n: int = 0
+    failover_datacenters: tuple[str, ...] = ()
+    connect: bool = True
+
+
+@dataclass(frozen=True)
+class Intention:
+    source: str
+    destination: str
+    action: str = "allow"
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Mesh:
+    datacenter: str = "dc1"
+    services: tuple[Service, ...] = ()
+    prepared_queries: tuple[PreparedQuery, ...] = ()
+    intentions: tuple[Intention, ...] = ()
+
+    def service(self, service_id: str) -> Service:
+        for svc in self.services:
+            if svc.id == service_id:
+                return svc
+        raise KeyError(service_id)
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One socket a host will listen on, with who owns it (for clash reports)."""
+
+    address: str
+    port: int
+    owner: str  # e.g. "service 'web' port"
+    path: str
+    kind: str  # app | sidecar | upstream | admin
+
+
+# --- field readers ----------------------------------------------------------------------------
+
+
+class _Reader:
+    """Collects problems while reading loosely typed YAML into typed values."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def add(self, path: str, message: str, fix: str) -> None:
+        self.problems.append(Problem(path, message, fix))
+
+    def mapping(self, value: Any, path: str) -> Mapping[str, Any] | None:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            self.add(path, f"expected a mapping, got {_kind(value)}", "write key: value pairs")
+            return None
+        return value
+
+    def known_keys(self, data: Mapping[str, Any], allowed: Collection[str], path: str) -> None:
+        for key in data:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), list(allowed), n=1)
+                fix = f"did you mean {close[0]!r}?" if close else f"use one of {sorted(allowed)}"
+                self.add(_at(path, key), f"unknown key {key!r}", fix)
+
+    def string(self, data: Mapping[str, Any], key: str, path: str, default: str = "") -> str:
+        value = data.get(key, default)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            self.add(_at(path, key), f"expected a string, got {_kind(value)}", "quote the value")
+            return default
+        return str(value)
+
+    def boolean(self, data: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
+        value = data.get(key, default)
+        if value is None:
+            return default
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "no", "off", "0"):
+            return False
+        self.add(_at(path, key), f"expected true or false, got {value!r}", "write true or false")
+        return default
+
+    def integer(
+        self, data: Mapping[str, Any], key: str, path: str, *, low: int, high: int
+    ) -> int | None:
+        value = data.get(key)
+        if value is None or value == "":
+            return None
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value.strip())
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.add(_at(path, key), f"expected a number, got {value!r}", f"use {low}-{high}")
+            return None
+        if not low <= value <= high:
+            self.add(_at(path, key), f"{value} is out of range", f"use {low}-{high}")
+            return None
+        return value
+
+    def port(self, data: Mapping[str, Any], key: str, path: str) -> int | None:
+        return self.integer(data, key, path, low=1, high=65535)
+
+    def strings(self, data: Mapping[str, Any], key: str, path: str) -> tuple[str, ...]:
+        value = data.get(key)
+        if value is None:
+            return ()
+        if isinstance(value, str) or not isinstance(value, Sequence):
+            self.add(_at(path, key), f"expected a list of strings, got {_kind(value)}", "[a, b]")
+            return ()
+        out: list[str] = []
+        for i, item in enumerate(value):
+            if isinstance(item, bool) or not isinstance(item, str | int | float):
+                self.add(f"{path}.{key}[{i}]", f"expected a string, got {_kind(item)}", "quote it")
+            else:
+                out.append(str(item))
+        return tuple(out)
+
+    def items(self, data: Mapping[str, Any], key: str, path: str) -> list[tuple[str, Any]]:
+        value = data.get(key)
+        if value is None:
+            return []
+        if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+            self.add(_at(path, key), f"expected a list, got {_kind(value)}", "write a YAML list")
+            return []
+        base = _at(path, key)
+        return [(f"{base}[{i}]", item) for i, item in enumerate(value)]
+
+    def config(self, data: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
+        value = self.mapping(data.get(key), _at(path, key))
+        return _plain(value) if value else {}
+
+    def name(self, value: str, path: str, what: str) -> None:
+        if not value:
+            self.add(path, f"{what} is empty", NAME_FIX)
+        elif value == "*":
+            self.add(path, f"{what} cannot be the wildcard '*'", "name one service")
+        elif not _NAME_RE.match(value):
+            upper = value.lower() != value
+            detail = " (Nomad refuses upper case in group names)" if upper else ""
+            self.add(path, f"{what} {value!r} is not a valid name{detail}", NAME_FIX)
+
+    def address(self, value: str, path: str, what: str, *, allow_non_loopback: bool) -> None:
+        if value == "":
+            return
+        try:
+            ip = ipaddress.ip_address(value)
+        except ValueError:
+            if value == "localhost":
+                return
+            self.add(path, f"{what} {value!r} is not an IP address", "use e.g. 127.0.0.1")
+            return
+        if ip.is_unspecified:
+            self.add(
+                path,
+                f"{what} {value} is a wildcard address that Consul rejects",
+                "use 127.0.0.1",
+            )
+        elif not ip.is_loopback and not allow_non_loopback:
+            self.add(
+                path,
+                f"{what} {value} is not a loopback address, so traffic could bypass the mesh",
+                "use 127.0.0.1 (or set allow_non_loopback: true on this item, deliberately)",
+            )
+
+    def duration(self, value: str, path: str) -> None:
+        if value and not _DURATION_RE.match(value):
+            self.add(path, f"{value!r} is not a duration", "write e.g. 10s, 500ms or 1m")
+
+
+def _at(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _meta_value(value: Any) -> str:
+    if value is None:
+        return ""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _plain(value: Any) -> Any:
+    """Copy YAML/Ansible containers into plain dicts and lists (deterministic JSON later)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+# --- parsing ----------------------------------------------------------------------------------
+
+_SERVICE_KEYS = {
+    "name", "id", "port", "address", "allow_non_loopback", "tags", "meta", "checks", "sidecar",
+    "nomad",
+}  # fmt: skip
+_SIDECAR_KEYS = {
+    "port", "address", "local_service_address", "local_service_port", "admin_port", "config",
+    "upstreams",
+}  # fmt: skip
+_UPSTREAM_KEYS = {
+    "destination_name", "destination_type", "datacenter", "local_bind_address",
+    "local_bind_port", "config", "allow_non_loopback",
+}  # fmt: skip
+_CHECK_KEYS = {
+    "name", "id", "tcp", "http", "method", "header", "tls_skip_verify", "ttl", "args",
+    "alias_service", "interval", "timeout", "deregister_critical_service_after", "notes",
+    "status",
+}  # fmt: skip
+_QUERY_KEYS = {"name", "service", "tags", "only_passing", "near", "failover", "connect"}
+_INTENTION_KEYS = {"source", "destination", "action", "description"}
+_TOP_KEYS = {"datacenter", "services", "prepared_queries", "intentions"}
+
+
+def parse_mesh(
+    data: Mapping[str, Any],
+    *,
+    source: str = "vars",
+    known_queries: Collection[str] = (),
+) -> Mesh:
+    """Parse and validate one host's view of the mesh; raise ``MeshError`` with every problem.
+
+    ``data`` holds ``services`` (the services of ONE host: listener clashes are checked among
+    them), ``prepared_queries``, ``intentions`` and ``datacenter``; the ``meshkit_`` prefix of
+    the inventory variables is accepted too. ``known_queries`` names prepared queries that
+    already exist in Consul, so an upstream may point at a query this model does not define.
+    """
+    r = _Reader()
+    top = r.mapping(data, "(top level)")
+    if top is None:
+        raise MeshError(r.problems, source)
+    top = {k.removeprefix("meshkit_") if isinstance(k, str) else k: v for k, v in top.items()}
+    if top and not any(k in _TOP_KEYS for k in top):
+        # Inventory vars hold much else, so other keys are ignored, unless nothing at all is
+        # recognised: then the file is most likely misspelt.
+        r.known_keys(top, _TOP_KEYS, "")
+    datacenter = r.string(top, "datacenter", "", "dc1") or "dc1"
+    if not _DC_RE.match(datacenter):
+        r.add("datacenter", f"{datacenter!r} is not a valid datacenter name", NAME_FIX)
+
+    queries = tuple(
+        q for q in (_parse_query(r, p, v) for p, v in r.items(top, "prepared_queries", "")) if q
+    )
+    _unique(r, [(f"prepared_queries[{i}]", q.name) for i, q in enumerate(queries)], "query name")
+    intentions = tuple(
+        i for i in (_parse_intention(r, p, v) for p, v in r.items(top, "intentions", "")) if i
+    )
+    _unique(
+        r,
+        [
+            (f"intentions[{i}] ({x.source} -> {x.destination})", f"{x.source} -> {x.destination}")
+            for i, x in enumerate(intentions)
+        ],
+        "intention",
+    )
+    query_names = {q.name for q in queries} | set(known_queries)
+    services = tuple(
+        s
+        for s in (_parse_service(r, p, v, query_names) for p, v in r.items(top, "services", ""))
+        if s
+    )
+    _check_ids(r, services)
+    _check_listeners(r, services)
+    if r.problems:
+        raise MeshError(r.problems, source)
+    return Mesh(datacenter, services, queries, intentions)
+
+
+def _label(path: str, name: str) -> str:
+    return f"{path} ({name})" if name else path
+
+
+def _parse_service(
+    r: _Reader, path: str, value: Any, query_names: Collection[str]
+) -> Service | None:
+    data = r.mapping(value, path)
+    if data is None:
+        return None
+    name = r.string(data, "name", path)
+    path = _label(path, name)
+    r.known_keys(data, _SERVICE_KEYS, path)
+    r.name(name, f"{path}.name", "service name")
+    sid = r.string(data, "id", path) or name
+    if sid and not _ID_RE.match(sid):
+        r.add(f"{path}.id", f"service id {sid!r} cannot be used in URLs", "use [A-Za-z0-9_.:-]")
+    allow = r.boolean(data, "allow_non_loopback", path, False)
+    address = r.string(data, "address", path, "127.0.0.1") or "127.0.0.1"
+    r.address(address, f"{path}.address", f"service {name!r} address", allow_non_loopback=allow)
+    port = r.port(data, "port", path)
+    tags = r.strings(data, "tags", path)
+    meta_map = r.mapping(data.get("meta"), f"{path}.meta") or {}
+    meta: dict[str, str] = {}
+    for key, val in meta_map.items():
+        if not isinstance(key, str) or not _META_KEY_RE.match(key) or key.startswith("consul-"):
+            r.add(f"{path}.meta.{key}", f"Consul refuses meta key {key!r}", "use [A-Za-z0-9_-]")
+        elif isinstance(val, Mapping | list):
+            r.add(f"{path}.meta.{key}", "meta values must be strings", "quote the value")
+        else:
+            meta[key] = _meta_value(val)
+    checks = tuple(
+        c for c in (_parse_check(r, p, v, name) for p, v in r.items(data, "checks", path)) if c
+    )
+    nomad = r.mapping(data.get("nomad"), f"{path}.nomad") or {}
+    group = nomad.get("group")
+    if group is not None:
+        r.name(str(group), f"{path}.nomad.group", f"service {name!r} Nomad group name")
+    sidecar = None
+    if data.get("sidecar") is not None:
+        sidecar = _parse_sidecar(
+            r, f"{path}.sidecar", data["sidecar"], name, address, port, allow, query_names
+        )
+    return Service(
+        name=name,
+        id=sid,
+        port=port,
+        address=address,
+        tags=tags,
+        meta=meta,
+        checks=checks,
+        sidecar=sidecar,
+        allow_non_loopback=allow,
+        nomad=_plain(nomad),
+    )
+
+
+def _parse_check(r: _Reader, path: str, value: Any, service: str) -> Check | None:
+    data = r.mapping(value, path)
+    if data is None:
+        return None
+    r.known_keys(data, _CHECK_KEYS, path)
+    name = r.string(data, "name", path)
+    if not name:
+        r.add(f"{path}.name", f"a check of service {service!r} has no name", "name the check")
+    header_map = r.mapping(data.get("header"), f"{path}.header") or {}
+    header = {
+        str(k): tuple(str(x) for x in (v if isinstance(v, list) else [v]))
+        for k, v in header_map.items()
+    }
+    check = Check(
+        name=name,
+        id=r.string(data, "id", path),
+        tcp=r.string(data, "tcp", path),
+        http=r.string(data, "http", path),
+        method=r.string(data, "method", path),
+        header=header,
+        tls_skip_verify=r.boolean(data, "tls_skip_verify", path, False),
+        ttl=r.string(data, "ttl", path),
+        args=r.strings(data, "args", path),
+        alias_service=r.string(data, "alias_service", path),
+        interval=r.string(data, "interval", path),
+        timeout=r.string(data, "timeout", path),
+        deregister_critical_service_after=r.string(data, "deregister_critical_service_after", path),
+        notes=r.string(data, "notes", path),
+        status=r.string(data, "status", path),
+    )
+    kinds = [k for k in ("tcp", "http", "ttl", "args", "alias_service") if getattr(check, k)]
+    if len(kinds) != 1:
+        r.add(
+            path,
+            f"check {name!r} of service {service!r} needs exactly one of tcp, http, ttl, args, "
+            f"alias_service (has {kinds or 'none'})",
+            "keep one kind of check per item",
+        )
+    if kinds and kinds[0] in ("tcp", "http", "args") and not check.interval:
+        r.add(
+            f"{path}.interval",
+            f"check {name!r} of service {service!r} needs an interval",
+            "add interval: 10s",
+        )
+    for key in ("interval", "timeout", "ttl", "deregister_critical_service_after"):
+        r.duration(getattr(check, key), f"{path}.{key}")
+    if check.status not in ("", "passing", "warning", "critical"):
+        r.add(
+            f"{path}.status",
+            f"unknown initial status {check.status!r}",
+            "use passing, warning or critical",
+        )
+    return check
+
+
+def _parse_sidecar(
+    r: _Reader,
+    path: str,
+    value: Any,
+    service: str,
+    address: str,
+    port: int | None,
+    allow: bool,
+    query_names: Collection[str],
+) -> Sidecar | None:
+    data = r.mapping(value, path)
+    if data is None:
+        return None
+    r.known_keys(data, _SIDECAR_KEYS, path)
+    sidecar_port: int | None = None
+    if data.get("port") not in (None, "", "auto"):
+        sidecar_port = r.port(data, "port", path)
+    public = r.string(data, "address", path)
+    if public:
+        try:
+            if ipaddress.ip_address(public).is_unspecified:
+                r.add(
+                    f"{path}.address",
+                    f"sidecar of {service!r}: {public} is refused by Consul",
+                    "use the host's own address",
+                )
+        except ValueError:
+            r.add(
+                f"{path}.address",
+                f"sidecar of {service!r}: {public!r} is not an IP address",
+                "use the host's own address",
+            )
+    local_address = r.string(data, "local_service_address", path) or (
+        address if address != "localhost" else "127.0.0.1"
+    )
+    if "local_service_address" in data:  # an inherited address was checked on the service
+        r.address(
+            local_address,
+            f"{path}.local_service_address",
+            f"service {service!r} sidecar local_service_address",
+            allow_non_loopback=allow,
+        )
+    local_port = r.port(data, "local_service_port", path) or port
+    if local_port is None:
+        r.add(
+            f"{path}.local_service_port",
+            f"service {service!r} has a sidecar but no port for it to reach the app",
+            "set the service's port or sidecar.local_service_port",
+        )
+    admin = r.port(data, "admin_port", path)
+    upstreams = tuple(
+        u
+        for u in (
+            _parse_upstream(r, p, v, service, query_names)
+            for p, v in r.items(data, "upstreams", path)
+        )
+        if u
+    )
+    keys = [
+        (f"{path}.upstreams[{i}]", f"{u.destination_type}:{u.destination_name}@{u.datacenter}")
+        for i, u in enumerate(upstreams)
+    ]
+    _unique(r, keys, f"upstream of service {service!r}")
+    return Sidecar(
+        port=sidecar_port,
+        address=public,
+        local_service_address=local_address,
+        local_service_port=local_port or 0,
+        admin_port=admin,
+        config=r.config(data, "config", path),
+        upstreams=upstreams,
+    )
+
+
+def _parse_upstream(
+    r: _Reader, path: str, value: Any, service: str, query_names: Collection[str]
+) -> Upstream | None:
+    data = r.mapping(value, path)
+    if data is None:
+        return None
+    dest = r.string(data, "destination_name", path)
+    path = _label(path, dest)
+    r.known_keys(data, _UPSTREAM_KEYS, path)
+    dtype = r.string(data, "destination_type", path, "service") or "service"
+    what = f"service {service!r} upstream destination_name"
+    if dtype == "service":
+        r.name(dest, f"{path}.destination_name", what)
+    elif dtype == "prepared_query":
+        r.name(dest, f"{path}.destination_name", what)
+        if dest and dest != "*" and dest not in query_names:
+            r.add(
+                f"{path}.destination_name",
+                f"service {service!r} upstream names prepared query {dest!r}, which the model "
+                "does not define and Consul does not hold",
+                "add it to meshkit_prepared_queries (or to known_queries if it exists elsewhere)",
+            )
+    else:
+        r.add(
+            f"{path}.destination_type",
+            f"service {service!r} upstream {dest!r}: unknown destination_type {dtype!r}",
+            "use service or prepared_query",
+        )
+    datacenter = r.string(data, "datacenter", path)
+    if datacenter and not _DC_RE.match(datacenter):
+        r.add(f"{path}.datacenter", f"{datacenter!r} is not a valid datacenter name", NAME_FIX)
+    allow = r.boolean(data, "allow_non_loopback", path, False)
+    bind = r.string(data, "local_bind_address", path, "127.0.0.1") or "127.0.0.1"
+    r.address(
+        bind,
+        f"{path}.local_bind_address",
+        f"service {service!r} upstream {dest!r} local_bind_address",
+        allow_non_loopback=allow,
+    )
+    port = r.port(data, "local_bind_port", path)
+    if port is None and "local_bind_port" not in data:
+        r.add(
+            f"{path}.local_bind_port",
+            f"service {service!r} upstream {dest!r} has no local_bind_port",
+            "pick a free port outside 21000-21255",
+        )
+    return Upstream(
+        destination_name=dest,
+        destination_type=dtype,
+        datacenter=datacenter,
+        local_bind_address=bind,
+        local_bind_port=port or 0,
+        config=r.config(data, "config", path),
+        allow_non_loopback=allow,
+    )
+
+
+def _parse_query(r: _Reader, path: str, value: Any) -> PreparedQuery | None:
+    data = r.mapping(value, path)
+    if data is None:
+        return None
+    name = r.string(data, "name", path)
+    path = _label(path, name)
+    r.known_keys(data, _QUERY_KEYS, path)
+    r.name(name, f"{path}.name", "prepared query name")
+    service = r.string(data, "service", path)
+    r.name(service, f"{path}.service", f"prepared query {name!r} service")
+    failover = r.mapping(data.get("failover"), f"{path}.failover") or {}
+    r.known_keys(failover, {"nearest_n", "datacenters"}, f"{path}.failover")
+    nearest = r.integer(failover, "nearest_n", f"{path}.failover", low=0, high=1000) or 0
+    dcs = r.strings(failover, "datacenters", f"{path}.failover")
+    for i, dc in enumerate(dcs):
+        if not _DC_RE.match(dc):
+            r.add(f"{path}.failover.datacenters[{i}]", f"{dc!r} is not a datacenter name", NAME_FIX)
+    return PreparedQuery(
+        name=name,
+        service=service,
+        tags=r.strings(data, "tags", path),
+        only_passing=r.boolean(data, "only_passing", path, True),
+        near=r.string(data, "near", path),
+        failover_nearest_n=nearest,
+        failover_datacenters=dcs,
+        connect=r.boolean(data, "connect", path, True),
+    )
+
+
+def _parse_intention(r: _Reader, path: str, value: Any) -> Intention | None:
+    data = r.mapping(value, path)
+    if data is None:
+        return None
+    source = r.string(data, "source", path)
+    dest = r.string(data, "destination", path)
+    path = f"{path} ({source or '?'} -> {dest or '?'})"
+    r.known_keys(data, _INTENTION_KEYS, path)
+    if source != "*":
+        r.name(source, f"{path}.source", "intention source")
+    r.name(dest, f"{path}.destination", "intention destination")
+    action = r.string(data, "action", path, "allow") or "allow"
+    if action not in ("allow", "deny"):
+        r.add(
+            f"{path}.action",
+            f"intention {source} -> {dest}: unknown action {action!r}",
+            "use allow or deny",
+        )
+    return Intention(source, dest, action, r.string(data, "description", path))
+
+
+def _unique(r: _Reader, items: Iterable[tuple[str, str]], what: str) -> None:
+    seen: dict[str, str] = {}
+    for path, key in items:
+        if key in seen:
+            r.add(path, f"duplicate {what} {key!r} (first at {seen[key]})", "remove one of them")
+        else:
+            seen[key] = path
+
+
+def _check_ids(r: _Reader, services: Sequence[Service]) -> None:
+    ids: list[tuple[str, str]] = []
+    for i, svc in enumerate(services):
+        ids.append((f"services[{i}] ({svc.name}).id", svc.id))
+        if svc.sidecar is not None:
+            ids.append((f"services[{i}] ({svc.name}).sidecar", svc.sidecar_id))
+    _unique(r, ids, "service id on this host")
+
+
+# --- listeners --------------------------------------------------------------------------------
+
+
+def host_listeners(services: Iterable[Service]) -> list[Listener]:
+    """Every fixed address:port the services of one host listen on (auto sidecar ports excluded)."""
+    out: list[Listener] = []
+    for i, svc in enumerate(services):
+        base = f"services[{i}] ({svc.name})"
+        if svc.port is not None:
+            out.append(
+                Listener(svc.address, svc.port, f"service {svc.name!r} port", f"{base}.port", "app")
+            )
+        side = svc.sidecar
+        if side is None:
+            continue
+        if side.port is not None:
+            out.append(
+                Listener(
+                    side.address or svc.address,
+                    side.port,
+                    f"service {svc.name!r} sidecar port",
+                    f"{base}.sidecar.port",
+                    "sidecar",
+                )
+            )
+        if side.admin_port is not None:
+            out.append(
+                Listener(
+                    ADMIN_ADDRESS,
+                    side.admin_port,
+                    f"service {svc.name!r} sidecar admin_port",
+                    f"{base}.sidecar.admin_port",
+                    "admin",
+                )
+            )
+        for j, up in enumerate(side.upstreams):
+            if up.local_bind_port:
+                out.append(
+                    Listener(
+                        up.local_bind_address,
+                        up.local_bind_port,
+                        f"service {svc.name!r} upstream {up.destination_name!r} local_bind_port",
+                        f"{base}.sidecar.upstreams[{j}] ({up.destination_name}).local_bind_port",
+                        "upstream",
+                    )
+                )
+    return out
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Two bind addresses collide when equal or when either is a wildcard of the same family."""
+    if a == b:
+        return True
+    try:
+        ia, ib = ipaddress.ip_address(a), ipaddress.ip_address(b)
+    except ValueError:
+        return a in ("localhost", "") or b in ("localhost", "")
+    if ia.version != ib.version:
+        return False
+    return ia.is_unspecified or ib.is_unspecified
+
+
+def _check_listeners(r: _Reader, services: Sequence[Service]) -> None:
+    listeners = host_listeners(services)
+    for i, one in enumerate(listeners):
+        for other in listeners[:i]:
+            if one.port == other.port and _overlap(one.address, other.address):
+                r.add(
+                    one.path,
+                    f"{one.owner} {one.address}:{one.port} clashes with "
+                    f"{other.owner} on the same host",
+                    "pick another port",
+                )
+        if one.kind != "sidecar" and AUTO_PORT_MIN <= one.port <= AUTO_PORT_MAX:
+            r.add(
+                one.path,
+                f"{one.owner} {one.port} is inside {AUTO_PORT_MIN}-{AUTO_PORT_MAX}, where Consul "
+                "assigns sidecar ports automatically",
+                f"pick a port outside {AUTO_PORT_MIN}-{AUTO_PORT_MAX}",
+            )
+
+
+# --- plain data for Ansible -------------------------------------------------------------------
+
+
+def as_plain(obj: Any) -> Any:
+    """A model object as plain dicts/lists/scalars (for filter results and module returns)."""
+    if hasattr(obj, "__dataclass_fields__"):
+        return {name: as_plain(getattr(obj, name)) for name in obj.__dataclass_fields__}
+    if isinstance(obj, Mapping):
+        return {str(k): as_plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [as_plain(v) for v in obj]
+    return obj
