@@ -1,0 +1,1 @@
+"""Consul mode: the proxy takes identity, certificates, upstreams and intentions from Consul."""
