@@ -1,0 +1,1 @@
+"""The data-plane benchmark: meshkit-proxy against haproxy and stunnel on loopback."""
