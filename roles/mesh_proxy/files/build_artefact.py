@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Build the meshkit artefact for hosts on the controller, from this checkout.
+
+Two kinds, measured in docs/rollout.md:
+- ``wheelhouse``: a tar.gz of every wheel meshkit needs (plus pip itself), for the target
+  interpreter and platform, installed on the host with ``pip --no-index`` into a versioned
+  virtualenv. Hosts need no package index.
+- ``shiv``: one executable zipapp (needs the ``shiv`` tool on the controller).
+
+The artefact is named by the meshkit version and a hash of the source, so an unchanged checkout
+reuses it (prints ``"changed": false``) and a changed one gives a new release on the hosts.
+Prints one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+
+# The files whose content defines a build; anything else in the checkout does not matter.
+SOURCE_GLOBS = ("pyproject.toml", "proxy/meshkit/**/*.py", "proxy/meshkit/py.typed")
+MANYLINUX = ("manylinux2014", "manylinux_2_17", "manylinux_2_28", "manylinux1", "manylinux_2_5")
+
+
+def source_digest(source: Path) -> str:
+    digest = hashlib.sha256()
+    files = sorted({p for g in SOURCE_GLOBS for p in source.glob(g) if p.is_file()})
+    for path in files:
+        if "__pycache__" in path.parts:
+            continue
+        digest.update(path.relative_to(source).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def run(cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        sys.stderr.write(f"build_artefact: {' '.join(cmd)} failed:\n{proc.stdout}{proc.stderr}")
+        raise SystemExit(1)
+
+
+def build_wheelhouse(source: Path, dest: Path, args: argparse.Namespace) -> None:
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    with tempfile.TemporaryDirectory(prefix="meshkit-wh-") as tmp:
+        wh = Path(tmp) / "wheelhouse"
+        run([*pip, "wheel", "-q", "--no-deps", "-w", str(wh), str(source)])
+        (meshkit_wheel,) = wh.glob("meshkit-*.whl")
+        extras = f"[{args.extras}]" if args.extras else ""
+        platforms = [x for tag in MANYLINUX for x in ("--platform", f"{tag}_{args.arch}")]
+        cp = "cp" + args.python_version.replace(".", "")
+        run([*pip, "download", "-q", "--only-binary=:all:", "--python-version",
+             args.python_version, "--implementation", "cp", "--abi", cp, "--abi", "abi3",
+             "--abi", "none", *platforms, "--platform", "any", "-d", str(wh),
+             f"{meshkit_wheel}{extras}", "pip"])  # fmt: skip
+        partial = dest.with_suffix(".part")
+        with tarfile.open(partial, "w:gz") as tar:
+            for wheel in sorted(wh.iterdir()):
+                tar.add(wheel, arcname=wheel.name)
+        partial.rename(dest)
+
+
+def build_shiv(source: Path, dest: Path, args: argparse.Namespace) -> None:
+    shiv = shutil.which("shiv") or str(Path(sys.executable).with_name("shiv"))
+    extras = f"[{args.extras}]" if args.extras else ""
+    partial = dest.with_suffix(".part")
+    run([shiv, "-q", "-c", "meshkit-proxy", "-o", str(partial), "--python", "/usr/bin/env python3",
+         "--reproducible", f"{source}{extras}"])  # fmt: skip
+    partial.rename(dest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", type=Path, required=True, help="the meshkit checkout")
+    parser.add_argument("--out", type=Path, required=True, help="directory for artefacts")
+    parser.add_argument("--kind", choices=("wheelhouse", "shiv"), default="wheelhouse")
+    parser.add_argument("--python-version", default="3.11", help="the hosts' python3, X.Y")
+    parser.add_argument("--arch", default="x86_64", help="the hosts' machine (uname -m)")
+    parser.add_argument("--extras", default="fast", help="meshkit extras, comma-separated")
+    args = parser.parse_args(argv)
+
+    source = args.source.resolve()
+    if not (source / "pyproject.toml").is_file():
+        parser.error(f"--source {source}: no pyproject.toml there; point it at the checkout")
+    version = tomllib.loads((source / "pyproject.toml").read_text())["project"]["version"]
+    cp = "cp" + args.python_version.replace(".", "")
+    extras = args.extras.replace(",", "+") or "base"
+    release = f"{version}-{source_digest(source)}-{extras}-{cp}-{args.arch}"
+    suffix = ".tar.gz" if args.kind == "wheelhouse" else ".pyz"
+    args.out.mkdir(parents=True, exist_ok=True)
+    dest = args.out / f"meshkit-{release}{suffix}"
+    changed = not dest.exists()
+    started = time.monotonic()
+    if changed:
+        (build_wheelhouse if args.kind == "wheelhouse" else build_shiv)(source, dest, args)
+    result = {
+        "changed": changed,
+        "kind": args.kind,
+        "release": release,
+        "path": str(dest),
+        "name": dest.name,
+        "size": dest.stat().st_size,
+        "sha256": hashlib.sha256(dest.read_bytes()).hexdigest(),
+        "build_seconds": round(time.monotonic() - started, 2),
+    }
+    json.dump(result, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    os.umask(0o022)
+    sys.exit(main())
