@@ -1,0 +1,395 @@
+"""From the mesh model and the job settings to one typed Nomad job (before any syntax).
+
+All decisions live here: which pattern puts what where, which fields a Nomad version can
+carry, what the meshkit-proxy task is told. `nomad_render` then writes this tree as HCL2 or as
+API JSON without deciding anything, so the two forms cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import (
+    Mesh,
+    Problem,
+    Service,
+    Upstream,
+)
+from ansible_collections.meshkit.connect.plugins.module_utils.nomad_settings import (
+    GroupSettings,
+    JobSettings,
+    NomadSettingsError,
+    ProxySettings,
+    Resources,
+    RestartPolicy,
+    Template,
+    UpdatePolicy,
+    parse_group_settings,
+)
+from ansible_collections.meshkit.connect.plugins.module_utils.nomad_versions import (
+    FEATURES,
+    refusal,
+)
+
+PROXY_TASK = "meshkit-proxy"
+MESH_PORT_LABEL = "mesh"
+PROXY_CONFIG_PATH = "local/meshkit-proxy.json"
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    label: str
+    to: int | None = None
+
+
+@dataclass(frozen=True)
+class UpstreamSpec:
+    destination_name: str
+    local_bind_port: int
+    destination_type: str = ""  # "" = not sent (Nomad's default: service)
+    datacenter: str = ""
+    local_bind_address: str = ""  # "" = not sent (127.0.0.1)
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    driver: str
+    config: Mapping[str, Any]
+    env: Mapping[str, str] = field(default_factory=dict)
+    user: str = ""
+    resources: Resources = field(default_factory=Resources)
+    templates: tuple[Template, ...] = ()
+
+
+@dataclass(frozen=True)
+class SidecarSpec:
+    """`connect.sidecar_service` (+ `sidecar_task` when meshkit-proxy replaces Envoy)."""
+
+    local_service_port: int
+    upstreams: tuple[UpstreamSpec, ...]
+    config: Mapping[str, Any] = field(default_factory=dict)
+    task: TaskSpec | None = None
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    name: str
+    kind: str  # tcp
+    port_label: str
+    interval: int
+    timeout: int
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    port: str  # label or literal port number
+    tags: tuple[str, ...] = ()
+    meta: Mapping[str, str] = field(default_factory=dict)
+    task: str = ""  # native: the task that speaks mTLS
+    native: bool = False
+    sidecar: SidecarSpec | None = None
+    checks: tuple[CheckSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    name: str
+    count: int
+    network_mode: str
+    ports: tuple[PortSpec, ...]
+    services: tuple[ServiceSpec, ...]
+    tasks: tuple[TaskSpec, ...]
+    pattern: str
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    job_id: str
+    job_type: str
+    datacenters: tuple[str, ...]
+    priority: int
+    namespace: str
+    region: str
+    groups: tuple[GroupSpec, ...]
+    update: UpdatePolicy | None
+    restart: RestartPolicy | None
+
+
+def proxy_config(service: Service, group: GroupSettings, proxy: ProxySettings) -> dict[str, Any]:
+    """What the native meshkit-proxy reads: its identity, listener, app and upstreams.
+
+    Consul-mode options (address, token) come from the task environment, as with Consul's
+    own CLI. Values in `{{ }}` are consul-template calls evaluated by Nomad on the client.
+    """
+    sidecar = service.sidecar
+    if group.effective_network_mode == "bridge":
+        listen_host, listen_port = "0.0.0.0", str(group.mesh_port)
+    else:
+        listen_host = '{{ env "NOMAD_IP_' + MESH_PORT_LABEL + '" }}'
+        listen_port = '{{ env "NOMAD_PORT_' + MESH_PORT_LABEL + '" }}'
+    local_address = (sidecar.local_service_address if sidecar else "") or "127.0.0.1"
+    local_port = (sidecar.local_service_port if sidecar else 0) or service.port or 0
+    upstreams = [
+        {
+            "destination_name": u.destination_name,
+            "destination_type": u.destination_type,
+            "datacenter": u.datacenter,
+            "local_bind_address": u.local_bind_address,
+            "local_bind_port": u.local_bind_port,
+            "config": dict(u.config),
+        }
+        for u in (sidecar.upstreams if sidecar else ())
+    ]
+    admin = (
+        {"address": "127.0.0.1", "port": sidecar.admin_port}
+        if sidecar and sidecar.admin_port
+        else None
+    )
+    return {
+        "mode": "consul-native",
+        "service": service.name,
+        "public_listener": {"bind_address": listen_host, "bind_port": listen_port},
+        "local_service": {"address": local_address, "port": local_port},
+        "upstreams": upstreams,
+        "config": dict(sidecar.config) if sidecar else {},
+        **({"admin": admin} if admin else {}),
+    }
+
+
+def _proxy_config_text(config: Mapping[str, Any]) -> str:
+    text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+    # json.dumps quotes the port, but the listener port must be a JSON number once rendered.
+    return text.replace('"{{ env \\"NOMAD_PORT_mesh\\" }}"', '{{ env "NOMAD_PORT_mesh" }}').replace(
+        '{{ env \\"NOMAD_IP_mesh\\" }}', '{{ env "NOMAD_IP_mesh" }}'
+    )
+
+
+def _upstreams(
+    service: Service, problems: list[Problem], path: str, settings: JobSettings
+) -> tuple[UpstreamSpec, ...]:
+    out: list[UpstreamSpec] = []
+    version = settings.nomad_version
+    for i, up in enumerate(service.sidecar.upstreams if service.sidecar else ()):
+        upath = f"{path}.sidecar.upstreams[{i}] ({up.destination_name})"
+        checks = [
+            ("prepared_query_upstream", up.destination_type == "prepared_query"),
+            ("upstream_datacenter", bool(up.datacenter)),
+            ("upstream_local_bind_address", _bind_address(up) != ""),
+            ("upstream_config", bool(up.config)),
+        ]
+        for key, used in checks:
+            text = refusal(key, version) if used else None
+            if text:
+                problems.append(Problem(upath, text, FEATURES[key].fix))
+        out.append(
+            UpstreamSpec(
+                destination_name=up.destination_name,
+                local_bind_port=up.local_bind_port,
+                destination_type="prepared_query"
+                if up.destination_type == "prepared_query"
+                else "",
+                datacenter=up.datacenter,
+                local_bind_address=_bind_address(up),
+                config=dict(up.config),
+            )
+        )
+    return tuple(out)
+
+
+def _bind_address(up: Upstream) -> str:
+    address = up.local_bind_address or ""
+    return "" if address in ("", "127.0.0.1") else address
+
+
+def _gate(problems: list[Problem], key: str, settings: JobSettings, path: str) -> None:
+    text = refusal(key, settings.nomad_version)
+    if text:
+        problems.append(Problem(path, text, FEATURES[key].fix))
+
+
+def _consul_addr(proxy: ProxySettings, pattern: str, mode: str) -> str:
+    """Where the proxy reaches the Consul agent from inside its allocation (contract 7.4)."""
+    if proxy.consul_http_addr:
+        return proxy.consul_http_addr
+    if mode == "host":
+        return "127.0.0.1:8500"
+    if pattern == "native":
+        # Nomad exposes the agent's HTTP API on a socket only to groups with a native service.
+        return "unix://${NOMAD_ALLOC_DIR}/tmp/consul_http.sock"
+    return "${attr.unique.network.ip-address}:8500"
+
+
+def _app_task(service: Service, group: GroupSettings) -> TaskSpec:
+    task = group.task
+    return TaskSpec(
+        name=service.name,
+        driver=task.driver,
+        config=dict(task.config),
+        env=dict(task.env),
+        user=task.user,
+        resources=task.resources,
+        templates=task.templates,
+    )
+
+
+def _group(
+    service: Service, group: GroupSettings, settings: JobSettings, problems: list[Problem]
+) -> GroupSpec:
+    path = f"services.{service.name}"
+    mode = group.effective_network_mode
+    pattern = group.pattern
+    _gate(problems, "connect", settings, path)
+    proxy = settings.proxy
+    app_port = (service.sidecar.local_service_port if service.sidecar else 0) or service.port
+    if app_port is None:
+        problems.append(
+            Problem(f"{path}.port", "a Nomad mesh service needs the app's port", "set port")
+        )
+        app_port = 0
+    if not group.task.config:
+        problems.append(
+            Problem(
+                f"{path}.nomad.task.config",
+                "the app task has no driver config, so Nomad has nothing to start",
+                "set nomad.task.config (e.g. command and args for exec/raw_exec, image for docker)",
+            )
+        )
+    tasks: list[TaskSpec] = [_app_task(service, group)]
+    tags, meta = tuple(service.tags), dict(service.meta)
+    if pattern == "native":
+        _gate(problems, "native", settings, f"{path}.nomad.pattern")
+        if mode == "bridge":
+            _gate(problems, "native_bridge", settings, f"{path}.nomad.network_mode")
+        config = proxy_config(service, group, proxy)
+        tasks.append(
+            TaskSpec(
+                name=PROXY_TASK,
+                driver=proxy.driver,
+                config={
+                    "command": proxy.command,
+                    "args": ["--config", "${NOMAD_TASK_DIR}/meshkit-proxy.json"],
+                },
+                env={"CONSUL_HTTP_ADDR": _consul_addr(proxy, pattern, mode)},
+                resources=proxy.resources,
+                templates=(
+                    Template(
+                        data=_proxy_config_text(config),
+                        destination=PROXY_CONFIG_PATH,
+                        change_mode="signal",
+                        change_signal="SIGHUP",
+                    ),
+                ),
+            )
+        )
+        ports = (PortSpec(MESH_PORT_LABEL, group.mesh_port if mode == "bridge" else None),)
+        svc = ServiceSpec(
+            name=service.name,
+            port=MESH_PORT_LABEL,
+            tags=tags,
+            meta=meta,
+            task=PROXY_TASK,
+            native=True,
+            checks=(
+                CheckSpec(
+                    f"{service.name} mesh listener", "tcp", MESH_PORT_LABEL, 10**10, 2 * 10**9
+                ),
+            ),
+        )
+        return GroupSpec(service.name, group.count, mode, ports, (svc,), tuple(tasks), pattern)
+
+    if mode != "bridge":
+        problems.append(
+            Problem(
+                f"{path}.nomad.network_mode",
+                f"pattern {pattern} needs bridge networking (Nomad rejects a sidecar_service "
+                "in host mode)",
+                "set nomad.network_mode: bridge, or use nomad.pattern: native",
+            )
+        )
+    upstreams = _upstreams(service, problems, path, settings)
+    sidecar_task = None
+    if pattern == "sidecar":
+        proxy_id = (
+            "_nomad-task-${NOMAD_ALLOC_ID}-group-${NOMAD_GROUP_NAME}-"
+            f"{service.name}-{app_port}-sidecar-proxy"
+        )
+        sidecar_task = TaskSpec(
+            name="",
+            driver=proxy.driver,
+            config={"command": proxy.command, "args": ["--proxy-id", proxy_id]},
+            env={"CONSUL_HTTP_ADDR": _consul_addr(proxy, pattern, mode)},
+            resources=proxy.resources,
+        )
+    sidecar_config = dict(service.sidecar.config) if service.sidecar else {}
+    svc = ServiceSpec(
+        name=service.name,
+        port=str(app_port),
+        tags=tags,
+        meta=meta,
+        sidecar=SidecarSpec(
+            local_service_port=0,
+            upstreams=upstreams,
+            config=sidecar_config,
+            task=sidecar_task,
+        ),
+    )
+    return GroupSpec(service.name, group.count, "bridge", (), (svc,), tuple(tasks), pattern)
+
+
+def build_job(mesh: Mesh, settings: JobSettings) -> JobSpec:
+    """The job for `settings.services` (default: every service); NomadSettingsError if not."""
+    problems: list[Problem] = []
+    by_name = {s.name: s for s in mesh.services}
+    wanted = settings.services or tuple(by_name)
+    groups: list[GroupSpec] = []
+    for name in wanted:
+        service = by_name.get(name)
+        if service is None:
+            problems.append(
+                Problem(
+                    "job.services",
+                    f"service {name!r} is not in the mesh model",
+                    f"use one of: {', '.join(sorted(by_name)) or '(none)'}",
+                )
+            )
+            continue
+        group, group_problems = parse_group_settings(
+            service.nomad, settings.groups.get(name, {}), f"services.{name}.nomad"
+        )
+        problems += group_problems
+        if service.sidecar is None:
+            problems.append(
+                Problem(
+                    f"services.{name}.sidecar",
+                    "the service is outside the mesh (no sidecar), so no Nomad mesh group",
+                    "add a sidecar mapping or leave the service out of job.services",
+                )
+            )
+            continue
+        groups.append(_group(service, group, settings, problems))
+    if not groups and not problems:
+        problems.append(Problem("job.services", "no service to run", "list services"))
+    for name in settings.groups:
+        if name not in wanted:
+            problems.append(
+                Problem(f"job.groups.{name}", "no such service in this job", "fix the name")
+            )
+    if problems:
+        raise NomadSettingsError(problems, f"job {settings.job_id}")
+    return JobSpec(
+        job_id=settings.job_id,
+        job_type=settings.job_type,
+        datacenters=settings.datacenters or (mesh.datacenter,),
+        priority=settings.priority,
+        namespace=settings.namespace,
+        region=settings.region,
+        groups=tuple(groups),
+        update=settings.update if settings.job_type == "service" else None,
+        restart=settings.restart,
+    )
