@@ -1,0 +1,212 @@
+"""The proxy's own registration (`GET /v1/agent/service/<id>`) parsed into typed settings.
+
+This is where agent mode decides what to listen on. It follows `consul connect proxy` except
+where the contract reference says the built-in proxy is wrong: `Config.bind_address` /
+`Config.bind_port` win over the service Address/Port (Nomad sets them; consul#10114), and
+numeric options accept int, float or string (JSON numbers arrive as floats; consul#11603).
+Unknown `Config` keys are ignored: Consul and Nomad merge in keys of their own (§1.6, §7.3).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from meshkit.config import (
+    DEFAULT_CONNECT_TIMEOUT_MS,
+    DEFAULT_HANDSHAKE_TIMEOUT_MS,
+    DEFAULT_LOCAL_CONNECT_TIMEOUT_MS,
+    parse_ms,
+)
+from meshkit.consul.client import ConsulClient
+from meshkit.resolver import PREPARED_QUERY, SERVICE
+
+log = logging.getLogger("meshkit.consul.agent_config")
+
+
+class AgentConfigError(ValueError):
+    """A registration the proxy cannot run from; the message names the field and the fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSpec:
+    dst_type: str  # "service" | "prepared_query"
+    name: str
+    datacenter: str
+    bind_host: str
+    bind_port: int
+    connect_timeout_ms: float = DEFAULT_CONNECT_TIMEOUT_MS
+
+    @property
+    def key(self) -> str:
+        dc = f"?dc={self.datacenter}" if self.datacenter else ""
+        return f"{self.dst_type}:{self.name}{dc}"
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """Everything the proxy takes from its registration."""
+
+    proxy_id: str
+    service: str  # Proxy.DestinationServiceName: our identity
+    service_id: str
+    bind_host: str | None  # None: no public listener (port 0)
+    bind_port: int
+    local_host: str
+    local_port: int
+    local_connect_timeout_ms: float = DEFAULT_LOCAL_CONNECT_TIMEOUT_MS
+    handshake_timeout_ms: float = DEFAULT_HANDSHAKE_TIMEOUT_MS
+    upstreams: tuple[UpstreamSpec, ...] = ()
+
+
+def _get(obj: Any, key: str) -> Any:
+    """Consul returns CamelCase; accept any letter case as Go's decoder would."""
+    if not isinstance(obj, dict):
+        return None
+    if key in obj:
+        return obj[key]
+    lower = key.lower()
+    for k, v in obj.items():
+        if isinstance(k, str) and k.lower() == lower:
+            return v
+    return None
+
+
+def _port(value: Any, where: str) -> int:
+    if isinstance(value, bool):
+        raise AgentConfigError(f"{where}: {value!r} is not a port number")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if not isinstance(value, int) or not 0 <= value <= 65535:
+        raise AgentConfigError(f"{where}: {value!r} is not a port number 0-65535")
+    return value
+
+
+def _ms(value: Any, default: float, where: str) -> float:
+    if value is None:
+        return default
+    try:
+        return parse_ms(value)
+    except ValueError as exc:
+        raise AgentConfigError(f"{where}: {exc}") from None
+
+
+def parse_registration(body: Any, proxy_id: str) -> Registration:
+    """Validate once, at the boundary; raise AgentConfigError naming the field."""
+    where = f"registration {proxy_id!r}"
+    if not isinstance(body, dict):
+        raise AgentConfigError(f"{where}: expected a JSON object from /v1/agent/service")
+    kind = _get(body, "Kind") or ""
+    if kind != "connect-proxy":
+        raise AgentConfigError(
+            f"{where} has Kind {kind!r}, not 'connect-proxy'; give -proxy-id the ID of the "
+            "sidecar proxy (or use -sidecar-for with the application's service ID)"
+        )
+    proxy = _get(body, "Proxy")
+    if not isinstance(proxy, dict):
+        raise AgentConfigError(f"{where}: no Proxy block")
+    service = _get(proxy, "DestinationServiceName") or ""
+    if not isinstance(service, str) or not service or service == "*":
+        raise AgentConfigError(f"{where}: Proxy.DestinationServiceName is missing or '*'")
+    config = _get(proxy, "Config") or {}
+    if not isinstance(config, dict):
+        raise AgentConfigError(f"{where}: Proxy.Config is not an object")
+
+    port = _port(_get(body, "Port") or 0, f"{where}: Port")
+    bind_port = port
+    if config.get("bind_port") is not None:
+        bind_port = _port(config["bind_port"], f"{where}: Proxy.Config.bind_port")
+    address = _get(body, "Address") or ""
+    bind_host: str | None = config.get("bind_address") or address or "0.0.0.0"
+    if not isinstance(bind_host, str):
+        raise AgentConfigError(f"{where}: Proxy.Config.bind_address must be a string")
+    if bind_port == 0:
+        bind_host = None
+
+    local_host = _get(proxy, "LocalServiceAddress") or "127.0.0.1"
+    local_port = _port(_get(proxy, "LocalServicePort") or 0, f"{where}: Proxy.LocalServicePort")
+    if bind_host is not None and local_port == 0:
+        raise AgentConfigError(
+            f"{where}: Proxy.LocalServicePort is not set; register the proxy with the port "
+            "of the local application"
+        )
+
+    upstreams: list[UpstreamSpec] = []
+    for i, raw in enumerate(_get(proxy, "Upstreams") or []):
+        up_where = f"{where}: Proxy.Upstreams[{i}]"
+        dst_type = _get(raw, "DestinationType") or SERVICE
+        name = _get(raw, "DestinationName") or ""
+        if dst_type not in (SERVICE, PREPARED_QUERY):
+            raise AgentConfigError(f"{up_where}: unknown DestinationType {dst_type!r}")
+        if not name:
+            raise AgentConfigError(f"{up_where}: DestinationName is missing")
+        if _get(raw, "LocalBindSocketPath"):
+            log.error("%s: LocalBindSocketPath is not supported; upstream skipped", up_where)
+            continue
+        up_config = _get(raw, "Config") or {}
+        upstreams.append(
+            UpstreamSpec(
+                dst_type=dst_type,
+                name=name,
+                datacenter=_get(raw, "Datacenter") or "",
+                bind_host=_get(raw, "LocalBindAddress") or "127.0.0.1",
+                bind_port=_port(_get(raw, "LocalBindPort") or 0, f"{up_where}.LocalBindPort"),
+                connect_timeout_ms=_ms(
+                    up_config.get("connect_timeout_ms") if isinstance(up_config, dict) else None,
+                    DEFAULT_CONNECT_TIMEOUT_MS,
+                    f"{up_where}.Config.connect_timeout_ms",
+                ),
+            )
+        )
+    return Registration(
+        proxy_id=_get(body, "ID") or proxy_id,
+        service=service,
+        service_id=_get(proxy, "DestinationServiceID") or "",
+        bind_host=bind_host,
+        bind_port=bind_port,
+        local_host=local_host,
+        local_port=local_port,
+        local_connect_timeout_ms=_ms(
+            config.get("local_connect_timeout_ms"),
+            DEFAULT_LOCAL_CONNECT_TIMEOUT_MS,
+            f"{where}: Proxy.Config.local_connect_timeout_ms",
+        ),
+        handshake_timeout_ms=_ms(
+            config.get("handshake_timeout_ms"),
+            DEFAULT_HANDSHAKE_TIMEOUT_MS,
+            f"{where}: Proxy.Config.handshake_timeout_ms",
+        ),
+        upstreams=tuple(upstreams),
+    )
+
+
+def pick_sidecar(services: Any, parent_id: str) -> str:
+    """`-sidecar-for`: the one connect-proxy whose DestinationServiceID is the parent's ID.
+
+    Compared case-insensitively, with Consul's messages for none and for several.
+    """
+    if not isinstance(services, dict):
+        raise AgentConfigError("unexpected /v1/agent/services response (not an object)")
+    wanted = parent_id.lower()
+    found = sorted(
+        sid
+        for sid, svc in services.items()
+        if _get(svc, "Kind") == "connect-proxy"
+        and str(_get(_get(svc, "Proxy"), "DestinationServiceID") or "").lower() == wanted
+    )
+    if not found:
+        raise AgentConfigError(f"No sidecar proxy registered for {parent_id}")
+    if len(found) > 1:
+        raise AgentConfigError(
+            f"More than one sidecar proxy registered for {parent_id}.\n"
+            "    Start proxy with -proxy-id and one of the following IDs: " + ", ".join(found)
+        )
+    return str(found[0])
+
+
+async def lookup_sidecar(client: ConsulClient, parent_id: str) -> str:
+    resp = await client.get("/v1/agent/services")
+    return pick_sidecar(resp.body, parent_id)
