@@ -1,0 +1,117 @@
+# Copyright (c) meshkit contributors
+# Mozilla Public License Version 2.0 (see https://mozilla.org/MPL/2.0/)
+"""The one lifecycle every Consul module follows: read, normalise, compare, then write.
+
+Comparing the whole normalised object (not only the keys the user gave, as community.general
+does) is what makes a second run report ``changed=false`` and a removed tag or upstream a
+change. Check mode stops before any write; the diff holds exactly the fields that differ.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import (
+    CONNECTION_ARGSPEC,
+    Connection,
+    ConsulClient,
+    ConsulError,
+)
+from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import MeshError
+
+
+def connection_argspec(**extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    spec = {k: dict(v) for k, v in CONNECTION_ARGSPEC.items()}
+    spec.update(extra)
+    return spec
+
+
+def client_for(module: AnsibleModule) -> ConsulClient:
+    return ConsulClient(Connection.from_params(module.params))
+
+
+def changed_parts(before: Any, after: Any) -> tuple[Any, Any]:
+    """The parts of two normalised objects that differ, recursing into mappings."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        b_out: dict[str, Any] = {}
+        a_out: dict[str, Any] = {}
+        for key in sorted(set(before) | set(after)):
+            if key not in after:
+                b_out[key] = before[key]
+            elif key not in before:
+                a_out[key] = after[key]
+            elif before[key] != after[key]:
+                b_out[key], a_out[key] = changed_parts(before[key], after[key])
+        return b_out, a_out
+    return before, after
+
+
+class Lifecycle:
+    """Subclass and fill ``read``, ``desired``, ``create``, ``update``, ``delete``.
+
+    ``read`` and ``desired`` return normalised objects (plain dicts, comparable with ``==``) or
+    ``None`` for absent. Writes receive them back.
+    """
+
+    result_key = "object"
+
+    def __init__(self, module: AnsibleModule) -> None:
+        self.module = module
+        self.client = client_for(module)
+
+    def read(self) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def desired(self) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def create(self, want: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def update(self, have: dict[str, Any], want: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def delete(self, have: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def extra_result(self, final: dict[str, Any] | None) -> dict[str, Any]:
+        return {}
+
+    def execute(self) -> None:
+        try:
+            result = self._run()
+        except MeshError as err:
+            self.module.fail_json(msg=str(err), problems=[str(p) for p in err.problems])
+        except ConsulError as err:
+            self.module.fail_json(msg=str(err), status=err.status)
+        self.module.exit_json(**result)
+
+    def _run(self) -> dict[str, Any]:
+        want = self.desired()
+        have = self.read()
+        operation = None
+        if want is None and have is not None:
+            operation = "remove"
+        elif want is not None and have is None:
+            operation = "create"
+        elif want is not None and have is not None and want != have:
+            operation = "update"
+        result: dict[str, Any] = {"changed": operation is not None}
+        if operation is not None:
+            result["operation"] = operation
+            before, after = changed_parts(have or {}, want or {})
+            if self.module._diff:
+                result["diff"] = {"before": before, "after": after}
+            if not self.module.check_mode:
+                if operation == "remove" and have is not None:
+                    self.delete(have)
+                elif operation == "create" and want is not None:
+                    self.create(want)
+                elif have is not None and want is not None:
+                    self.update(have, want)
+        final = want if operation is not None else have
+        result[self.result_key] = final
+        result.update(self.extra_result(final))
+        return result

@@ -1,0 +1,40 @@
+# Copyright (c) meshkit contributors
+# Mozilla Public License Version 2.0 (see https://mozilla.org/MPL/2.0/)
+"""Prepared queries by name: Consul only addresses them by ID, so list and match."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import ConsulClient
+
+
+def list_queries(client: ConsulClient) -> list[dict[str, Any]]:
+    return list(client.get("/v1/query") or [])
+
+
+def find_query(queries: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    for query in queries:
+        if query.get("Name") == name:
+            return query
+    return None
+
+
+def query_view(query: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a stored query that ``prepared_query_body`` sets, null lists as []."""
+    svc = query.get("Service") or {}
+    failover = svc.get("Failover") or {}
+    return {
+        "Name": query.get("Name", ""),
+        "Service": {
+            "Service": svc.get("Service", ""),
+            "Failover": {
+                "NearestN": failover.get("NearestN") or 0,
+                "Datacenters": list(failover.get("Datacenters") or []),
+            },
+            "OnlyPassing": bool(svc.get("OnlyPassing")),
+            "Near": svc.get("Near") or "",
+            "Tags": list(svc.get("Tags") or []),
+            "Connect": bool(svc.get("Connect")),
+        },
+    }

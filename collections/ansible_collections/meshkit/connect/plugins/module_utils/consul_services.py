@@ -1,0 +1,150 @@
+# Copyright (c) meshkit contributors
+# Mozilla Public License Version 2.0 (see https://mozilla.org/MPL/2.0/)
+"""A service registration as Consul holds it, normalised so it compares with the model.
+
+Shared by ``consul_service`` (idempotent registration) and ``consul_mesh_info`` (drift).
+The normalised view is the agent API body (CamelCase) minus what Consul fills in by itself
+(auto sidecar port, inherited sidecar address, default sidecar checks, tagged addresses).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import (
+    ConsulClient,
+    segment,
+)
+from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import Service
+from ansible_collections.meshkit.connect.plugins.module_utils.mesh_render import (
+    CHECKS_META_KEY,
+    agent_registration,
+    checks_fingerprint,
+)
+
+# Keys of a check's ``Definition`` in /v1/agent/checks (filled by newer Consul versions).
+_DEFINITION_KEYS = (
+    "TCP",
+    "HTTP",
+    "Method",
+    "Header",
+    "TLSSkipVerify",
+    "Interval",
+    "Timeout",
+    "DeregisterCriticalServiceAfter",
+)
+
+
+def desired_view(service: Service) -> dict[str, Any]:
+    """What ``read_view`` returns once ``service`` is registered."""
+    view = agent_registration(service)
+    view["Meta"] = {k: v for k, v in view["Meta"].items() if k != CHECKS_META_KEY}
+    return view
+
+
+def read_view(
+    client: ConsulClient,
+    service_id: str,
+    want: Service | None = None,
+    checks: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """The registration of ``service_id`` on the agent, or None when it is not registered.
+
+    ``want`` decides what Consul may fill in freely (an auto sidecar port) and lets unchanged
+    checks be proven through the fingerprint in Meta; ``checks`` is ``/v1/agent/checks`` when
+    the caller already has it.
+    """
+    svc = client.get(f"/v1/agent/service/{segment(service_id)}", missing_ok=True)
+    if not svc:
+        return None
+    view: dict[str, Any] = {"ID": svc.get("ID", service_id), "Name": svc.get("Service", "")}
+    if svc.get("Port"):
+        view["Port"] = svc["Port"]
+    view["Address"] = svc.get("Address") or ""
+    view["Tags"] = list(svc.get("Tags") or [])
+    meta = dict(svc.get("Meta") or {})
+    fingerprint = meta.pop(CHECKS_META_KEY, None)
+    view["Meta"] = meta
+    if checks is None:
+        checks = client.get("/v1/agent/checks") or {}
+    own = sorted(
+        (c for c in checks.values() if c.get("ServiceID") == view["ID"]),
+        key=lambda c: str(c.get("CheckID", "")),
+    )
+    if own:
+        want_body = agent_registration(want) if want is not None else {}
+        names = sorted(str(c.get("Name", "")) for c in own)
+        if (
+            want is not None
+            and want.checks
+            and fingerprint == checks_fingerprint(want.checks)
+            and names == sorted(c.name for c in want.checks)
+        ):
+            view["Checks"] = want_body["Checks"]
+        else:
+            view["Checks"] = [_check_view(c) for c in own]
+    sidecar = client.get(
+        f"/v1/agent/service/{segment(view['ID'] + '-sidecar-proxy')}", missing_ok=True
+    )
+    if sidecar and sidecar.get("Kind") == "connect-proxy":
+        view["Connect"] = {"SidecarService": _sidecar_view(sidecar, view, want)}
+    return view
+
+
+def _check_view(check: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"Name": check.get("Name", "")}
+    definition = check.get("Definition") or {}
+    for key in _DEFINITION_KEYS:
+        if definition.get(key):
+            out[key] = definition[key]
+    if len(out) == 1:  # Consul did not say how the check is defined
+        out["Type"] = check.get("Type", "")
+    return out
+
+
+def _sidecar_view(
+    sidecar: dict[str, Any], parent: dict[str, Any], want: Service | None
+) -> dict[str, Any]:
+    want_side = want.sidecar if want is not None else None
+    out: dict[str, Any] = {}
+    if want_side is None or want_side.port is not None:
+        out["Port"] = sidecar.get("Port", 0)
+    address = sidecar.get("Address") or ""
+    if address != parent["Address"] or (want_side is not None and want_side.address):
+        out["Address"] = address
+    proxy = sidecar.get("Proxy") or {}
+    view: dict[str, Any] = {
+        "LocalServiceAddress": proxy.get("LocalServiceAddress") or "",
+        "LocalServicePort": proxy.get("LocalServicePort") or 0,
+    }
+    if proxy.get("Config"):
+        view["Config"] = proxy["Config"]
+    view["Upstreams"] = [_upstream_view(u) for u in proxy.get("Upstreams") or []]
+    out["Proxy"] = view
+    return out
+
+
+def _upstream_view(up: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "DestinationType": up.get("DestinationType") or "service",
+        "DestinationName": up.get("DestinationName", ""),
+    }
+    if up.get("Datacenter"):
+        out["Datacenter"] = up["Datacenter"]
+    out["LocalBindAddress"] = up.get("LocalBindAddress") or ""
+    out["LocalBindPort"] = up.get("LocalBindPort") or 0
+    if up.get("Config"):
+        out["Config"] = up["Config"]
+    return out
+
+
+def register(client: ConsulClient, service: Service) -> None:
+    client.put(
+        "/v1/agent/service/register",
+        agent_registration(service),
+        query={"replace-existing-checks": "true"},
+    )
+
+
+def deregister(client: ConsulClient, service_id: str) -> None:
+    client.put(f"/v1/agent/service/deregister/{segment(service_id)}")

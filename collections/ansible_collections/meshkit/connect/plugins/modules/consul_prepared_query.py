@@ -1,0 +1,165 @@
+#!/usr/bin/python
+# Copyright (c) meshkit contributors
+# Mozilla Public License Version 2.0 (see https://mozilla.org/MPL/2.0/)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: consul_prepared_query
+short_description: Manage a Consul prepared query by name
+version_added: 0.1.0
+description:
+  - Creates, updates or deletes one prepared query of the mesh model, found by its name
+    (Consul itself only addresses queries by ID, so the module lists C(/v1/query) and matches).
+  - Compares every field the model sets, so a second run reports no change.
+author:
+  - meshkit contributors
+extends_documentation_fragment:
+  - meshkit.connect.consul
+  - meshkit.connect.consul.ACTIONGROUP_CONSUL
+attributes:
+  check_mode:
+    support: full
+    description: Reports what would change without writing.
+  diff_mode:
+    support: full
+    description: C(before) and C(after) hold exactly the fields of the query that differ.
+options:
+  state:
+    description: V(present) creates or updates, V(absent) deletes.
+    type: str
+    choices: [present, absent]
+    default: present
+  query:
+    description:
+      - One item of C(meshkit_prepared_queries) (C(name), C(service), C(tags),
+        C(only_passing), C(near), C(failover.nearest_n), C(failover.datacenters), C(connect)).
+      - Required when O(state=present).
+    type: dict
+  name:
+    description: Name of the query to delete when O(state=absent) and O(query) is not given.
+    type: str
+"""
+
+EXAMPLES = r"""
+- name: Create the prepared queries of the mesh
+  meshkit.connect.consul_prepared_query:
+    query: "{{ item }}"
+  loop: "{{ meshkit_prepared_queries }}"
+  loop_control:
+    label: "{{ item.name }}"
+
+- name: Remove a query
+  meshkit.connect.consul_prepared_query:
+    state: absent
+    name: db-nearest
+"""
+
+RETURN = r"""
+query:
+  description: The normalised query body after the run; null when absent.
+  returned: always
+  type: dict
+  sample:
+    Name: db-nearest
+    Service:
+      Service: db
+      Failover: {NearestN: 0, Datacenters: []}
+      OnlyPassing: true
+      Near: _agent
+      Tags: []
+      Connect: true
+id:
+  description: Consul's ID of the query.
+  returned: when the query exists after the run (not in check mode before creation)
+  type: str
+  sample: 8f246b77-f3e1-ff88-5b48-8ec93abf3e05
+operation:
+  description: What was (or in check mode would be) done.
+  returned: changed
+  type: str
+  sample: create
+"""
+
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import segment
+from ansible_collections.meshkit.connect.plugins.module_utils.consul_lifecycle import (
+    Lifecycle,
+    connection_argspec,
+)
+from ansible_collections.meshkit.connect.plugins.module_utils.consul_queries import (
+    find_query,
+    list_queries,
+    query_view,
+)
+from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import (
+    PreparedQuery,
+    parse_mesh,
+)
+from ansible_collections.meshkit.connect.plugins.module_utils.mesh_render import (
+    prepared_query_body,
+)
+
+
+class QueryLifecycle(Lifecycle):
+    result_key = "query"
+
+    def __init__(self, module: AnsibleModule) -> None:
+        super().__init__(module)
+        self.query: PreparedQuery | None = None
+        if module.params["query"] is not None:
+            mesh = parse_mesh(
+                {"prepared_queries": [module.params["query"]]}, source="consul_prepared_query"
+            )
+            self.query = mesh.prepared_queries[0]
+        self.name = self.query.name if self.query is not None else module.params["name"]
+        self.id: str | None = None
+
+    def desired(self) -> dict[str, Any] | None:
+        if self.module.params["state"] == "absent" or self.query is None:
+            return None
+        return prepared_query_body(self.query)
+
+    def read(self) -> dict[str, Any] | None:
+        found = find_query(list_queries(self.client), self.name)
+        if found is None:
+            return None
+        self.id = found.get("ID")
+        return query_view(found)
+
+    def create(self, want: dict[str, Any]) -> None:
+        created = self.client.post("/v1/query", want) or {}
+        self.id = created.get("ID")
+
+    def update(self, have: dict[str, Any], want: dict[str, Any]) -> None:
+        assert self.id is not None
+        self.client.put(f"/v1/query/{segment(self.id)}", dict(want, ID=self.id))
+
+    def delete(self, have: dict[str, Any]) -> None:
+        assert self.id is not None
+        self.client.delete(f"/v1/query/{segment(self.id)}")
+        self.id = None
+
+    def extra_result(self, final: dict[str, Any] | None) -> dict[str, Any]:
+        return {"id": self.id} if final is not None and self.id else {}
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=connection_argspec(
+            state={"type": "str", "choices": ["present", "absent"], "default": "present"},
+            query={"type": "dict"},
+            name={"type": "str"},
+        ),
+        required_if=[("state", "present", ["query"])],
+        required_one_of=[("query", "name")],
+        supports_check_mode=True,
+    )
+    QueryLifecycle(module).execute()
+
+
+if __name__ == "__main__":
+    main()

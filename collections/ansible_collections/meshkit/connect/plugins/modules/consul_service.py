@@ -1,0 +1,220 @@
+#!/usr/bin/python
+# Copyright (c) meshkit contributors
+# Mozilla Public License Version 2.0 (see https://mozilla.org/MPL/2.0/)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: consul_service
+short_description: Register a service and its Connect sidecar on the local Consul agent
+version_added: 0.1.0
+description:
+  - Registers one service of the mesh model (see the collection README) with its
+    C(connect.sidecar_service) on the local agent through C(PUT /v1/agent/service/register)
+    with C(replace-existing-checks), so the checks declared with the service are the only ones.
+  - Reads back C(/v1/agent/service/<id>), the sidecar C(<id>-sidecar-proxy) and the agent's
+    checks, and compares the whole normalised registration, so a second run with the same
+    input reports no change, and a removed tag, upstream or check is a change.
+  - The model is validated before anything is sent, every problem reported at once (loopback-only
+    addresses, names, ports, prepared query upstreams that neither O(prepared_queries),
+    O(known_queries) nor Consul define).
+  - Listener clashes between services of one host need all of them; validate those with the
+    P(meshkit.connect.mesh_validate#filter) filter.
+author:
+  - meshkit contributors
+extends_documentation_fragment:
+  - meshkit.connect.consul
+  - meshkit.connect.consul.ACTIONGROUP_CONSUL
+attributes:
+  check_mode:
+    support: full
+    description: Reports what would change without writing.
+  diff_mode:
+    support: full
+    description: C(before) and C(after) hold exactly the fields of the registration that differ.
+options:
+  state:
+    description:
+      - V(present) registers or updates, V(absent) deregisters (the sidecar goes with it).
+    type: str
+    choices: [present, absent]
+    default: present
+  service:
+    description:
+      - One item of C(meshkit_services), in the form the mesh model documents
+        (C(name), C(id), C(port), C(address), C(allow_non_loopback), C(tags), C(meta),
+        C(checks), C(sidecar), C(nomad)).
+      - Required when O(state=present).
+    type: dict
+  id:
+    description:
+      - Service ID to remove when O(state=absent) and O(service) is not given.
+    type: str
+  prepared_queries:
+    description:
+      - The mesh's C(meshkit_prepared_queries), so upstreams of type C(prepared_query) can be
+        checked against queries the model defines.
+    type: list
+    elements: dict
+    default: []
+  known_queries:
+    description:
+      - Names of prepared queries defined elsewhere that upstreams may use.
+      - Queries Consul already holds are found by listing C(/v1/query).
+    type: list
+    elements: str
+    default: []
+notes:
+  - Consul does not return check definitions from C(/v1/agent/checks), so the module keeps a
+    fingerprint of them in the C(meshkit-checks) service meta key and compares that.
+seealso:
+  - module: meshkit.connect.consul_mesh_info
+"""
+
+EXAMPLES = r"""
+- name: Register every service of this host with its sidecar
+  meshkit.connect.consul_service:
+    service: "{{ item }}"
+    prepared_queries: "{{ meshkit_prepared_queries }}"
+  loop: "{{ meshkit_services }}"
+  loop_control:
+    label: "{{ item.name }}"
+
+- name: Register db over TLS with a client certificate
+  meshkit.connect.consul_service:
+    scheme: https
+    port: 8501
+    ca_path: /etc/consul.d/tls/ca.pem
+    client_cert: /etc/consul.d/tls/client.pem
+    client_key: /etc/consul.d/tls/client-key.pem
+    token: "{{ consul_token }}"
+    service:
+      name: db
+      port: 5432
+      checks:
+        - {name: db tcp, tcp: "127.0.0.1:5432", interval: 10s}
+      sidecar:
+        port: auto
+        admin_port: 19001
+
+- name: Remove the web service and its sidecar
+  meshkit.connect.consul_service:
+    state: absent
+    id: web
+"""
+
+RETURN = r"""
+service:
+  description: The normalised registration (agent API form) after the run; null when absent.
+  returned: always
+  type: dict
+  sample:
+    ID: db
+    Name: db
+    Port: 5432
+    Address: 127.0.0.1
+    Tags: [primary]
+    Meta: {team: data}
+    Connect: {SidecarService: {Proxy: {LocalServiceAddress: 127.0.0.1, LocalServicePort: 5432,
+              Upstreams: []}}}
+operation:
+  description: What was (or in check mode would be) done.
+  returned: changed
+  type: str
+  sample: update
+sidecar_port:
+  description: The sidecar's public port as the agent holds it (auto-assigned ones included).
+  returned: when the service has a sidecar and it is registered
+  type: int
+  sample: 21000
+"""
+
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import segment
+from ansible_collections.meshkit.connect.plugins.module_utils.consul_lifecycle import (
+    Lifecycle,
+    connection_argspec,
+)
+from ansible_collections.meshkit.connect.plugins.module_utils.consul_services import (
+    deregister,
+    desired_view,
+    read_view,
+    register,
+)
+from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import (
+    Service,
+    parse_mesh,
+)
+
+
+class ServiceLifecycle(Lifecycle):
+    result_key = "service"
+
+    def __init__(self, module: AnsibleModule) -> None:
+        super().__init__(module)
+        self.service: Service | None = None
+        params = module.params
+        if params["service"] is not None:
+            ups = ((params["service"].get("sidecar") or {}).get("upstreams")) or []
+            known = list(params["known_queries"])
+            if any(
+                isinstance(u, dict) and u.get("destination_type") == "prepared_query" for u in ups
+            ):
+                known += [q.get("Name", "") for q in self.client.get("/v1/query") or []]
+            mesh = parse_mesh(
+                {"services": [params["service"]], "prepared_queries": params["prepared_queries"]},
+                source="consul_service",
+                known_queries=known,
+            )
+            self.service = mesh.services[0]
+        self.service_id = self.service.id if self.service is not None else params["id"]
+
+    def desired(self) -> dict[str, Any] | None:
+        if self.module.params["state"] == "absent" or self.service is None:
+            return None
+        return desired_view(self.service)
+
+    def read(self) -> dict[str, Any] | None:
+        return read_view(self.client, self.service_id, self.service)
+
+    def create(self, want: dict[str, Any]) -> None:
+        assert self.service is not None
+        register(self.client, self.service)
+
+    def update(self, have: dict[str, Any], want: dict[str, Any]) -> None:
+        assert self.service is not None
+        register(self.client, self.service)
+
+    def delete(self, have: dict[str, Any]) -> None:
+        deregister(self.client, self.service_id)
+
+    def extra_result(self, final: dict[str, Any] | None) -> dict[str, Any]:
+        if final is None or "Connect" not in final or self.module.check_mode:
+            return {}
+        sidecar = self.client.get(
+            f"/v1/agent/service/{segment(self.service_id + '-sidecar-proxy')}", missing_ok=True
+        )
+        return {"sidecar_port": sidecar["Port"]} if sidecar else {}
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=connection_argspec(
+            state={"type": "str", "choices": ["present", "absent"], "default": "present"},
+            service={"type": "dict"},
+            id={"type": "str"},
+            prepared_queries={"type": "list", "elements": "dict", "default": []},
+            known_queries={"type": "list", "elements": "str", "default": []},
+        ),
+        required_if=[("state", "present", ["service"])],
+        required_one_of=[("service", "id")],
+        supports_check_mode=True,
+    )
+    ServiceLifecycle(module).execute()
+
+
+if __name__ == "__main__":
+    main()
