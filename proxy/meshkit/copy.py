@@ -1,0 +1,336 @@
+"""Splicing two sockets: protocol-level copying with back-pressure and half-close.
+
+Each socket is a `Leg` (an asyncio protocol). Bytes a leg receives go straight into its
+peer's transport in the same callback: no queue, no task, no per-chunk coroutine. When a
+peer's transport buffer passes its high-water mark the loop calls `pause_writing` on it and we
+pause reading on the other side; `resume_writing` undoes that. End of stream is forwarded as a
+half-close (TCP `shutdown(SHUT_WR)`, or a TLS close_notify) and a socket is closed only once
+both of its directions are finished.
+
+`TLSLeg` runs TLS itself over a plain transport with `ssl.MemoryBIO`. The event loop's own
+TLS transports cannot half-close (no `write_eof`) and hide the handshake; doing it here gives
+us half-close, an exact handshake deadline, and identity checks before any byte moves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+# How much a leg reads from TLS per call and keeps unsent before pausing its peer.
+READ_CHUNK = 256 * 1024
+HIGH_WATER = 1024 * 1024
+LOW_WATER = 256 * 1024
+# Plaintext buffered before the two legs are joined (early data after the handshake).
+PENDING_LIMIT = 256 * 1024
+
+
+class Leg(asyncio.Protocol):
+    """A plain TCP socket of a spliced pair."""
+
+    __slots__ = (
+        "eof_in",
+        "eof_out",
+        "lost",
+        "nbytes",
+        "on_lost",
+        "peer",
+        "pending",
+        "pending_eof",
+        "transport",
+    )
+
+    def __init__(self, on_lost: Callable[[Leg, BaseException | None], None] | None = None):
+        self.transport: Any = None
+        self.peer: Leg | None = None
+        self.pending: list[bytes] = []
+        self.pending_eof = False
+        self.eof_in = False
+        self.eof_out = False
+        self.lost = False
+        self.nbytes = 0  # plaintext bytes received on this leg and handed to the peer
+        self.on_lost = on_lost
+
+    # -- wiring ---------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)  # type: ignore[attr-defined]
+
+    def join(self, peer: Leg) -> None:
+        """Start copying; deliver anything that arrived before the peer existed."""
+        self.peer = peer
+        if self.pending:
+            data = b"".join(self.pending)
+            self.pending.clear()
+            self.nbytes += len(data)
+            peer.send(data)
+        if self.pending_eof:
+            self.pending_eof = False
+            peer.send_eof()
+        if not self.lost and not self.eof_in:
+            self.transport.resume_reading()
+
+    def hold(self) -> None:
+        """Stop reading until `join` (while authorizing or dialling)."""
+        if self.transport is not None and not self.lost:
+            self.transport.pause_reading()
+
+    # -- receiving ------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        self._forward(data)
+
+    def _forward(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is not None:
+            self.nbytes += len(data)
+            peer.send(data)
+        else:
+            self.pending.append(data)
+            if sum(map(len, self.pending)) > PENDING_LIMIT:
+                self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self._got_eof()
+        return True  # keep the write side open: half-close
+
+    def _got_eof(self) -> None:
+        if self.eof_in:
+            return
+        self.eof_in = True
+        if self.peer is not None:
+            self.peer.send_eof()
+        else:
+            self.pending_eof = True
+        self._maybe_close()
+
+    # -- sending --------------------------------------------------------------------------
+    def send(self, data: bytes) -> None:
+        if not self.lost:
+            self.transport.write(data)
+
+    def send_eof(self) -> None:
+        if self.eof_out or self.lost:
+            return
+        self.eof_out = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._maybe_close()
+
+    def _maybe_close(self) -> None:
+        if self.eof_in and self.eof_out and not self.lost:
+            self.transport.close()
+
+    # -- flow control ---------------------------------------------------------------------
+    def pause_writing(self) -> None:
+        peer = self.peer
+        if peer is not None and not peer.lost:
+            peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        peer = self.peer
+        if peer is not None and not peer.lost and not peer.eof_in:
+            peer.transport.resume_reading()
+
+    # -- teardown -------------------------------------------------------------------------
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        peer = self.peer
+        if peer is not None and not peer.lost:
+            if exc is not None:
+                peer.abort()
+            elif not self.eof_in:
+                # Closed without a clean end of stream: nothing more will come either way.
+                peer.close()
+            else:
+                # We finished cleanly; the peer may still be sending to us, but we are gone.
+                peer.close()
+        if self.on_lost is not None:
+            self.on_lost(self, exc)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.lost:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.lost:
+            self.transport.abort()
+
+
+class TLSLeg(Leg):
+    """A TLS socket of a spliced pair; the TLS engine is an `ssl.SSLObject` over memory BIOs."""
+
+    __slots__ = (
+        "_timeout",
+        "ctx",
+        "handshake_done",
+        "incoming",
+        "on_handshake",
+        "outgoing",
+        "server_side",
+        "sslobj",
+        "timer",
+    )
+
+    def __init__(
+        self,
+        ctx: ssl.SSLContext,
+        server_side: bool,
+        on_handshake: Callable[[TLSLeg, BaseException | None], None],
+        on_lost: Callable[[Leg, BaseException | None], None] | None = None,
+        handshake_timeout: float | None = None,
+    ) -> None:
+        super().__init__(on_lost)
+        self.ctx = ctx
+        self.server_side = server_side
+        self.on_handshake: Callable[[TLSLeg, BaseException | None], None] | None = on_handshake
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.sslobj: ssl.SSLObject | None = None
+        self.handshake_done = False
+        self.timer: asyncio.TimerHandle | None = None
+        self._timeout = handshake_timeout
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.sslobj = self.ctx.wrap_bio(self.incoming, self.outgoing, server_side=self.server_side)
+        if self._timeout is not None:
+            loop = asyncio.get_running_loop()
+            self.timer = loop.call_later(self._timeout, self._handshake_timeout)
+        if not self.server_side:
+            self._handshake()
+
+    # -- handshake ------------------------------------------------------------------------
+    def _handshake(self) -> None:
+        assert self.sslobj is not None
+        try:
+            self.sslobj.do_handshake()
+        except ssl.SSLWantReadError:
+            self._flush()
+            return
+        except (ssl.SSLError, ValueError) as exc:
+            self._flush()  # send the alert, if any
+            self._handshake_failed(exc)
+            return
+        self._flush()
+        self.handshake_done = True
+        self._cancel_timer()
+        callback, self.on_handshake = self.on_handshake, None
+        if callback is not None:
+            callback(self, None)
+        # Application data may have arrived with the client's Finished.
+        if not self.lost and self.incoming.pending:
+            self._read_tls()
+
+    def _handshake_failed(self, exc: BaseException) -> None:
+        self._cancel_timer()
+        callback, self.on_handshake = self.on_handshake, None
+        if callback is not None:
+            callback(self, exc)
+        self.abort_soon()
+
+    def _handshake_timeout(self) -> None:
+        self.timer = None
+        if not self.handshake_done:
+            self._handshake_failed(TimeoutError("TLS handshake deadline passed"))
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def abort_soon(self) -> None:
+        """Close after flushing any alert already queued."""
+        if self.transport is not None and not self.lost:
+            self.transport.close()
+
+    # -- receiving ------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        self.incoming.write(data)
+        if not self.handshake_done:
+            if self.on_handshake is None:
+                return  # failed already
+            self._handshake()
+            return
+        self._read_tls()
+
+    def _read_tls(self) -> None:
+        sslobj = self.sslobj
+        assert sslobj is not None
+        chunks: list[bytes] = []
+        eof = False
+        try:
+            while True:
+                chunk = sslobj.read(READ_CHUNK)
+                if not chunk:
+                    eof = True
+                    break
+                chunks.append(chunk)
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLZeroReturnError:
+            eof = True
+        except ssl.SSLError:
+            self._deliver(chunks)
+            self.abort()
+            return
+        if self.outgoing.pending:
+            self._flush()  # post-handshake messages (key updates)
+        self._deliver(chunks)
+        if eof:
+            self._got_eof()
+
+    def _deliver(self, chunks: list[bytes]) -> None:
+        if not chunks:
+            return
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._forward(data)
+
+    def eof_received(self) -> bool:
+        # TCP end without close_notify. Before the handshake it is a failed handshake; after
+        # it a truncation we pass on as end of stream (as most TLS proxies do).
+        if not self.handshake_done:
+            self._handshake_failed(ConnectionResetError("peer closed during TLS handshake"))
+            return False
+        self._got_eof()
+        return True
+
+    # -- sending --------------------------------------------------------------------------
+    def _flush(self) -> None:
+        if self.outgoing.pending and not self.lost:
+            self.transport.write(self.outgoing.read())
+
+    def send(self, data: bytes) -> None:
+        if self.lost or self.eof_out or self.sslobj is None:
+            return
+        try:
+            self.sslobj.write(data)
+        except ssl.SSLError:
+            self.abort()
+            return
+        self._flush()
+
+    def send_eof(self) -> None:
+        if self.eof_out or self.lost or self.sslobj is None:
+            return
+        self.eof_out = True
+        try:
+            self.sslobj.unwrap()  # queue close_notify; reading continues
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            pass
+        except ssl.SSLError:
+            self.abort()
+            return
+        self._flush()
+        self._maybe_close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        if not self.handshake_done and self.on_handshake is not None:
+            callback, self.on_handshake = self.on_handshake, None
+            callback(self, exc or ConnectionResetError("connection closed during TLS handshake"))
+        super().connection_lost(exc)
+
+    def peer_der(self) -> bytes | None:
+        return self.sslobj.getpeercert(binary_form=True) if self.sslobj is not None else None

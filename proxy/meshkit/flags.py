@@ -1,0 +1,259 @@
+"""`meshkit-proxy` command line: the flags of `consul connect proxy`, plus ours.
+
+Go's flag package conventions are kept so operators can swap binaries: `-flag` and `--flag`,
+`-flag=value` and `-flag value`, booleans as `-flag` or `-flag=false`. Environment defaults
+follow Consul (`CONNECT_PROXY_ID`, `CONSUL_HTTP_ADDR`, ...). The result is a typed
+`CommandLine`; every problem is a `FlagError` (exit 2).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+
+from meshkit.config import parse_hostport
+from meshkit.logs import parse_level
+from meshkit.resolver import PREPARED_QUERY, SERVICE
+
+
+class FlagError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class UpstreamFlag:
+    name: str
+    dst_type: str  # "service" or "prepared_query"
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> UpstreamFlag:
+        """`NAME[.service|.query]:[ADDR:]PORT`, as `consul connect proxy -upstream` reads it."""
+        name, sep, rest = text.partition(":")
+        if not sep or not name or not rest:
+            raise FlagError(f"-upstream {text!r}: expected NAME[.service|.query]:[ADDR:]PORT")
+        dst_type = SERVICE
+        if name.endswith(".query"):
+            name, dst_type = name[: -len(".query")], PREPARED_QUERY
+        elif name.endswith(".service"):
+            name = name[: -len(".service")]
+        if not name:
+            raise FlagError(f"-upstream {text!r}: empty destination name")
+        try:
+            host, port = parse_hostport(rest, default_host="127.0.0.1")
+        except ValueError as exc:
+            raise FlagError(f"-upstream {text!r}: {exc}") from None
+        if port == 0:
+            raise FlagError(f"-upstream {text!r}: the local port must not be 0")
+        return cls(name, dst_type, host, port)
+
+
+@dataclass(frozen=True)
+class CommandLine:
+    # consul connect proxy
+    service: str | None = None
+    listen: tuple[str, int] | None = None
+    service_addr: tuple[str, int] | None = None
+    upstreams: tuple[UpstreamFlag, ...] = ()
+    proxy_id: str | None = None
+    sidecar_for: str | None = None
+    register: bool = False
+    register_id: str | None = None
+    log_level: str = "info"
+    log_json: bool = False
+    bind_address: str | None = None
+    pprof_addr: str | None = None
+    # Consul HTTP client flags
+    http_addr: str | None = None
+    token: str | None = field(default=None, repr=False)
+    token_file: str | None = None
+    ca_file: str | None = None
+    ca_path: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    tls_server_name: str | None = None
+    datacenter: str | None = None
+    stale: bool = False
+    # meshkit's own
+    config: str | None = None
+    admin_bind: tuple[str, int] | None = None
+    authz: str | None = None  # "local" (intentions cache) or "agent" (authorize endpoint)
+    allow_non_loopback_service: bool = False
+    workers: int = 1
+    event_loop: str = "auto"  # auto (uvloop when importable), uvloop, asyncio
+    help: bool = False
+
+    @property
+    def static(self) -> bool:
+        return self.config is not None
+
+
+# flag name -> (field, kind); kind: str, bool, hostport, upstream, int
+_FLAGS: dict[str, tuple[str, str]] = {
+    "service": ("service", "str"),
+    "listen": ("listen", "hostport"),
+    "service-addr": ("service_addr", "hostport"),
+    "upstream": ("upstreams", "upstream"),
+    "proxy-id": ("proxy_id", "str"),
+    "sidecar-for": ("sidecar_for", "str"),
+    "register": ("register", "bool"),
+    "register-id": ("register_id", "str"),
+    "log-level": ("log_level", "level"),
+    "log-json": ("log_json", "bool"),
+    "bind-address": ("bind_address", "str"),
+    "pprof-addr": ("pprof_addr", "str"),
+    "http-addr": ("http_addr", "str"),
+    "token": ("token", "str"),
+    "token-file": ("token_file", "str"),
+    "ca-file": ("ca_file", "str"),
+    "ca-path": ("ca_path", "str"),
+    "client-cert": ("client_cert", "str"),
+    "client-key": ("client_key", "str"),
+    "tls-server-name": ("tls_server_name", "str"),
+    "datacenter": ("datacenter", "str"),
+    "stale": ("stale", "bool"),
+    "config": ("config", "str"),
+    "admin-bind": ("admin_bind", "hostport"),
+    "authz": ("authz", "choice:local,agent"),
+    "allow-non-loopback-service": ("allow_non_loopback_service", "bool"),
+    "workers": ("workers", "int"),
+    "event-loop": ("event_loop", "choice:auto,uvloop,asyncio"),
+    "help": ("help", "bool"),
+    "h": ("help", "bool"),
+}
+
+_ENV: dict[str, str] = {
+    "proxy_id": "CONNECT_PROXY_ID",
+    "sidecar_for": "CONNECT_SIDECAR_FOR",
+    "http_addr": "CONSUL_HTTP_ADDR",
+    "token": "CONSUL_HTTP_TOKEN",
+    "token_file": "CONSUL_HTTP_TOKEN_FILE",
+    "ca_file": "CONSUL_CACERT",
+    "ca_path": "CONSUL_CAPATH",
+    "client_cert": "CONSUL_CLIENT_CERT",
+    "client_key": "CONSUL_CLIENT_KEY",
+    "tls_server_name": "CONSUL_TLS_SERVER_NAME",
+}
+
+USAGE = """usage: meshkit-proxy [flags]
+
+Static mode (certificates and targets from files):
+  meshkit-proxy -config FILE [-service NAME] [-listen HOST:PORT -service-addr HOST:PORT]
+                [-upstream NAME[.service|.query]:[ADDR:]PORT ...] [-admin-bind 127.0.0.1:PORT]
+Consul mode (everything from the local agent):
+  meshkit-proxy -proxy-id ID | -sidecar-for SERVICE_ID | -service NAME [-register] ...
+
+Flags (also as --flag, -flag=value):
+  -service NAME            service this proxy represents
+  -listen HOST:PORT        public (mTLS) listener
+  -service-addr HOST:PORT  local application (must be loopback)
+  -upstream SPEC           NAME[.service|.query]:[ADDR:]PORT, repeatable
+  -proxy-id ID, -sidecar-for ID, -register, -register-id ID
+  -log-level LEVEL         trace, debug, info (default), warn, error
+  -log-json                JSON log lines
+  -http-addr, -token, -token-file, -ca-file, -ca-path, -client-cert, -client-key,
+  -tls-server-name, -datacenter, -stale   Consul HTTP client (Consul mode)
+  -config FILE             static-mode YAML (see docs/proxy.md)
+  -admin-bind HOST:PORT    loopback admin listener (/metrics, /ready, /health)
+  -authz local|agent       Consul mode: intentions cache or the agent's authorize call
+  -allow-non-loopback-service  permit a non-loopback -service-addr (traffic bypasses the mesh)
+  -workers N               processes sharing the listening ports (SO_REUSEPORT)
+  -event-loop auto|uvloop|asyncio
+"""
+
+
+def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> CommandLine:
+    env = os.environ if env is None else env
+    values: dict[str, object] = {}
+    upstreams: list[UpstreamFlag] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if arg == "--":
+            if i < len(args):
+                raise FlagError(f"unexpected argument {args[i]!r}")
+            break
+        if not arg.startswith("-") or arg in ("-", "---"):
+            raise FlagError(f"unexpected argument {arg!r} (flags start with -)")
+        body = arg[2:] if arg.startswith("--") else arg[1:]
+        name, has_value, value = body.partition("=")
+        spec = _FLAGS.get(name)
+        if spec is None:
+            raise FlagError(f"flag provided but not defined: -{name}")
+        target, kind = spec
+        if kind == "bool":
+            if has_value:
+                lowered = value.lower()
+                if lowered not in ("true", "false", "1", "0", "t", "f"):
+                    raise FlagError(f"-{name}: invalid boolean value {value!r}")
+                values[target] = lowered in ("true", "1", "t")
+            else:
+                values[target] = True
+            continue
+        if not has_value:
+            if i >= len(args):
+                raise FlagError(f"flag needs an argument: -{name}")
+            value = args[i]
+            i += 1
+        values_or_err = _convert(name, kind, value)
+        if kind == "upstream":
+            assert isinstance(values_or_err, UpstreamFlag)
+            upstreams.append(values_or_err)
+        else:
+            values[target] = values_or_err
+    for fld, var in _ENV.items():
+        if fld not in values and env.get(var):
+            values[fld] = env[var]
+    known = {f.name for f in fields(CommandLine)}
+    assert set(values) <= known
+    cmd = CommandLine(upstreams=tuple(upstreams), **values)  # type: ignore[arg-type]
+    if not cmd.help:
+        _check(cmd)
+    return cmd
+
+
+def _convert(name: str, kind: str, value: str) -> object:
+    if kind == "str":
+        if value == "" and name in ("service", "config", "proxy-id", "sidecar-for"):
+            raise FlagError(f"-{name}: empty value")
+        return value
+    if kind == "hostport":
+        try:
+            return parse_hostport(value)
+        except ValueError as exc:
+            raise FlagError(f"-{name}: {exc}") from None
+    if kind == "upstream":
+        return UpstreamFlag.parse(value)
+    if kind == "int":
+        if not value.strip().isdigit() or int(value) < 1:
+            raise FlagError(f"-{name}: {value!r} is not a positive whole number")
+        return int(value)
+    if kind == "level":
+        try:
+            parse_level(value)
+        except ValueError as exc:
+            raise FlagError(f"-{name}: {exc}") from None
+        return value.lower()
+    if kind.startswith("choice:"):
+        choices = kind.split(":", 1)[1].split(",")
+        if value not in choices:
+            raise FlagError(f"-{name}: {value!r} is not one of {', '.join(choices)}")
+        return value
+    raise AssertionError(kind)
+
+
+def _check(cmd: CommandLine) -> None:
+    if cmd.register and not (cmd.service and cmd.listen):
+        raise FlagError("-register requires -service and -listen")
+    if cmd.static:
+        if cmd.proxy_id or cmd.sidecar_for:
+            raise FlagError("-config (static mode) cannot be combined with -proxy-id/-sidecar-for")
+        return
+    if cmd.listen and not (cmd.service and cmd.service_addr):
+        raise FlagError("-listen requires -service and -service-addr")
+    if not (cmd.proxy_id or cmd.sidecar_for or cmd.service):
+        raise FlagError("-service or -proxy-id must be specified (or -config FILE for static mode)")

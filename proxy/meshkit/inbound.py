@@ -1,0 +1,153 @@
+"""The public listener: accept → TLS handshake (deadline) → identity → authorize → dial app → copy.
+
+The local application is dialled only after the peer finished the handshake, proved a Consul
+service identity and was authorized, so a refused or stalled peer never reaches it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from meshkit.authz import decide
+from meshkit.copy import Leg, TLSLeg
+from meshkit.failures import handshake_reason
+from meshkit.tls import IdentityError, PeerIdentity, peer_identity
+
+if TYPE_CHECKING:
+    from meshkit.config import PublicListener
+    from meshkit.runtime import Proxy
+
+log = logging.getLogger("meshkit.inbound")
+
+
+def splice(a: Leg, b: Leg) -> None:
+    a.peer, b.peer = b, a
+    a.join(b)
+    b.join(a)
+
+
+class InboundConn:
+    """One accepted mesh connection; also the `metrics.Flow` the scrape sees."""
+
+    inbound = True
+    __slots__ = (
+        "app",
+        "finished",
+        "labels",
+        "peer_name",
+        "proxy",
+        "remote",
+        "spec",
+        "started",
+        "task",
+    )
+
+    def __init__(self, proxy: Proxy, spec: PublicListener) -> None:
+        self.proxy = proxy
+        self.spec = spec
+        self.labels = proxy.inbound_labels
+        self.started = time.monotonic()
+        self.app: Leg | None = None
+        self.peer_name = "?"
+        self.task: asyncio.Task[None] | None = None
+        self.finished = False
+        ctx = proxy.certs.server
+        assert ctx is not None, "public listener opened before TLS material was loaded"
+        self.remote = TLSLeg(
+            ctx,
+            server_side=True,
+            on_handshake=self._handshaken,
+            on_lost=self._lost,
+            handshake_timeout=spec.handshake_timeout_ms / 1000.0,
+        )
+        proxy.metrics.open_flow(self)
+        proxy.metrics.inc("connections_total", self.labels)
+
+    def byte_counts(self) -> tuple[int, int]:
+        return self.remote.nbytes, self.app.nbytes if self.app is not None else 0
+
+    def _handshaken(self, leg: TLSLeg, exc: BaseException | None) -> None:
+        metrics = self.proxy.metrics
+        if exc is not None:
+            reason = handshake_reason(exc)
+            metrics.inc("handshake_failures_total", (*self.labels, ("reason", reason)))
+            log.warning("inbound handshake failed (%s): %s", reason, exc)
+            return
+        leg.hold()
+        try:
+            ident = peer_identity(leg.peer_der())
+        except (IdentityError, ValueError) as err:
+            metrics.inc("handshake_failures_total", (*self.labels, ("reason", "bad_identity")))
+            log.warning("inbound peer refused: %s", err)
+            leg.abort()
+            return
+        self.peer_name = ident.service.uri
+        self.task = asyncio.get_running_loop().create_task(self._authorize_and_dial(ident))
+
+    async def _authorize_and_dial(self, ident: PeerIdentity) -> None:
+        try:
+            await self._authorize_and_dial_inner(ident)
+        finally:
+            self._maybe_done()
+
+    async def _authorize_and_dial_inner(self, ident: PeerIdentity) -> None:
+        proxy, leg = self.proxy, self.remote
+        decision = await decide(proxy.authorizer, ident.service, ident.serial)
+        if not decision.allowed:
+            proxy.metrics.inc("authz_denials_total", self.labels)
+            log.warning("inbound from %s denied: %s", ident.service, decision.reason)
+            leg.abort()
+            return
+        if leg.lost:
+            return
+        spec = self.spec
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(spec.local_connect_timeout_ms / 1000.0):
+                _, app = await loop.create_connection(
+                    lambda: Leg(self._lost), spec.local_host, spec.local_port
+                )
+        except (OSError, TimeoutError) as exc:
+            proxy.metrics.inc("dial_failures_total", self.labels)
+            log.error(
+                "inbound from %s: local app %s:%d unreachable: %s",
+                ident.service,
+                spec.local_host,
+                spec.local_port,
+                exc or "timeout",
+            )
+            leg.abort()
+            return
+        self.app = app
+        if leg.lost:
+            app.close()
+            return
+        log.debug("inbound from %s serial %s connected to local app", ident.service, ident.serial)
+        splice(leg, app)
+
+    def _lost(self, leg: Leg, exc: BaseException | None) -> None:
+        self._maybe_done()
+
+    def _maybe_done(self) -> None:
+        if self.finished or not self.remote.lost:
+            return
+        if self.app is not None and not self.app.lost:
+            return
+        task = self.task
+        if task is not None and not task.done() and asyncio.current_task() is not task:
+            return  # the dial task finishes up and calls back
+        self.finished = True
+        self.proxy.metrics.close_flow(self)
+        self.proxy.flow_closed()
+        if log.isEnabledFor(logging.DEBUG):
+            up, down = self.byte_counts()
+            log.debug(
+                "inbound from %s closed after %.3fs: %d bytes in, %d out",
+                self.peer_name,
+                time.monotonic() - self.started,
+                up,
+                down,
+            )
