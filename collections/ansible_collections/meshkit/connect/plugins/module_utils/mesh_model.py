@@ -388,7 +388,7 @@ def parse_mesh(
     if top and not any(k in _TOP_KEYS for k in top):
         # Inventory vars hold much else, so other keys are ignored, unless nothing at all is
         # recognised: then the file is most likely misspelt.
-        r.known_keys(top, _TOP_KEYS, "")
+        r.known_keys(data, _TOP_KEYS | {f"meshkit_{k}" for k in _TOP_KEYS}, "")
     datacenter = r.string(top, "datacenter", "", "dc1") or "dc1"
     if not _DC_RE.match(datacenter):
         r.add("datacenter", f"{datacenter!r} is not a valid datacenter name", NAME_FIX)
