@@ -128,8 +128,10 @@ def proxy_config(service: Service, group: GroupSettings, proxy: ProxySettings) -
     own CLI. Values in `{{ }}` are consul-template calls evaluated by Nomad on the client.
     """
     sidecar = service.sidecar
+    listen_host: str
+    listen_port: int | str
     if group.effective_network_mode == "bridge":
-        listen_host, listen_port = "0.0.0.0", str(group.mesh_port)
+        listen_host, listen_port = "0.0.0.0", group.mesh_port
     else:
         listen_host = '{{ env "NOMAD_IP_' + MESH_PORT_LABEL + '" }}'
         listen_port = '{{ env "NOMAD_PORT_' + MESH_PORT_LABEL + '" }}'

@@ -444,9 +444,14 @@ def apply(
         return outcome
     outcome.registration = register(n, conn, job, planned)
     if wait_for_deployment:
-        outcome.waited = wait(
-            n, conn, job, outcome.registration, timeout=wait_timeout, interval=interval
-        )
+        try:
+            outcome.waited = wait(
+                n, conn, job, outcome.registration, timeout=wait_timeout, interval=interval
+            )
+        except NomadSubmitError as exc:
+            # The job is registered: say so, so a failed run is not mistaken for a no-op.
+            exc.details.update(changed=True, eval_id=outcome.registration.eval_id)
+            raise
     return outcome
 
 

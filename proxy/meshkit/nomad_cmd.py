@@ -1,0 +1,157 @@
+"""`meshkit nomad render|plan|run`: the nomad_job module's sequence from a shell or CI.
+
+Exit codes follow nomad-pack's plan: 0 no change, 1 changes planned (plan), 255 error.
+`run` exits 0 once the job is registered (and its deployment healthy, unless --no-wait).
+The token comes from NOMAD_TOKEN or --token-file, never from a flag (ps would show it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+EXIT_OK, EXIT_CHANGES, EXIT_ERROR = 0, 1, 255
+
+
+def _collections_on_path() -> None:
+    """Import the collection's module_utils from the checkout or ANSIBLE_COLLECTIONS_PATH."""
+    candidates = [Path(__file__).resolve().parents[2] / "collections"]
+    for entry in os.environ.get("ANSIBLE_COLLECTIONS_PATH", "").split(os.pathsep):
+        if entry:
+            candidates.append(Path(entry))
+    for base in candidates:
+        if (base / "ansible_collections" / "meshkit" / "connect").is_dir():
+            if str(base) not in sys.path:
+                sys.path.insert(0, str(base))
+            return
+    raise SystemExit(
+        "meshkit nomad: the meshkit.connect collection was not found next to this checkout "
+        "or on ANSIBLE_COLLECTIONS_PATH"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="meshkit nomad", description=__doc__.splitlines()[0])
+    p.add_argument("action", choices=("render", "plan", "run"))
+    p.add_argument("--mesh", required=True, type=Path, help="YAML with the mesh model vars")
+    p.add_argument("--job", required=True, type=Path, help="YAML with the job settings")
+    p.add_argument("--format", choices=("hcl", "json"), default="hcl", help="render output")
+    p.add_argument("--nomad-version", default="auto", help="cluster version, or auto (ask it)")
+    p.add_argument("--address", help="default: NOMAD_ADDR, then http://127.0.0.1:4646")
+    p.add_argument("--token-file", type=Path, help="file holding the ACL token")
+    p.add_argument("--namespace")
+    p.add_argument("--region")
+    p.add_argument("--ca-cert", help="CA bundle for the server (default NOMAD_CACERT)")
+    p.add_argument("--client-cert")
+    p.add_argument("--client-key")
+    p.add_argument(
+        "--tls-skip-verify", action="store_true", help="do not verify the server (test only)"
+    )
+    p.add_argument("--no-wait", action="store_true", help="run: do not wait for the deployment")
+    p.add_argument("--wait-timeout", type=float, default=300.0)
+    p.add_argument("--poll-interval", type=float, default=1.0, help=argparse.SUPPRESS)
+    return p
+
+
+def _load_yaml(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read the {what}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the {what} must be a YAML mapping")
+    return data
+
+
+def run(argv: Sequence[str]) -> int:
+    args = _parser().parse_args(argv)
+    _collections_on_path()
+    from ansible_collections.meshkit.connect.plugins.module_utils import nomad_submit as ns
+    from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import (
+        MeshError,
+        parse_mesh,
+    )
+    from ansible_collections.meshkit.connect.plugins.module_utils.nomad_jobspec import build_job
+    from ansible_collections.meshkit.connect.plugins.module_utils.nomad_render import (
+        to_api,
+        to_hcl,
+        to_json,
+    )
+    from ansible_collections.meshkit.connect.plugins.module_utils.nomad_settings import (
+        NomadSettingsError,
+        parse_job_settings,
+    )
+
+    try:
+        mesh_data = _load_yaml(args.mesh, "mesh model")
+        job_data = _load_yaml(args.job, "job settings")
+        token = ""
+        if args.token_file:
+            token = args.token_file.read_text().strip()
+        conn = ns.connection_from(
+            address=args.address,
+            token=token or None,
+            namespace=args.namespace or job_data.get("namespace"),
+            region=args.region,
+            validate_certs=not args.tls_skip_verify,
+            ca_cert=args.ca_cert,
+            client_cert=args.client_cert,
+            client_key=args.client_key,
+        )
+        nomad: Any = None
+        version = args.nomad_version
+        if args.action == "render":
+            version = None if version == "auto" else version
+        else:
+            nomad = ns.client(conn)
+            if version == "auto" and not job_data.get("nomad_version"):
+                version = ns.detect_version(nomad, conn)
+            elif version == "auto":
+                version = str(job_data["nomad_version"])
+        mesh = parse_mesh(mesh_data, source=str(args.mesh))
+        settings = parse_job_settings(job_data, source=str(args.job), nomad_version=version)
+        spec = build_job(mesh, settings)
+        if args.action == "render":
+            sys.stdout.write(to_hcl(spec) if args.format == "hcl" else to_json(spec))
+            return EXIT_OK
+        job = to_api(spec)
+        outcome = ns.apply(
+            nomad,
+            conn,
+            job,
+            check_mode=args.action == "plan",
+            wait_for_deployment=not args.no_wait,
+            wait_timeout=args.wait_timeout,
+            interval=args.poll_interval,
+        )
+    except (MeshError, NomadSettingsError, ValueError, OSError) as exc:
+        print(f"meshkit nomad: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except ns.NomadSubmitError as exc:
+        print(f"meshkit nomad: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    assert outcome.plan is not None
+    sys.stdout.write(ns.format_diff(outcome.plan.diff))
+    for message in outcome.messages:
+        print(f"note: {message}", file=sys.stderr)
+    result = outcome.result()
+    result.pop("plan", None)
+    print(json.dumps(result, sort_keys=True))
+    if args.action == "plan":
+        return EXIT_CHANGES if outcome.changed else EXIT_OK
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

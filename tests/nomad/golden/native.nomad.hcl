@@ -1,0 +1,218 @@
+# Rendered by meshkit.connect from the mesh model; edit the model, not this.
+job "shop" {
+  datacenters = ["dc1"]
+  type = "service"
+  priority = 50
+
+  group "web" {
+    count = 2
+
+    network {
+      mode = "host"
+      port "mesh" {}
+    }
+
+    update {
+      max_parallel = 1
+      health_check = "checks"
+      min_healthy_time = "10s"
+      healthy_deadline = "5m"
+      progress_deadline = "10m"
+      auto_revert = false
+      canary = 0
+    }
+
+    restart {
+      attempts = 3
+      interval = "30m"
+      delay = "15s"
+      mode = "fail"
+    }
+
+    service {
+      name = "web"
+      port = "mesh"
+      task = "meshkit-proxy"
+      tags = ["frontend"]
+      meta {
+        team = "shop"
+      }
+      connect {
+        native = true
+      }
+      check {
+        name = "web mesh listener"
+        type = "tcp"
+        port = "mesh"
+        interval = "10s"
+        timeout = "2s"
+      }
+    }
+
+    task "web" {
+      driver = "exec"
+      config {
+        command = "/srv/web/bin/web"
+        args = ["--port", "8080"]
+      }
+      env {
+        DB_ADDR = "127.0.0.1:9191"
+      }
+      resources {
+        cpu = 200
+        memory = 256
+      }
+      template {
+        data = <<EOH
+{{ with secret "kv/web" }}API_KEY={{ .Data.key }}{{ end }}
+DB={{ env "NOMAD_UPSTREAM_ADDR_db" }} ALLOC=$${NOMAD_ALLOC_ID} 100%%{ok}
+EOH
+        destination = "secrets/web.env"
+        change_mode = "restart"
+        env = true
+      }
+    }
+
+    task "meshkit-proxy" {
+      driver = "raw_exec"
+      config {
+        command = "/usr/local/bin/meshkit-proxy"
+        args = ["--config", "$${NOMAD_TASK_DIR}/meshkit-proxy.json"]
+      }
+      env {
+        CONSUL_HTTP_ADDR = "127.0.0.1:8500"
+      }
+      resources {
+        cpu = 100
+        memory = 64
+      }
+      template {
+        data = <<EOH
+{
+  "config": {},
+  "local_service": {
+    "address": "127.0.0.1",
+    "port": 8080
+  },
+  "mode": "consul-native",
+  "public_listener": {
+    "bind_address": "{{ env "NOMAD_IP_mesh" }}",
+    "bind_port": {{ env "NOMAD_PORT_mesh" }}
+  },
+  "service": "web",
+  "upstreams": [
+    {
+      "config": {},
+      "datacenter": "",
+      "destination_name": "db",
+      "destination_type": "service",
+      "local_bind_address": "127.0.0.1",
+      "local_bind_port": 9191
+    },
+    {
+      "config": {},
+      "datacenter": "",
+      "destination_name": "db-nearest",
+      "destination_type": "prepared_query",
+      "local_bind_address": "127.0.0.1",
+      "local_bind_port": 9192
+    }
+  ]
+}
+EOH
+        destination = "local/meshkit-proxy.json"
+        change_mode = "signal"
+        change_signal = "SIGHUP"
+      }
+    }
+  }
+
+  group "db" {
+    count = 1
+
+    network {
+      mode = "host"
+      port "mesh" {}
+    }
+
+    update {
+      max_parallel = 1
+      health_check = "checks"
+      min_healthy_time = "10s"
+      healthy_deadline = "5m"
+      progress_deadline = "10m"
+      auto_revert = false
+      canary = 0
+    }
+
+    restart {
+      attempts = 3
+      interval = "30m"
+      delay = "15s"
+      mode = "fail"
+    }
+
+    service {
+      name = "db"
+      port = "mesh"
+      task = "meshkit-proxy"
+      connect {
+        native = true
+      }
+      check {
+        name = "db mesh listener"
+        type = "tcp"
+        port = "mesh"
+        interval = "10s"
+        timeout = "2s"
+      }
+    }
+
+    task "db" {
+      driver = "raw_exec"
+      config {
+        command = "/usr/lib/postgresql/bin/postgres"
+      }
+      resources {
+        cpu = 100
+        memory = 128
+      }
+    }
+
+    task "meshkit-proxy" {
+      driver = "raw_exec"
+      config {
+        command = "/usr/local/bin/meshkit-proxy"
+        args = ["--config", "$${NOMAD_TASK_DIR}/meshkit-proxy.json"]
+      }
+      env {
+        CONSUL_HTTP_ADDR = "127.0.0.1:8500"
+      }
+      resources {
+        cpu = 100
+        memory = 64
+      }
+      template {
+        data = <<EOH
+{
+  "config": {},
+  "local_service": {
+    "address": "127.0.0.1",
+    "port": 5432
+  },
+  "mode": "consul-native",
+  "public_listener": {
+    "bind_address": "{{ env "NOMAD_IP_mesh" }}",
+    "bind_port": {{ env "NOMAD_PORT_mesh" }}
+  },
+  "service": "db",
+  "upstreams": []
+}
+EOH
+        destination = "local/meshkit-proxy.json"
+        change_mode = "signal"
+        change_signal = "SIGHUP"
+      }
+    }
+  }
+}

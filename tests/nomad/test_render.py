@@ -1,0 +1,311 @@
+"""Golden jobs for the three patterns, HCL and JSON, and their fidelity to Nomad's own shapes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import hcl2
+import pytest
+
+from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import parse_mesh
+from ansible_collections.meshkit.connect.plugins.module_utils.nomad_jobspec import build_job
+from ansible_collections.meshkit.connect.plugins.module_utils.nomad_render import (
+    to_api,
+    to_hcl,
+    to_json,
+)
+from ansible_collections.meshkit.connect.plugins.module_utils.nomad_settings import (
+    NomadSettingsError,
+    format_duration,
+    parse_duration,
+    parse_job_settings,
+)
+from tests.nomad.conftest import USER_TEMPLATE, job_settings, mesh_data
+from tests.support.nomad_double import fixture
+
+GOLDEN = Path(__file__).parent / "golden"
+PATTERNS = ("native", "sidecar", "envoy")
+
+
+def render(pattern: str, **settings: Any) -> tuple[str, str, dict[str, Any]]:
+    spec = build_job(parse_mesh(mesh_data(pattern)), parse_job_settings(job_settings(**settings)))
+    return to_hcl(spec), to_json(spec), to_api(spec)
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("MESHKIT_UPDATE_GOLDEN") == "1":
+        path.write_text(text)
+    assert path.exists(), f"{path} missing; run with MESHKIT_UPDATE_GOLDEN=1 and review it"
+    assert text == path.read_text(), f"{name} differs from the golden file"
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_golden_hcl_and_json(pattern: str) -> None:
+    hcl_text, json_text, _ = render(pattern)
+    check_golden(f"{pattern}.nomad.hcl", hcl_text)
+    check_golden(f"{pattern}.nomad.json", json_text)
+
+
+# --- HCL: parses, and says what the JSON says ------------------------------------------------
+
+
+def unquote(value: Any) -> Any:
+    """python-hcl2 keeps HCL's quoting; turn a string literal or heredoc back into its value."""
+    if isinstance(value, list):
+        return [unquote(v) for v in value]
+    if isinstance(value, dict):
+        return {unquote(k): unquote(v) for k, v in value.items() if k != "__is_block__"}
+    if not isinstance(value, str):
+        return value
+    heredoc = re.match(r'^"<<(\w+)\n(.*)\n\1"$', value, re.S)
+    if heredoc:
+        body = heredoc.group(2) + "\n"
+        return body.replace("$${", "${").replace("%%{", "%{")
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        body = value[1:-1]
+        out, i = [], 0
+        while i < len(body):
+            c = body[i]
+            if c == "\\":
+                nxt = body[i + 1]
+                out.append({"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}[nxt])
+                i += 2
+            elif body.startswith("$${", i) or body.startswith("%%{", i):
+                out.append(body[i + 1 : i + 3])
+                i += 3
+            else:
+                out.append(c)
+                i += 1
+        return "".join(out)
+    return value
+
+
+def hcl_groups(text: str) -> dict[str, Any]:
+    parsed = unquote(hcl2.loads(text))
+    job = parsed["job"][0]["shop"]
+    return {name: body for g in job["group"] for name, body in g.items()}
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_hcl_parses_and_matches_json(pattern: str) -> None:
+    hcl_text, _, api = render(pattern)
+    groups = hcl_groups(hcl_text)
+    assert set(groups) == {g["Name"] for g in api["TaskGroups"]} == {"web", "db"}
+    for g in api["TaskGroups"]:
+        h = groups[g["Name"]]
+        assert h["count"] == g["Count"]
+        assert h["network"][0]["mode"] == g["Networks"][0]["Mode"]
+        service, h_service = g["Services"][0], h["service"][0]
+        assert h_service["name"] == service["Name"]
+        assert h_service["port"] == service["PortLabel"]
+        connect = h_service["connect"][0]
+        if service["Connect"]["Native"]:
+            assert connect["native"] is True
+            assert h_service["task"] == service["TaskName"] == "meshkit-proxy"
+        else:
+            proxy = connect["sidecar_service"][0]["proxy"][0]
+            h_ups = [
+                (u["destination_name"], u.get("destination_type", ""), u["local_bind_port"])
+                for u in proxy.get("upstreams", [])
+            ]
+            ups = service["Connect"]["SidecarService"]["Proxy"]["Upstreams"]
+            assert h_ups == [
+                (u["DestinationName"], u.get("DestinationType", ""), u["LocalBindPort"])
+                for u in ups
+            ]
+            assert ("sidecar_task" in connect) == ("SidecarTask" in service["Connect"])
+        h_tasks = {name: body for t in h["task"] for name, body in t.items()}
+        for task in g["Tasks"]:
+            h_task = h_tasks[task["Name"]]
+            assert h_task["driver"] == task["Driver"]
+            assert h_task["config"][0] == task["Config"]
+            h_templates = [t["data"] for t in h_task.get("template", [])]
+            assert h_templates == [t["EmbeddedTmpl"] for t in task.get("Templates", [])]
+        r = h["restart"][0]
+        assert parse_duration(r["interval"]) == g["RestartPolicy"]["Interval"]
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_user_template_survives_untouched(pattern: str) -> None:
+    hcl_text, json_text, api = render(pattern)
+    web = next(g for g in api["TaskGroups"] if g["Name"] == "web")
+    app = next(t for t in web["Tasks"] if t["Name"] == "web")
+    assert app["Templates"][0]["EmbeddedTmpl"] == USER_TEMPLATE
+    assert app["Templates"][0]["Envvars"] is True
+    assert (
+        json.loads(json_text)["Job"]["TaskGroups"][0]["Tasks"][0]["Templates"][0]["EmbeddedTmpl"]
+        == USER_TEMPLATE
+    )
+    # In HCL the consul-template calls appear literally; only HCL's own ${ and %{ are escaped.
+    assert '{{ with secret "kv/web" }}API_KEY={{ .Data.key }}{{ end }}' in hcl_text
+    assert "$${NOMAD_ALLOC_ID}" in hcl_text and "100%%{ok}" in hcl_text
+    h_task = {n: b for t in hcl_groups(hcl_text)["web"]["task"] for n, b in t.items()}["web"]
+    assert h_task["template"][0]["data"] == USER_TEMPLATE
+
+
+def test_native_proxy_config_is_consul_template_not_jinja() -> None:
+    _, _, api = render("native")
+    web = next(g for g in api["TaskGroups"] if g["Name"] == "web")
+    proxy = next(t for t in web["Tasks"] if t["Name"] == "meshkit-proxy")
+    text = proxy["Templates"][0]["EmbeddedTmpl"]
+    assert '"bind_port": {{ env "NOMAD_PORT_mesh" }}' in text
+    # Once Nomad fills in the port the file is JSON with both upstreams, prepared query kept.
+    rendered = json.loads(
+        text.replace('{{ env "NOMAD_PORT_mesh" }}', "25000").replace(
+            '{{ env "NOMAD_IP_mesh" }}', "10.0.0.5"
+        )
+    )
+    assert rendered["public_listener"] == {"bind_address": "10.0.0.5", "bind_port": 25000}
+    assert rendered["local_service"] == {"address": "127.0.0.1", "port": 8080}
+    assert [(u["destination_name"], u["destination_type"]) for u in rendered["upstreams"]] == [
+        ("db", "service"),
+        ("db-nearest", "prepared_query"),
+    ]
+    assert web["Networks"][0] == {"Mode": "host", "DynamicPorts": [{"Label": "mesh"}]}
+
+
+def test_native_bridge_mode_uses_the_alloc_socket_and_a_fixed_inside_port() -> None:
+    _, _, api = render("native", groups={"web": {"network_mode": "bridge", "mesh_port": 20500}})
+    web = next(g for g in api["TaskGroups"] if g["Name"] == "web")
+    assert web["Networks"][0] == {
+        "Mode": "bridge",
+        "DynamicPorts": [{"Label": "mesh", "To": 20500}],
+    }
+    proxy = next(t for t in web["Tasks"] if t["Name"] == "meshkit-proxy")
+    assert proxy["Env"]["CONSUL_HTTP_ADDR"] == "unix://${NOMAD_ALLOC_DIR}/tmp/consul_http.sock"
+    assert '"bind_port": 20500' in proxy["Templates"][0]["EmbeddedTmpl"]
+
+
+def test_sidecar_task_runs_meshkit_proxy_with_the_nomad_proxy_id() -> None:
+    _, _, api = render("sidecar")
+    web = next(g for g in api["TaskGroups"] if g["Name"] == "web")
+    task = web["Services"][0]["Connect"]["SidecarTask"]
+    assert task["Driver"] == "raw_exec"
+    assert task["Config"]["args"] == [
+        "--proxy-id",
+        "_nomad-task-${NOMAD_ALLOC_ID}-group-${NOMAD_GROUP_NAME}-web-8080-sidecar-proxy",
+    ]
+    assert "SidecarTask" not in render("envoy")[2]["TaskGroups"][0]["Services"][0]["Connect"]
+
+
+# --- JSON: Go field names and units, checked against the recorded Nomad job -----------------
+
+
+def key_paths(value: Any, prefix: str = "") -> set[str]:
+    """Every key as a path with list indexes and map keys of free-form maps collapsed."""
+    out: set[str] = set()
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if prefix.endswith(("Config", "Meta", "Env")):
+                continue  # driver config, meta and env keys are the user's own
+            path = f"{prefix}.{k}" if prefix else k
+            out.add(path)
+            out |= key_paths(v, path)
+    elif isinstance(value, list):
+        for v in value:
+            out |= key_paths(v, prefix + "[]")
+    return out
+
+
+# Fields newer than the recorded 0.11.8 job (or null there), each with where Nomad defines it.
+LATER_FIELDS = {
+    "TaskGroups[].Services[].TaskName": "0.12.0 api.Service.TaskName (native)",
+    "TaskGroups[].Services[].Checks[].Name": "api.ServiceCheck",
+    "TaskGroups[].Services[].Checks[].Type": "api.ServiceCheck",
+    "TaskGroups[].Services[].Checks[].PortLabel": "api.ServiceCheck",
+    "TaskGroups[].Services[].Checks[].Interval": "api.ServiceCheck (ns)",
+    "TaskGroups[].Services[].Checks[].Timeout": "api.ServiceCheck (ns)",
+    "TaskGroups[].Networks[].DynamicPorts[].Label": "api.Port",
+    "TaskGroups[].Networks[].DynamicPorts[].To": "api.Port",
+    "TaskGroups[].Services[].Connect.SidecarService.Proxy.Upstreams[].DestinationType": "1.6.2",
+    "TaskGroups[].Tasks[].Templates[].EmbeddedTmpl": "api.Template",
+    "TaskGroups[].Tasks[].Templates[].DestPath": "api.Template",
+    "TaskGroups[].Tasks[].Templates[].ChangeMode": "api.Template",
+    "TaskGroups[].Tasks[].Templates[].ChangeSignal": "api.Template",
+    "TaskGroups[].Tasks[].Templates[].Envvars": "api.Template",
+}
+
+
+def test_json_uses_recorded_go_field_names() -> None:
+    recorded = key_paths(fixture("n03-nomad-jobs-parse.json"))
+    ours: set[str] = set()
+    for pattern in PATTERNS:
+        ours |= key_paths(render(pattern)[2])
+    unknown = ours - recorded - set(LATER_FIELDS)
+    assert not unknown, f"keys Nomad would silently drop: {sorted(unknown)}"
+    assert "TaskGroups[].Services[].PortLabel" in ours
+    assert "TaskGroups[].Services[].Port" not in ours
+
+
+def test_durations_are_nanoseconds_like_the_recorded_defaults() -> None:
+    recorded_update = fixture("n03-nomad-jobs-parse.json")["TaskGroups"][0]["Update"]
+    _, _, api = render("sidecar")
+    ours = api["TaskGroups"][0]["Update"]
+    for key in ("MaxParallel", "HealthCheck", "MinHealthyTime", "HealthyDeadline"):
+        assert ours[key] == recorded_update[key], key
+    assert ours["ProgressDeadline"] == recorded_update["ProgressDeadline"] == 600 * 10**9
+    assert api["TaskGroups"][0]["RestartPolicy"]["Delay"] == 15 * 10**9
+    assert format_duration(parse_duration("1h1m1s")) == "1h1m1s"
+    assert parse_duration(90 * 10**9) == 90 * 10**9 and format_duration(90 * 10**9) == "1m30s"
+
+
+def test_recorded_countapi_job_is_what_we_render_for_0_11_8() -> None:
+    """The recorded bridge job (count-api -> count-db) from our model, for a 0.11.8 cluster."""
+    mesh = parse_mesh(
+        {
+            "services": [
+                {
+                    "name": "count-api",
+                    "port": 9001,
+                    "sidecar": {
+                        "upstreams": [{"destination_name": "count-db", "local_bind_port": 5432}]
+                    },
+                    "nomad": {
+                        "pattern": "envoy",
+                        "task": {"driver": "raw_exec", "config": {"command": "/usr/bin/python3"}},
+                    },
+                }
+            ]
+        }
+    )
+    settings = parse_job_settings({"name": "countapi", "nomad_version": "0.11.8"})
+    ours = to_api(build_job(mesh, settings))["TaskGroups"][0]
+    recorded = fixture("n03-nomad-jobs-parse.json")["TaskGroups"][0]
+    assert ours["Networks"][0]["Mode"] == recorded["Networks"][0]["Mode"] == "bridge"
+    mine, theirs = ours["Services"][0], recorded["Services"][0]
+    assert (mine["Name"], mine["PortLabel"]) == (theirs["Name"], theirs["PortLabel"])
+    assert (
+        mine["Connect"]["SidecarService"]["Proxy"]["Upstreams"]
+        == theirs["Connect"]["SidecarService"]["Proxy"]["Upstreams"]
+    )
+
+
+def test_bad_settings_report_every_problem_with_a_fix() -> None:
+    with pytest.raises(NomadSettingsError) as err:
+        parse_job_settings(
+            {
+                "name": "bad name!",
+                "type": "daemon",
+                "update": {"min_healthy_time": "ten seconds"},
+                "colour": "blue",
+            }
+        )
+    text = str(err.value)
+    for fragment in ("job.name", "job.type", "job.update.min_healthy_time", "job.colour"):
+        assert fragment in text
+    assert len(err.value.problems) == 4
+
+
+def test_host_mode_sidecar_and_missing_app_config_are_refused() -> None:
+    data = mesh_data("sidecar")
+    data["meshkit_services"][1]["nomad"] = {"pattern": "sidecar", "network_mode": "host"}
+    with pytest.raises(NomadSettingsError) as err:
+        build_job(parse_mesh(data), parse_job_settings(job_settings()))
+    paths = [p.path for p in err.value.problems]
+    assert "services.db.nomad.network_mode" in paths
+    assert "services.db.nomad.task.config" in paths
