@@ -1,8 +1,8 @@
 """How Ansible and people reach the machines: key, inventory, ssh_config, and the SSH wait.
 
 In isolated mode the machines are only reachable from the lab's gateway namespace, so SSH goes
-through a ProxyCommand that opens the TCP connection from inside it (`ip netns exec` + bash's
-/dev/tcp: no extra package).
+through a ProxyCommand that opens the TCP connection from inside it (`ip netns exec` + our
+one-process relay, `meshkit.lab.relay`).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,12 @@ import yaml
 
 from meshkit.lab.errors import LabError
 from meshkit.lab.paths import LabPaths
-from meshkit.lab.proc import run
+from meshkit.lab.proc import ok, run
 from meshkit.lab.spec import LabSpec, Machine
 
 PROXY_SCRIPT = """#!/bin/sh
 # meshkit lab: open the SSH connection from inside the lab's gateway namespace.
-exec ip netns exec {ns} bash -c 'exec 3<>"/dev/tcp/$1/$2" || exit 1; cat <&3 & cat >&3' _ "$1" "$2"
+exec ip netns exec {ns} {python} -m meshkit.lab.relay "$1" "$2"
 """
 
 
@@ -68,10 +69,11 @@ def ssh_options(spec: LabSpec, paths: LabPaths) -> list[str]:
 def write_access_files(spec: LabSpec, paths: LabPaths) -> None:
     if spec.isolated:
         script = paths.state / "proxy-connect"
-        script.write_text(PROXY_SCRIPT.format(ns=paths.gateway_netns))
+        script.write_text(PROXY_SCRIPT.format(ns=paths.gateway_netns, python=sys.executable))
         script.chmod(0o755)
     paths.inventory.write_text(render_inventory(spec, paths))
     paths.known_hosts.touch(mode=0o600)
+    paths.ssh_control_dir.mkdir(mode=0o700, exist_ok=True)
     lines = []
     for m in spec.machines:
         lines += [
@@ -102,6 +104,9 @@ def inventory_data(spec: LabSpec, paths: LabPaths) -> dict[str, Any]:
             "ansible_ssh_private_key_file": str(paths.key),
             "ansible_python_interpreter": "/usr/bin/python3",
             "ansible_ssh_common_args": shlex.join(ssh_options(spec, paths)),
+            # Per-lab SSH masters: Ansible's default dir keys them by address alone, so a new
+            # lab (or an isolated one with the same addresses) would reuse another's connection.
+            "ansible_control_path_dir": str(paths.ssh_control_dir),
         },
         "hosts": {m.name: {"ansible_host": str(m.address)} for m in spec.machines},
     }
@@ -118,6 +123,14 @@ def render_inventory(spec: LabSpec, paths: LabPaths) -> str:
     )
     body = yaml.safe_dump(inventory_data(spec, paths), sort_keys=False, default_flow_style=False)
     return head + body
+
+
+def close_masters(paths: LabPaths) -> None:
+    """End Ansible's persistent SSH connections to this lab's machines (they outlive runs)."""
+    if not paths.ssh_control_dir.is_dir():
+        return
+    for sock in paths.ssh_control_dir.iterdir():
+        ok(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "lab-machine"], timeout=5)
 
 
 def ssh_argv(

@@ -166,6 +166,7 @@ def down(name: str, *, quiet: bool = False) -> list[str]:
     """Remove every part of the lab, whatever state it is in; return what could not be removed."""
     paths = LabPaths(name)
     started = time.monotonic()
+    access.close_masters(paths)
     problems = machines.stop_all(paths)
     problems += net.teardown(paths)
     problems += machines.unmount_all(paths)

@@ -7,7 +7,10 @@ Machines get only the connected /24 route: no default route, no way out.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -102,9 +105,17 @@ def teardown(paths: LabPaths) -> list[str]:
     """Delete every namespace, veth and bridge of the lab; return what could not be removed."""
     left: list[str] = []
     for ns in lab_namespaces(paths):
-        pids = run(["ip", "netns", "pids", ns], check=False).stdout.split()
-        if pids:
-            left.append(f"namespace {ns} still has processes {' '.join(pids)}")
+        # Machines are gone by now (cgroups); what is left are SSH relays of isolated labs.
+        for _ in range(20):  # bounded: 20 rounds, 0.1 s apart
+            pids = [int(p) for p in run(["ip", "netns", "pids", ns], check=False).stdout.split()]
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+        else:
+            left.append(f"namespace {ns} still has processes")
         if not ok(["ip", "netns", "del", ns]):
             left.append(f"namespace {ns}")
     # A deleted namespace takes its veth peers with it asynchronously: retry, bounded.
