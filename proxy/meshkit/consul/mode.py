@@ -547,14 +547,12 @@ def _stderr() -> Any:
 
 
 def run(cmd: CommandLine) -> int:
-    """Synchronous entry for `meshkit-proxy` (flags.py / proxy_main.py call this lazily)."""
-    try:
-        import uvloop
+    """Synchronous entry for `meshkit-proxy` (proxy_main.py calls this lazily)."""
+    from meshkit.proxy_main import install_loop
 
-        if getattr(cmd, "event_loop", "auto") in ("auto", "uvloop"):
-            return int(uvloop.run(serve(cmd)))
+    try:
+        install_loop(getattr(cmd, "event_loop", "auto"))
     except ImportError:
-        if getattr(cmd, "event_loop", "auto") == "uvloop":
-            print("meshkit-proxy: -event-loop uvloop: uvloop is not installed", file=_stderr())
-            return 2
+        print("meshkit-proxy: -event-loop uvloop: uvloop is not installed", file=_stderr())
+        return 2
     return asyncio.run(serve(cmd))
