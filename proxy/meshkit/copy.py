@@ -171,6 +171,7 @@ class TLSLeg(Leg):
         "server_side",
         "sslobj",
         "timer",
+        "verify",
     )
 
     def __init__(
@@ -180,8 +181,10 @@ class TLSLeg(Leg):
         on_handshake: Callable[[TLSLeg, BaseException | None], None],
         on_lost: Callable[[Leg, BaseException | None], None] | None = None,
         handshake_timeout: float | None = None,
+        verify: Callable[[TLSLeg], BaseException | None] | None = None,
     ) -> None:
         super().__init__(on_lost)
+        self.verify = verify
         self.ctx = ctx
         self.server_side = server_side
         self.on_handshake: Callable[[TLSLeg, BaseException | None], None] | None = on_handshake
@@ -213,6 +216,13 @@ class TLSLeg(Leg):
             self._flush()  # send the alert, if any
             self._handshake_failed(exc)
             return
+        if self.verify is not None:
+            # Checked before our last flight leaves: with TLS 1.3 a client that rejects the
+            # server's identity never sends its Finished, so the server never completes.
+            failure = self.verify(self)
+            if failure is not None:
+                self._handshake_failed(failure)
+                return
         self._flush()
         self.handshake_done = True
         self._cancel_timer()

@@ -101,10 +101,9 @@ class UpstreamConn:
         for target in targets:
             if self.local.lost:
                 return
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+            if deadline - loop.time() <= 0:
                 break
-            leg = await self._try(target, remaining)
+            leg = await self._try(target, deadline)
             if leg is None:
                 continue
             if self.local.lost:
@@ -117,7 +116,7 @@ class UpstreamConn:
         log.error("upstream %s: all %d target(s) failed or timed out", spec.name, len(targets))
         self.local.abort()
 
-    async def _try(self, target: Target, budget: float) -> TLSLeg | None:
+    async def _try(self, target: Target, deadline: float) -> TLSLeg | None:
         proxy, spec = self.proxy, self.spec
         ctx = proxy.certs.client
         if ctx is None:
@@ -125,6 +124,7 @@ class UpstreamConn:
             log.error("upstream %s: no TLS material loaded yet", spec.name)
             return None
         loop = asyncio.get_running_loop()
+        budget = deadline - loop.time()
         done: asyncio.Future[BaseException | None] = loop.create_future()
 
         def handshaken(leg: TLSLeg, exc: BaseException | None) -> None:
@@ -133,14 +133,24 @@ class UpstreamConn:
             if not done.done():
                 done.set_result(exc)
 
+        def verify(leg: TLSLeg) -> BaseException | None:
+            try:
+                ident = peer_identity(leg.peer_der())
+            except IdentityError as exc:
+                return exc
+            if not ident.service.same_service(target.expected):
+                return PeerMismatch(
+                    f"peer certificate mismatch: expected {target.expected}, got {ident.service}"
+                )
+            return None
+
+        def factory() -> TLSLeg:
+            return TLSLeg(ctx, False, handshaken, self._lost_remote, verify=verify)
+
         leg: TLSLeg | None = None
         try:
             async with asyncio.timeout(budget):
-                _, leg = await loop.create_connection(
-                    lambda: TLSLeg(ctx, False, handshaken, self._lost_remote),
-                    target.host,
-                    target.port,
-                )
+                _, leg = await loop.create_connection(factory, target.host, target.port)
         except (OSError, TimeoutError) as exc:
             if leg is not None:
                 leg.abort()
@@ -155,20 +165,10 @@ class UpstreamConn:
             return None
         failure: BaseException | None
         try:
-            async with asyncio.timeout(max(budget - 0.0, 0.001)):
+            async with asyncio.timeout(max(deadline - loop.time(), 0.001)):
                 failure = await done
         except TimeoutError as exc:
             failure = exc
-        if failure is None:
-            try:
-                ident = peer_identity(leg.peer_der())
-                if not ident.service.same_service(target.expected):
-                    failure = PeerMismatch(
-                        f"peer certificate mismatch: expected {target.expected}, "
-                        f"got {ident.service}"
-                    )
-            except IdentityError as exc:
-                failure = exc
         if failure is None:
             return leg
         reason = handshake_reason(failure)

@@ -24,7 +24,7 @@ class LeafFiles:
 
 
 @dataclass
-class TestCA:
+class ThrowawayCA:
     """A root (optionally with an intermediate that signs the leaves)."""
 
     directory: Path
@@ -36,7 +36,7 @@ class TestCA:
     @classmethod
     def create(
         cls, directory: Path, *, name: str = "ca", intermediate: bool = False, dc: str = "dc1"
-    ) -> TestCA:
+    ) -> ThrowawayCA:
         directory.mkdir(parents=True, exist_ok=True)
         trust_domain = f"{uuid.uuid4()}.consul"
         root = pki.make_root(trust_domain)

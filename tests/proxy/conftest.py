@@ -1,0 +1,90 @@
+"""Fixtures: a throwaway CA, an echo app, and a meshed pair (web's outbound → db's inbound)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.proxy.harness import EchoApp, ProxyProc, free_port, start_proxy
+from tests.support.pki_files import LeafFiles, ThrowawayCA
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> ThrowawayCA:
+    return ThrowawayCA.create(tmp_path / "pki")
+
+
+@pytest.fixture
+def app() -> Iterator[EchoApp]:
+    echo = EchoApp().start()
+    yield echo
+    echo.stop()
+
+
+def tls_section(leaf: LeafFiles, *roots: Path) -> dict[str, Any]:
+    return {
+        "cert_file": str(leaf.cert),
+        "key_file": str(leaf.key),
+        "ca_files": [str(r) for r in roots],
+    }
+
+
+def inbound_config(
+    service: str, leaf: LeafFiles, roots: list[Path], app_port: int, port: int, **public: Any
+) -> dict[str, Any]:
+    return {
+        "service": service,
+        "tls": tls_section(leaf, *roots),
+        "public_listener": {
+            "bind_address": "127.0.0.1",
+            "bind_port": port,
+            "local_service_address": f"127.0.0.1:{app_port}",
+            **public,
+        },
+        "authorization": {"allow": ["web"]},
+    }
+
+
+def outbound_config(
+    service: str,
+    leaf: LeafFiles,
+    roots: list[Path],
+    targets: list[dict[str, Any]],
+    port: int,
+    **upstream: Any,
+) -> dict[str, Any]:
+    return {
+        "service": service,
+        "tls": tls_section(leaf, *roots),
+        "upstreams": [
+            {"destination_name": "db", "local_bind_port": port, "targets": targets, **upstream}
+        ],
+    }
+
+
+@dataclass
+class Pair:
+    inbound: ProxyProc
+    outbound: ProxyProc
+    public_port: int
+    upstream_port: int
+
+
+@pytest.fixture
+def pair(tmp_path: Path, ca: ThrowawayCA, app: EchoApp) -> Iterator[Pair]:
+    db, web = ca.leaf("db"), ca.leaf("web")
+    public, upstream = free_port(), free_port()
+    inbound = start_proxy(
+        tmp_path, "db-proxy", inbound_config("db", db, [ca.root_file()], app.port, public)
+    )
+    target = {"address": f"127.0.0.1:{public}", "spiffe_id": ca.identity("db").uri}
+    outbound = start_proxy(
+        tmp_path, "web-proxy", outbound_config("web", web, [ca.root_file()], [target], upstream)
+    )
+    yield Pair(inbound, outbound, public, upstream)
+    codes = (outbound.stop(), inbound.stop())
+    assert codes == (0, 0), f"proxies exited {codes}\n{outbound.logs()}\n{inbound.logs()}"

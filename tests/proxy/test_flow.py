@@ -1,0 +1,129 @@
+"""Allowed traffic end to end through real proxy processes: bulk, half-close, many connections."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import threading
+import time
+
+import pytest
+
+from tests.proxy.conftest import Pair
+from tests.proxy.harness import EchoApp, echo_once, wait_until
+
+
+@pytest.mark.slow
+def test_256_mib_round_trip_is_intact(pair: Pair, app: EchoApp) -> None:
+    size = 256 << 20
+    block = hashlib.sha256(b"seed").digest() * 32768  # 1 MiB, not all one byte
+    sent = hashlib.sha256()
+    received = hashlib.sha256()
+    got = 0
+    with socket.create_connection(("127.0.0.1", pair.upstream_port), timeout=60) as s:
+
+        def send() -> None:
+            for i in range(size // len(block)):
+                chunk = block[i % 7 :] + block[: i % 7]  # vary the content per MiB
+                sent.update(chunk)
+                s.sendall(chunk)
+            s.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        while True:
+            data = s.recv(1 << 20)
+            if not data:
+                break
+            received.update(data)
+            got += len(data)
+        sender.join(60)
+    assert got == size
+    assert received.hexdigest() == sent.hexdigest()
+    assert app.accepts == 1
+    assert wait_until(lambda: pair.inbound.metric_sum("inbound_rx_bytes_total") == size)
+    assert pair.inbound.metric_sum("inbound_tx_bytes_total") == size
+    assert pair.outbound.metric_sum("upstream_tx_bytes_total", upstream="db") == size
+    assert pair.outbound.metric_sum("upstream_rx_bytes_total", upstream="db") == size
+
+
+def test_half_close_still_delivers_the_full_response(pair: Pair, app: EchoApp) -> None:
+    payload = b"question " * 50000  # 450 KB: the reply flows after our write side is shut
+    assert echo_once(pair.upstream_port, payload) == payload
+    assert app.half_closes == 1
+
+
+def test_half_close_keeps_the_other_direction_open(pair: Pair, app: EchoApp) -> None:
+    with socket.create_connection(("127.0.0.1", pair.upstream_port), timeout=5) as s:
+        s.sendall(b"abc")
+        assert s.recv(10) == b"abc"
+        s.shutdown(socket.SHUT_WR)
+        # The echo app sees our EOF, answers with its own; we read to the end cleanly.
+        assert s.recv(10) == b""
+    assert wait_until(lambda: app.half_closes == 1)
+
+
+def test_open_connection_gauges_and_close(pair: Pair, app: EchoApp) -> None:
+    with socket.create_connection(("127.0.0.1", pair.upstream_port), timeout=5) as s:
+        s.sendall(b"x")
+        assert s.recv(1) == b"x"
+        assert pair.inbound.metric_sum("inbound_conns", service="db") == 1
+        assert pair.outbound.metric_sum("upstream_conns", upstream="db", dst_type="service") == 1
+    assert wait_until(lambda: pair.inbound.metric_sum("inbound_conns") == 0)
+    assert wait_until(lambda: pair.outbound.metric_sum("upstream_conns") == 0)
+
+
+@pytest.mark.slow
+def test_1000_concurrent_connections(pair: Pair, app: EchoApp) -> None:
+    count = 1000
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.create_connection(("127.0.0.1", pair.upstream_port), timeout=30)
+            socks.append(s)
+        for i, s in enumerate(socks):
+            s.sendall(f"conn-{i:04d}".encode())
+        for i, s in enumerate(socks):
+            expected = f"conn-{i:04d}".encode()
+            buf = b""
+            while len(buf) < len(expected):
+                chunk = s.recv(64)
+                assert chunk, f"connection {i} closed early"
+                buf += chunk
+            assert buf == expected
+        assert wait_until(lambda: app.open == count, timeout=10)
+        assert pair.inbound.metric_sum("inbound_conns") == count
+        assert pair.outbound.metric_sum("upstream_conns") == count
+    finally:
+        for s in socks:
+            s.close()
+    assert app.accepts == count
+    assert wait_until(lambda: pair.outbound.metric_sum("upstream_conns") == 0, timeout=15)
+    assert pair.outbound.metric_sum("dial_failures_total") == 0
+    assert pair.outbound.metric_sum("handshake_failures_total") == 0
+
+
+def test_sigterm_drains_open_connections_then_exits_zero(pair: Pair, app: EchoApp) -> None:
+    import signal
+
+    with socket.create_connection(("127.0.0.1", pair.upstream_port), timeout=5) as s:
+        s.sendall(b"before")
+        assert s.recv(6) == b"before"
+        pair.outbound.signal(signal.SIGTERM)
+        # No new connections are accepted...
+        assert wait_until(lambda: _refused(pair.upstream_port), timeout=5)
+        # ...but the open one keeps working until it ends.
+        time.sleep(0.2)
+        s.sendall(b"during")
+        assert s.recv(6) == b"during"
+        assert pair.outbound.proc.poll() is None
+    pair.outbound.proc.wait(10)
+    assert pair.outbound.proc.returncode == 0
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
