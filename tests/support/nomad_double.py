@@ -182,7 +182,9 @@ class NomadDouble:
         if tls is not None:
             server.socket = tls.wrap_socket(server.socket, server_side=True)
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         scheme = "https" if tls else "http"
         self.address = f"{scheme}://127.0.0.1:{server.server_address[1]}"
