@@ -1,9 +1,10 @@
-"""The local app behind every pair: an echo and a sink on one port, cheap enough to vanish.
+"""The local app behind every pair: an echo and a data source on one port, cheap enough to vanish.
 
 The first byte of a connection picks the mode: ``E`` echoes everything back (request/response,
-new connections, idle connections); ``S`` swallows everything until the peer's EOF and then
-answers with the byte count as 8 big-endian bytes (bulk throughput, checked end to end).
-Protocols rather than streams, and one large reused receive buffer, so the app costs a few
+new connections, idle connections); ``D`` streams zeros as fast as the connection takes them
+until the client closes (bulk throughput, counted by the client). Download rather than upload
+keeps bulk independent of half-close support, so relays without it can still be measured.
+Protocols with one reused receive buffer and one prebuilt 1 MiB chunk, so the app costs a few
 microseconds per message and the proxies, not the app, set the pace.
 """
 
@@ -15,15 +16,16 @@ import socket
 import sys
 from typing import cast
 
-RECV_BUFFER = 1 << 20
+RECV_BUFFER = 1 << 16
+CHUNK = bytes(1 << 20)
 
 
 class AppProtocol(asyncio.BufferedProtocol):
     def __init__(self) -> None:
-        self._buf = bytearray(RECV_BUFFER)
-        self._view = memoryview(self._buf)
+        self._view = memoryview(bytearray(RECV_BUFFER))
         self._mode = b""
-        self._count = 0
+        self._paused = False
+        self._closed = False
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -41,18 +43,31 @@ class AppProtocol(asyncio.BufferedProtocol):
         if not self._mode:
             self._mode = bytes(data[:1])
             data = data[1:]
-        if self._mode == b"E":
-            if data:
-                self._transport.write(bytes(data))
-        else:
-            self._count += len(data)
+            if self._mode == b"D":
+                self._stream()
+        if self._mode == b"E" and data:
+            self._transport.write(bytes(data))
+
+    def _stream(self) -> None:
+        assert self._transport is not None
+        while not self._paused and not self._closed:
+            self._transport.write(CHUNK)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._mode == b"D":
+            self._stream()
 
     def eof_received(self) -> bool:
         assert self._transport is not None
-        if self._mode == b"S":
-            self._transport.write(self._count.to_bytes(8, "big"))
         self._transport.close()
         return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
 
 
 async def serve(host: str, port: int) -> None:

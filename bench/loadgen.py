@@ -1,7 +1,7 @@
 """The client load, run as separate processes so the orchestrator never competes with it.
 
 Each invocation waits for a shared start time, runs one mode for a fixed time and prints one
-JSON object on stdout. Bulk uses blocking sockets in threads (``sendall`` of a 1 MiB buffer
+JSON object on stdout. Bulk uses blocking sockets in threads (``recv_into`` a 1 MiB buffer
 releases the GIL, so the kernel copy is nearly all the client does); request/response and new
 connections use uvloop protocols; several processes can be started in parallel and merged.
 """
@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import sys
 import threading
@@ -38,39 +39,32 @@ def _connect(port: int) -> socket.socket:
 
 @dataclass
 class BulkStream:
-    sent: int = 0
-    acked: int = -1
+    received: int = 0
     seconds: float = 0.0
     error: str = ""
 
 
 def _bulk_one(port: int, seconds: float, result: BulkStream, go: threading.Barrier) -> None:
-    payload = memoryview(bytes(CHUNK))
+    buf = memoryview(bytearray(CHUNK))
     try:
         sock = _connect(port)
         go.wait(OP_TIMEOUT)
         began = time.perf_counter()
         deadline = began + seconds
-        sock.sendall(b"S")
+        sock.sendall(b"D")
         while time.perf_counter() < deadline:
-            sock.sendall(payload)
-            result.sent += CHUNK
-        sock.shutdown(socket.SHUT_WR)
-        reply = b""
-        while len(reply) < 8:
-            more = sock.recv(8 - len(reply))
-            if not more:
-                break
-            reply += more
+            n = sock.recv_into(buf)
+            if n == 0:
+                raise ConnectionError("closed by the pair before the end")
+            result.received += n
         result.seconds = time.perf_counter() - began
-        result.acked = int.from_bytes(reply, "big") if len(reply) == 8 else -1
         sock.close()
     except (OSError, threading.BrokenBarrierError) as exc:
         result.error = repr(exc)
 
 
 def run_bulk(port: int, conns: int, seconds: float, start: float) -> dict[str, Any]:
-    """Upload for `seconds` on `conns` connections; the app's byte count proves delivery."""
+    """Download for `seconds` on `conns` connections; only bytes that arrived count."""
     results = [BulkStream() for _ in range(conns)]
     go = threading.Barrier(conns)
     _wait_until(start)
@@ -83,10 +77,7 @@ def run_bulk(port: int, conns: int, seconds: float, start: float) -> dict[str, A
     for t in threads:
         t.join(seconds + 60)
     errors = [r.error for r in results if r.error]
-    errors += [
-        f"app counted {r.acked} of {r.sent}" for r in results if not r.error and r.acked != r.sent
-    ]
-    total = sum(r.sent for r in results)
+    total = sum(r.received for r in results)
     elapsed = max((r.seconds for r in results), default=0.0)
     return {"bytes": total, "seconds": elapsed, "errors": errors}
 
@@ -98,11 +89,12 @@ def run_rr_single(port: int, seconds: float, size: int, start: float) -> dict[st
     errors: list[str] = []
     try:
         sock = _connect(port)
-        sock.sendall(b"E")
-        _wait_until(start)
-        deadline = time.perf_counter() + seconds
+        sock.sendall(b"E" + msg)  # the first exchange pays for the handshake: not timed
         buf = bytearray(size)
         view = memoryview(buf)
+        sock.recv_into(view, size, socket.MSG_WAITALL)
+        _wait_until(start)
+        deadline = time.perf_counter() + seconds
         while True:
             t0 = time.perf_counter_ns()
             if t0 / 1e9 > deadline:
@@ -146,10 +138,15 @@ class _PingPong(asyncio.Protocol):
         self.pending -= len(data)
         if self.pending > 0:
             return
-        now = time.perf_counter_ns()
-        if self.run.measuring:
-            self.run.lat.append((now - self.sent_at) / 1000)
-        if self.run.running:
+        run = self.run
+        if run.priming:
+            run.unprimed -= 1
+            if run.unprimed == 0:
+                run.primed.set()
+            return
+        if run.measuring:
+            run.lat.append((time.perf_counter_ns() - self.sent_at) / 1000)
+        if run.running:
             self.fire()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -163,6 +160,9 @@ class _RRRun:
     msg: bytes
     running: bool = True
     measuring: bool = False
+    priming: bool = True
+    unprimed: int = 0
+    primed: asyncio.Event = field(default_factory=asyncio.Event)
     lat: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -178,6 +178,12 @@ async def _rr_many(
             loop.create_connection(lambda: _PingPong(run), HOST, port), OP_TIMEOUT
         )
         protos.append(proto)
+    # One exchange per connection first, so every mTLS handshake is over before timing starts.
+    run.unprimed = len(protos)
+    for p in protos:
+        p.fire()
+    await asyncio.wait_for(run.primed.wait(), 60)
+    run.priming = False
     await asyncio.sleep(max(0.0, start - time.time()))
     for p in protos:
         p.fire()
@@ -279,6 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--start", type=float, default=0.0, help="epoch time to begin at")
+    parser.add_argument("--out", help="write the JSON result here instead of stdout")
     args = parser.parse_args(argv)
     import uvloop
 
@@ -293,7 +300,16 @@ def main(argv: list[str] | None = None) -> None:
     else:
         uvloop.run(_idle(args.port, args.conns, args.seconds))
         return
-    print(json.dumps(out), flush=True)
+    text = json.dumps(out)
+    if args.out:
+        # A file, not the stdout pipe: results run to megabytes, and a pipe left non-blocking
+        # by an event loop once truncated them at 64 KiB.
+        tmp = f"{args.out}.tmp"
+        with open(tmp, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, args.out)
+    else:
+        print(text, flush=True)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +36,12 @@ class Sizes:
         return cls(seconds=0.5, idle_conns=50, load_procs=1)
 
 
-def _loadgen_argv(mode: str, port: int, conns: int, seconds: float, start: float) -> list[str]:
+def _loadgen_argv(
+    mode: str, port: int, conns: int, seconds: float, start: float, out: Path
+) -> list[str]:
     return [
-        sys.executable, "-m", "bench.loadgen", mode, "--port", str(port),
-        "--conns", str(conns), "--seconds", str(seconds), "--start", f"{start:.3f}",
+        sys.executable, "-m", "bench.loadgen", mode, "--port", str(port), "--conns", str(conns),
+        "--seconds", str(seconds), "--start", f"{start:.3f}", "--out", str(out),
     ]  # fmt: skip
 
 
@@ -46,28 +49,30 @@ def run_load(mode: str, port: int, conns: int, seconds: float, procs: int) -> li
     """`procs` load processes sharing `conns` between them; their parsed JSON results."""
     start = time.time() + 0.4 + 0.1 * procs
     shares = [conns // procs + (1 if i < conns % procs else 0) for i in range(procs)]
-    children = [
-        subprocess.Popen(
-            _loadgen_argv(mode, port, share, seconds, start),
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        for share in shares
-        if share > 0
-    ]
-    results = []
-    for child in children:
-        try:
-            out, err = child.communicate(timeout=seconds + 90)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            out, err = child.communicate()
-        if child.returncode != 0:
-            raise RuntimeError(
-                f"load generator {mode} failed: {err.decode(errors='replace')[-800:]}"
+    shares = [share for share in shares if share > 0]
+    with tempfile.TemporaryDirectory(prefix="meshkit-load-") as tmp:
+        outs = [Path(tmp) / f"{i}.json" for i in range(len(shares))]
+        children = [
+            subprocess.Popen(
+                _loadgen_argv(mode, port, share, seconds, start, out),
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
             )
-        results.append(json.loads(out))
+            for share, out in zip(shares, outs, strict=True)
+        ]
+        results = []
+        for child, out in zip(children, outs, strict=True):
+            try:
+                _, err = child.communicate(timeout=seconds + 90)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                _, err = child.communicate()
+            if child.returncode != 0 or not out.exists():
+                tail = err.decode(errors="replace")[-800:]
+                raise RuntimeError(f"load generator {mode} failed ({child.returncode}): {tail}")
+            results.append(json.loads(out.read_text()))
     return results
 
 

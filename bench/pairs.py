@@ -14,15 +14,20 @@ import shlex
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from bench.certs import BenchCerts
+import yaml
+
+from bench.certs import BenchCerts, LeafFiles
 
 HOST = "127.0.0.1"
 READY_TIMEOUT = 20.0
+PROXY_SRC = Path(__file__).resolve().parent.parent / "proxy"
 
 
 def free_port() -> int:
@@ -167,3 +172,64 @@ def stunnel(ctx: PairContext) -> RunningPair:
         pair.procs.append(spawn(["/usr/bin/stunnel4", cfg], log))
         pair.logs.append(log)
     return pair
+
+
+def meshkit(extra_args: Sequence[str] = ()) -> Launcher:
+    """The meshkit pair in static mode, from YAML files in the format of docs/proxy.md."""
+
+    def launch(ctx: PairContext) -> RunningPair:
+        out_port, in_port = free_port(), free_port()
+        c = ctx.certs
+
+        def tls(leaf: LeafFiles) -> dict[str, Any]:
+            return {
+                "cert_file": str(leaf.chain),
+                "key_file": str(leaf.key),
+                "ca_files": [str(c.roots)],
+            }
+
+        inbound = {
+            "service": c.server.identity.service,
+            "tls": tls(c.server),
+            "public_listener": {
+                "bind_address": HOST,
+                "bind_port": in_port,
+                "local_service_address": f"{HOST}:{ctx.app_port}",
+            },
+            "authorization": {"allow": [c.client.identity.service]},
+        }
+        outbound = {
+            "service": c.client.identity.service,
+            "tls": tls(c.client),
+            "upstreams": [
+                {
+                    "destination_name": c.server.identity.service,
+                    "local_bind_address": HOST,
+                    "local_bind_port": out_port,
+                    "targets": [
+                        {"address": f"{HOST}:{in_port}", "spiffe_id": c.server.identity.uri}
+                    ],
+                }
+            ],
+        }
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROXY_SRC), env.get("PYTHONPATH")]))
+        pair = RunningPair("meshkit", out_port)
+        for side, config in (("in", inbound), ("out", outbound)):
+            path = ctx.workdir / f"meshkit-{side}.yaml"
+            path.write_text(yaml.safe_dump(config))
+            log = ctx.workdir / f"meshkit-{side}.log"
+            argv = [sys.executable, "-m", "meshkit.proxy_main", "-config", str(path)]
+            pair.procs.append(spawn([*argv, "-log-level", "warn", *extra_args], log, env))
+            pair.logs.append(log)
+        return pair
+
+    return launch
+
+
+LAUNCHERS: dict[str, Callable[[Sequence[str]], Launcher]] = {
+    "baseline": lambda _: baseline,
+    "haproxy": lambda _: haproxy,
+    "stunnel": lambda _: stunnel,
+    "meshkit": meshkit,
+}

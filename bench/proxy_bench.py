@@ -1,0 +1,312 @@
+"""The data-plane benchmark: meshkit's pair against haproxy, stunnel and no proxy at all.
+
+One invocation runs every pair round by round (round 1: baseline, haproxy, stunnel, meshkit;
+round 2: ...), each started fresh, with the same certificates, app and client load, and prints
+the median of the rounds for every metric and pair, the ratio meshkit/haproxy, and the floors
+of issue 2 as PASS/FAIL. The floors are informational: the exit status is 0 unless a pair or
+a measurement breaks. Everything listens on 127.0.0.1 and is stopped on exit or Ctrl-C.
+
+    .venv/bin/python bench/proxy_bench.py [--rounds 3] [--quick] [--only haproxy,meshkit]
+        [--json results.json] [--meshkit-args "-workers 2"]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `bench` and `meshkit` importable
+    _root = Path(__file__).resolve().parent.parent
+    sys.path[:0] = [str(_root), str(_root / "proxy")]
+
+from bench import measure, pairs
+from bench.certs import make_certs
+
+PAIR_ORDER = ("baseline", "haproxy", "stunnel", "meshkit")
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    higher_is_better: bool
+    fmt: str = "{:.2f}"
+
+
+METRICS = (
+    Metric("bulk1_gbps", "bulk, 1 connection (Gbit/s)", True),
+    Metric("bulk8_gbps", "bulk, 8 connections (Gbit/s)", True),
+    Metric("rr1_p50_us", "64 B req/resp, 1 conn: p50 (µs)", False, "{:.0f}"),
+    Metric("rr1_p99_us", "64 B req/resp, 1 conn: p99 (µs)", False, "{:.0f}"),
+    Metric("rr64_rps", "64 B req/resp, 64 conns (req/s)", True, "{:.0f}"),
+    Metric("rr64_p99_us", "64 B req/resp, 64 conns: p99 (µs)", False, "{:.0f}"),
+    Metric("conns_per_s", "new mTLS connections/s (16 workers)", True, "{:.0f}"),
+    Metric("idle_kib", "memory idle, both sides (PSS KiB)", False, "{:.0f}"),
+    Metric("loaded_kib", "memory with idle conns open (PSS KiB)", False, "{:.0f}"),
+    Metric("kib_per_conn", "KiB per idle connection", False, "{:.1f}"),
+    Metric("cpu_s_per_gib", "CPU s per GiB (bulk)", False),
+    Metric("cpu_us_per_req", "CPU µs per request (64 conns)", False, "{:.1f}"),
+    Metric("cpu_us_per_conn", "CPU µs per new connection", False, "{:.0f}"),
+)
+
+
+@dataclass(frozen=True)
+class Floor:
+    key: str
+    text: str
+    check: Callable[[float, float], bool]  # (meshkit, haproxy) -> ok
+
+
+FLOORS = (
+    Floor("bulk1_gbps", "bulk 1 conn >= 0.9x haproxy", lambda m, h: m >= 0.9 * h),
+    Floor("bulk8_gbps", "bulk 8 conns >= 0.9x haproxy", lambda m, h: m >= 0.9 * h),
+    Floor("rr64_rps", "64-conn req/s >= 0.6x haproxy", lambda m, h: m >= 0.6 * h),
+    Floor("conns_per_s", "new conns/s >= 1.0x haproxy", lambda m, h: m >= 1.0 * h),
+    Floor("kib_per_conn", "KiB per idle conn <= 64", lambda m, h: m <= 64),
+)
+
+
+def measure_pair(pair: pairs.RunningPair, sizes: measure.Sizes) -> dict[str, float]:
+    """Every metric of one pair, fresh from start: memory first, before any load shaped it."""
+    mem = measure.idle_memory(pair, sizes)
+    b1 = measure.bulk(pair, 1, sizes)
+    b8 = measure.bulk(pair, 8, sizes)
+    r1 = measure.rr_single(pair, sizes)
+    r64 = measure.rr_many(pair, 64, sizes)
+    nc = measure.new_conns(pair, 16, sizes)
+    return {
+        "bulk1_gbps": b1["gbps"],
+        "bulk8_gbps": b8["gbps"],
+        "rr1_p50_us": r1["p50_us"],
+        "rr1_p99_us": r1["p99_us"],
+        "rr64_rps": r64["rps"],
+        "rr64_p99_us": r64["p99_us"],
+        "conns_per_s": nc["cps"],
+        "idle_kib": mem["idle_kib"],
+        "loaded_kib": mem["loaded_kib"],
+        "kib_per_conn": mem["kib_per_conn"],
+        "cpu_s_per_gib": (b1["cpu_s_per_gib"] + b8["cpu_s_per_gib"]) / 2,
+        "cpu_us_per_req": r64["cpu_us_per_req"],
+        "cpu_us_per_conn": nc["cpu_us_per_conn"],
+    }
+
+
+@contextlib.contextmanager
+def stopping_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP unwind like Ctrl-C, so every `finally` stops its processes."""
+
+    def unwind(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = {s: signal.signal(s, unwind) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    sizes = measure.Sizes.quick() if args.quick else measure.Sizes()
+    if args.seconds:
+        sizes = measure.Sizes(args.seconds, sizes.idle_conns, sizes.load_procs)
+    chosen = [p for p in PAIR_ORDER if p in args.only]
+    extra = shlex.split(args.meshkit_args)
+    rounds: list[dict[str, dict[str, float]]] = []
+    failures: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="meshkit-bench-") as tmp:
+        work = Path(tmp)
+        ctx = pairs.PairContext(make_certs(work), pairs.free_port(), work)
+        app = pairs.RunningPair("app", ctx.app_port)
+        app.procs.append(
+            pairs.spawn(
+                [sys.executable, "-m", "bench.app", "--port", str(ctx.app_port)], work / "app.log"
+            )
+        )
+        app.logs.append(work / "app.log")
+        try:
+            pairs.wait_ready(app)
+            for number in range(1, args.rounds + 1):
+                results: dict[str, dict[str, float]] = {}
+                for name in chosen:
+                    pair = pairs.LAUNCHERS[name](extra)(ctx)
+                    try:
+                        pairs.wait_ready(pair)
+                        results[name] = measure_pair(pair, sizes)
+                    except RuntimeError as exc:
+                        failures.append(f"round {number} {name}: {exc}")
+                        print(f"round {number}: {name} FAILED: {exc}", file=sys.stderr, flush=True)
+                    finally:
+                        pair.stop()
+                    if name in results:
+                        short = ", ".join(f"{k}={v:.4g}" for k, v in results[name].items())
+                        print(f"round {number}: {name}: {short}", file=sys.stderr, flush=True)
+                rounds.append(results)
+        finally:
+            app.stop()
+    return {"rounds": rounds, "failures": failures, "sizes": sizes.__dict__, "pairs": chosen}
+
+
+def medians(rounds: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    names = {n for r in rounds for n in r}
+    for name in names:
+        runs = [r[name] for r in rounds if name in r]
+        out[name] = {m.key: statistics.median(run[m.key] for run in runs) for m in METRICS}
+    return out
+
+
+def render(med: dict[str, dict[str, float]], chosen: list[str], n_rounds: int) -> str:
+    names = [n for n in chosen if n in med]
+    ratio = "meshkit" in med and "haproxy" in med
+    head = [f"metric (median of {n_rounds} rounds)", *names] + (
+        ["meshkit/haproxy"] if ratio else []
+    )
+    rows = [head]
+    for m in METRICS:
+        row = [m.label]
+        for n in names:
+            value = med[n][m.key]
+            row.append(
+                "-"
+                if n == "baseline" and m.key.startswith(("cpu", "idle", "loaded", "kib"))
+                else m.fmt.format(value)
+            )
+        if ratio:
+            h = med["haproxy"][m.key]
+            row.append(f"{med['meshkit'][m.key] / h:.2f}x" if h else "-")
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = []
+    for i, r in enumerate(rows):
+        cells = [r[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)
+        ]
+        lines.append("  ".join(cells))
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def floors(med: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    if "meshkit" not in med or "haproxy" not in med:
+        return []
+    out = []
+    for f in FLOORS:
+        m, h = med["meshkit"][f.key], med["haproxy"][f.key]
+        out.append(
+            {
+                "floor": f.text,
+                "meshkit": m,
+                "haproxy": h,
+                "ratio": m / h if h else None,
+                "pass": f.check(m, h),
+            }
+        )
+    return out
+
+
+def environment() -> dict[str, str]:
+    import ssl
+
+    from OpenSSL import SSL
+
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "ssl": ssl.OPENSSL_VERSION,
+        "pyopenssl_openssl": SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode(),
+        "cpus": str(os.cpu_count()),
+        "loadavg_at_end": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds, each running every pair once (default 3)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes: checks the script, not the proxies"
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(PAIR_ORDER),
+        help=f"comma-separated subset of {','.join(PAIR_ORDER)}",
+    )
+    parser.add_argument(
+        "--json", type=Path, help="also write every round, the medians and the floors here"
+    )
+    parser.add_argument(
+        "--meshkit-args", default="", help='extra meshkit-proxy flags, e.g. "-workers 2"'
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=0.0, help="seconds per load phase (default 4, quick 0.5)"
+    )
+    args = parser.parse_args(argv)
+    only = [p.strip() for p in args.only.split(",") if p.strip()]
+    unknown = [p for p in only if p not in PAIR_ORDER]
+    if unknown or not only:
+        parser.error(f"--only: unknown pair(s) {unknown}; choose from {','.join(PAIR_ORDER)}")
+    if not 1 <= args.rounds <= 20:
+        parser.error("--rounds must be 1..20")
+    if not 0 <= args.seconds <= 60:
+        parser.error("--seconds must be 0..60")
+    args.only = only
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.chdir(measure.ROOT)  # the load generator and the app run as `python -m bench.*`
+    started = time.monotonic()
+    try:
+        with stopping_on_signals():
+            outcome = run(args)
+    except KeyboardInterrupt:
+        print("interrupted; every process started has been stopped", file=sys.stderr)
+        return 130
+    med = medians(outcome["rounds"])
+    print(render(med, outcome["pairs"], len(outcome["rounds"])))
+    checks = floors(med)
+    if checks:
+        print("\nfloors (issue 2, informational):")
+        for c in checks:
+            ratio = f"{c['ratio']:.2f}x" if c["ratio"] is not None else "-"
+            verdict = "PASS" if c["pass"] else "FAIL"
+            values = f"meshkit {c['meshkit']:.4g}, haproxy {c['haproxy']:.4g}, {ratio}"
+            print(f"  {verdict}  {c['floor']}  ({values})")
+    print(f"\n{len(outcome['rounds'])} rounds in {time.monotonic() - started:.0f}s")
+    for failure in outcome["failures"]:
+        print(f"FAILED: {failure}", file=sys.stderr)
+    if args.json:
+        report = {
+            **outcome,
+            "medians": med,
+            "floors": checks,
+            "environment": environment(),
+            "meshkit_args": args.meshkit_args,
+        }
+        args.json.write_text(json.dumps(report, indent=2))
+    return 1 if outcome["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

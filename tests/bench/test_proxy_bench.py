@@ -1,0 +1,86 @@
+"""The benchmark script runs one tiny round end to end and reports every metric and floor.
+
+A correctness test of the script (pairs start, load runs, numbers are parsed and tabulated),
+never a timed assertion about the proxies.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.proxy_bench import FLOORS, METRICS, floors, medians, render
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "bench" / "proxy_bench.py"
+
+
+@pytest.mark.slow
+def test_quick_round_end_to_end(tmp_path: Path) -> None:
+    for tool in ("/usr/sbin/haproxy", "/usr/bin/stunnel4"):
+        if not Path(tool).exists():
+            pytest.skip(f"{tool} is not installed (./run installs it)")
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--rounds", "1", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        cwd=tmp_path,  # the script must not depend on the caller's directory
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    for metric in METRICS:
+        assert metric.label in proc.stdout
+    assert "meshkit/haproxy" in proc.stdout
+    assert proc.stdout.count("PASS") + proc.stdout.count("FAIL") == len(FLOORS)
+    report = json.loads(out.read_text())
+    assert report["failures"] == []
+    assert set(report["medians"]) == {"baseline", "haproxy", "stunnel", "meshkit"}
+    for name, values in report["medians"].items():
+        assert values["bulk1_gbps"] > 0, name
+        assert values["rr64_rps"] > 0, name
+        assert values["conns_per_s"] > 0, name
+        if name != "baseline":
+            assert values["idle_kib"] > 0, name
+            assert values["cpu_us_per_conn"] > 0, name
+    assert len(report["floors"]) == len(FLOORS)
+
+
+def test_only_rejects_unknown_pairs() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--only", "haproxy,envoy"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "envoy" in proc.stderr
+
+
+def _round(mesh: float, haproxy: float) -> dict[str, dict[str, float]]:
+    base = {m.key: 1.0 for m in METRICS}
+    return {"haproxy": {**base, "bulk1_gbps": haproxy}, "meshkit": {**base, "bulk1_gbps": mesh}}
+
+
+def test_floors_use_the_median_and_the_ratio() -> None:
+    rounds = [_round(0.5, 1.0), _round(0.95, 1.0), _round(0.99, 1.0)]
+    med = medians(rounds)
+    assert med["meshkit"]["bulk1_gbps"] == 0.95
+    verdicts = {c["floor"]: c["pass"] for c in floors(med)}
+    assert verdicts["bulk 1 conn >= 0.9x haproxy"] is True
+    med["meshkit"]["bulk1_gbps"] = 0.85
+    verdicts = {c["floor"]: c["pass"] for c in floors(med)}
+    assert verdicts["bulk 1 conn >= 0.9x haproxy"] is False
+    assert "0.85x" in render(med, ["haproxy", "meshkit"], 3)
+
+
+def test_kib_floor_is_absolute() -> None:
+    med = medians([_round(1.0, 1.0)])
+    med["meshkit"]["kib_per_conn"] = 65.0
+    med["haproxy"]["kib_per_conn"] = 100.0
+    verdicts = {c["floor"]: c["pass"] for c in floors(med)}
+    assert verdicts["KiB per idle conn <= 64"] is False
