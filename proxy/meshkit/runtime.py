@@ -63,6 +63,8 @@ class Proxy:
         self._pending_apply = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.certs.listeners.append(self._certs_changed)
+        if self.certs.loaded:
+            self.metrics.inc("cert_loads_total", ())
         self.metrics.set("control_plane_reachable", (), 1)
 
     # -- readiness ----------------------------------------------------------------------

@@ -46,6 +46,7 @@ def inbound_config(
             **public,
         },
         "authorization": {"allow": ["web"]},
+        "drain_timeout_ms": 3000,
     }
 
 
@@ -63,6 +64,7 @@ def outbound_config(
         "upstreams": [
             {"destination_name": "db", "local_bind_port": port, "targets": targets, **upstream}
         ],
+        "drain_timeout_ms": 3000,
     }
 
 
