@@ -124,7 +124,7 @@ VarsDumper.add_representer(
 
 def _job(name: str) -> dict[str, Any]:
     settings = parse_job_settings({**job_settings(), "name": name})
-    return to_api(build_job(parse_mesh(mesh_data("native")), settings))
+    return dict(to_api(build_job(parse_mesh(mesh_data("native")), settings)))
 
 
 @pytest.fixture(scope="module")

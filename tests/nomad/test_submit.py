@@ -30,7 +30,7 @@ FAST = {"timeout": 3.0, "interval": 0.02}
 
 def shop_job(**settings: Any) -> dict[str, Any]:
     spec = build_job(parse_mesh(mesh_data("native")), parse_job_settings(job_settings(**settings)))
-    return to_api(spec)
+    return dict(to_api(spec))
 
 
 def connect(double: NomadDouble, **kw: Any) -> tuple[Any, ns.Connection]:

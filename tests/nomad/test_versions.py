@@ -35,7 +35,7 @@ def one_service(pattern: str, upstream: dict[str, Any], **nomad: Any) -> dict[st
 
 def build(data: dict[str, Any], version: str) -> dict[str, Any]:
     settings = parse_job_settings({"name": "web", "nomad_version": version})
-    return to_api(build_job(parse_mesh(data), settings))
+    return dict(to_api(build_job(parse_mesh(data), settings)))
 
 
 PQ = {"destination_name": "db-nearest", "destination_type": "prepared_query"}

@@ -212,7 +212,7 @@ class NomadDouble:
         return self.index
 
     def agent_self(self) -> dict[str, Any]:
-        body = fixture("n01-nomad-agent-self.json")
+        body: dict[str, Any] = fixture("n01-nomad-agent-self.json")
         body["config"]["Version"]["Version"] = self.version
         return body
 
@@ -311,7 +311,7 @@ class NomadDouble:
         }
         if not external:
             self._place(job, eval_id)
-        register = fixture("n05-nomad-jobs-register.json")
+        register: dict[str, Any] = fixture("n05-nomad-jobs-register.json")
         register.update(
             {"EvalID": eval_id, "EvalCreateIndex": index, "JobModifyIndex": index, "Index": index}
         )
@@ -426,7 +426,7 @@ class NomadDouble:
         return 200, {"EvalID": eval_id, "EvalCreateIndex": index, "JobModifyIndex": index}
 
     def summary(self, job_id: str) -> dict[str, Any]:
-        body = fixture("n09-nomad-job-summary.json")
+        body: dict[str, Any] = fixture("n09-nomad-job-summary.json")
         job = self.jobs[job_id].job
         body["JobID"] = job_id
         body["Summary"] = {}

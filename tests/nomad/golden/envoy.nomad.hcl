@@ -55,8 +55,8 @@ job "shop" {
     task "web" {
       driver = "exec"
       config {
-        command = "/srv/web/bin/web"
         args = ["--port", "8080"]
+        command = "/srv/web/bin/web"
       }
       env {
         DB_ADDR = "127.0.0.1:9191"

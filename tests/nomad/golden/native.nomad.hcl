@@ -52,8 +52,8 @@ job "shop" {
     task "web" {
       driver = "exec"
       config {
-        command = "/srv/web/bin/web"
         args = ["--port", "8080"]
+        command = "/srv/web/bin/web"
       }
       env {
         DB_ADDR = "127.0.0.1:9191"
@@ -76,8 +76,8 @@ EOH
     task "meshkit-proxy" {
       driver = "raw_exec"
       config {
-        command = "/usr/local/bin/meshkit-proxy"
         args = ["--config", "$${NOMAD_TASK_DIR}/meshkit-proxy.json"]
+        command = "/usr/local/bin/meshkit-proxy"
       }
       env {
         CONSUL_HTTP_ADDR = "127.0.0.1:8500"
@@ -182,8 +182,8 @@ EOH
     task "meshkit-proxy" {
       driver = "raw_exec"
       config {
-        command = "/usr/local/bin/meshkit-proxy"
         args = ["--config", "$${NOMAD_TASK_DIR}/meshkit-proxy.json"]
+        command = "/usr/local/bin/meshkit-proxy"
       }
       env {
         CONSUL_HTTP_ADDR = "127.0.0.1:8500"

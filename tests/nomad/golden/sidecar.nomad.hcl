@@ -52,8 +52,8 @@ job "shop" {
         sidecar_task {
           driver = "raw_exec"
           config {
-            command = "/usr/local/bin/meshkit-proxy"
             args = ["--proxy-id", "_nomad-task-$${NOMAD_ALLOC_ID}-group-$${NOMAD_GROUP_NAME}-web-8080-sidecar-proxy"]
+            command = "/usr/local/bin/meshkit-proxy"
           }
           env {
             CONSUL_HTTP_ADDR = "$${attr.unique.network.ip-address}:8500"
@@ -69,8 +69,8 @@ job "shop" {
     task "web" {
       driver = "exec"
       config {
-        command = "/srv/web/bin/web"
         args = ["--port", "8080"]
+        command = "/srv/web/bin/web"
       }
       env {
         DB_ADDR = "127.0.0.1:9191"
@@ -125,8 +125,8 @@ EOH
         sidecar_task {
           driver = "raw_exec"
           config {
-            command = "/usr/local/bin/meshkit-proxy"
             args = ["--proxy-id", "_nomad-task-$${NOMAD_ALLOC_ID}-group-$${NOMAD_GROUP_NAME}-db-5432-sidecar-proxy"]
+            command = "/usr/local/bin/meshkit-proxy"
           }
           env {
             CONSUL_HTTP_ADDR = "$${attr.unique.network.ip-address}:8500"

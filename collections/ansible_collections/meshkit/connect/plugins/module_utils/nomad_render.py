@@ -222,7 +222,9 @@ def hcl_value(value: Any, indent: str = "") -> str:
         if not value:
             return "{}"
         inner = indent + "  "
-        items = [f"{inner}{_hcl_key(str(k))} = {hcl_value(v, inner)}" for k, v in value.items()]
+        items = [
+            f"{inner}{_hcl_key(str(k))} = {hcl_value(v, inner)}" for k, v in sorted(value.items())
+        ]
         return "{\n" + "\n".join(items) + f"\n{indent}}}"
     if isinstance(value, list | tuple):
         return "[" + ", ".join(hcl_value(v, indent) for v in value) + "]"
@@ -268,7 +270,7 @@ class _Writer:
         """`env { A = "1" }`, or `env = { "a.b" = "1" }` when a key is no HCL identifier."""
         if all(_IDENT_RE.match(k) for k in values):
             self.open(kind)
-            for k, v in values.items():
+            for k, v in sorted(values.items()):
                 self.attr(k, v)
             self.close()
         else:
@@ -287,7 +289,7 @@ def _hcl_task_body(w: _Writer, t: TaskSpec) -> None:
     if t.user:
         w.attr("user", t.user)
     w.open("config")
-    for k, v in t.config.items():
+    for k, v in sorted(t.config.items()):  # sorted: the same job whatever the input order
         w.attr(_hcl_key(str(k)), v)
     w.close()
     if t.env:

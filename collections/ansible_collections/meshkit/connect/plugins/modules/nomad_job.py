@@ -243,7 +243,7 @@ def run(module: AnsibleModule) -> dict[str, Any]:
     )
     nomad = client(conn)
     if p["state"] == "absent":
-        job_id = p["name"] or (p["job"] or {}).get("name")
+        job_id = str(p["name"] or (p["job"] or {}).get("name") or "")
         if not job_id:
             module.fail_json(msg="state=absent needs name (the job ID)")
         outcome = stop(nomad, conn, job_id, purge=p["purge"], check_mode=module.check_mode)

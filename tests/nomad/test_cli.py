@@ -1,0 +1,96 @@
+"""`meshkit nomad render|plan|run` as a real process: output and nomad-pack's exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.nomad.conftest import ROOT, job_settings, mesh_data
+from tests.support.nomad_double import NomadDouble
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def meshkit(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "proxy")}
+    for key in ("NOMAD_ADDR", "NOMAD_TOKEN", "NOMAD_NAMESPACE", "NOMAD_REGION", "NOMAD_CACERT"):
+        env.pop(key, None)
+    return subprocess.run(
+        [sys.executable, "-m", "meshkit.cli", "nomad", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    (tmp_path / "mesh.yml").write_text(yaml.safe_dump(mesh_data("native")))
+    (tmp_path / "job.yml").write_text(yaml.safe_dump(job_settings()))
+    return tmp_path
+
+
+def test_render_prints_the_golden_job(files: Path) -> None:
+    for fmt, suffix in (("hcl", "hcl"), ("json", "json")):
+        proc = meshkit(
+            "render", "--mesh", "mesh.yml", "--job", "job.yml", "--format", fmt, cwd=files
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == (GOLDEN / f"native.nomad.{suffix}").read_text()
+
+
+def test_plan_and_run_exit_codes(files: Path, double: NomadDouble) -> None:
+    double.token = "cli-token-1"
+    (files / "token").write_text("cli-token-1\n")
+    common = ["--mesh", "mesh.yml", "--job", "job.yml", "--address", double.address]
+    auth = ["--token-file", "token"]
+
+    proc = meshkit("plan", *common, cwd=files)
+    assert proc.returncode == 255 and "HTTP 403" in proc.stderr
+
+    proc = meshkit("plan", *common, *auth, cwd=files)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout.startswith('+ Job: "shop"')
+    assert double.writes() == []
+
+    proc = meshkit(
+        "run", *common, *auth, "--wait-timeout", "20", "--poll-interval", "0.05", cwd=files
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert '"status": "successful"' in proc.stdout
+
+    proc = meshkit("plan", *common, *auth, cwd=files)
+    assert proc.returncode == 0, proc.stderr
+    assert "cli-token-1" not in proc.stdout + proc.stderr
+
+
+def test_bad_model_is_an_error_naming_the_file(files: Path) -> None:
+    data = mesh_data("native")
+    data["meshkit_services"][0]["nomad"]["pattern"] = "istio"
+    (files / "mesh.yml").write_text(yaml.safe_dump(data))
+    proc = meshkit("render", "--mesh", "mesh.yml", "--job", "job.yml", cwd=files)
+    assert proc.returncode == 255
+    assert "services.web.nomad.pattern" in proc.stderr and "native, sidecar, envoy" in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_unreachable_nomad_is_an_error(files: Path) -> None:
+    proc = meshkit(
+        "plan",
+        "--mesh",
+        "mesh.yml",
+        "--job",
+        "job.yml",
+        "--address",
+        "http://127.0.0.1:9",
+        cwd=files,
+    )
+    assert proc.returncode == 255
+    assert "planning job shop failed at http://127.0.0.1:9" in proc.stderr
