@@ -163,10 +163,15 @@ def stop_all(paths: LabPaths, *, grace: float = 20.0) -> list[str]:
     period every process still in the lab's cgroups gets SIGKILL. Returns what stayed behind.
     """
     pids = running_pids(paths)
-    _signal([p for p in pids if _comm(p) == "systemd-nspawn"], signal.SIGTERM)
+    nspawns = [p for p in pids if _comm(p) == "systemd-nspawn"]
+    _signal(nspawns, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while running_pids(paths) and time.monotonic() < deadline:
-        _reap(pids)
+    # Wait while a supervisor is still shutting its machine down; a machine whose nspawn died
+    # (a crash) has nobody to power it off, so its processes go straight to SIGKILL below.
+    while time.monotonic() < deadline:
+        _reap(nspawns)
+        if not any(_comm(p) == "systemd-nspawn" for p in running_pids(paths)):
+            break
         time.sleep(0.2)
     for _ in range(50):  # bounded: 50 rounds of SIGKILL, 0.1 s apart
         left = running_pids(paths)

@@ -23,10 +23,11 @@ def lab_tag(lab: str) -> str:
 @dataclass(frozen=True)
 class LabPaths:
     lab: str
+    base: Path | None = None  # default STATE_ROOT (tests point it elsewhere)
 
     @property
     def state(self) -> Path:
-        return STATE_ROOT / self.lab
+        return (self.base or STATE_ROOT) / self.lab
 
     @property
     def state_file(self) -> Path:
