@@ -98,13 +98,21 @@ PLAYBOOK = """
         purge: true
       register: r_purge
 
+    - name: render on the controller with the filters
+      ansible.builtin.set_fact:
+        r_hcl: "{{ mesh | meshkit.connect.nomad_job_hcl(pinned) }}"
+        r_json: "{{ mesh | meshkit.connect.nomad_job_json(pinned) }}"
+      vars:
+        pinned: "{{ job | combine({'nomad_version': '1.7.7'}) }}"
+
     - name: keep the results for the test
       ansible.builtin.copy:
         dest: "{{ out }}"
         content: >-
           {{ {'check': r_check, 'checkonly': r_checkonly, 'run': r_run, 'again': r_again,
               'diff': r_diff, 'conflict': r_conflict, 'broken': r_broken,
-              'refused': r_refused, 'absent': r_absent, 'purge': r_purge} | to_json }}
+              'refused': r_refused, 'absent': r_absent, 'purge': r_purge,
+              'hcl': r_hcl, 'json': r_json} | to_json }}
         mode: "0600"
 """
 
@@ -251,3 +259,9 @@ def test_token_is_sent_but_never_printed(played: dict[str, Any]) -> None:
     assert TOKEN not in json.dumps(played["results"])
     sent = {r.headers.get("X-Nomad-Token") for r in played["double"].requests}
     assert sent == {TOKEN}
+
+
+def test_filters_render_the_golden_job_on_the_controller(played: dict[str, Any]) -> None:
+    golden = Path(__file__).parent / "golden"
+    assert played["results"]["hcl"] == (golden / "native.nomad.hcl").read_text()
+    assert played["results"]["json"] == json.loads((golden / "native.nomad.json").read_text())
