@@ -1,0 +1,154 @@
+"""`Proxy.apply` diffs listeners in-process on real sockets; SIGHUP reloads a running proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+from pathlib import Path
+
+import yaml
+
+from meshkit.certstore import CertStore, FileWatcher, MaterialFiles
+from meshkit.config import ProxyConfig, PublicListener, UpstreamListener
+from meshkit.resolver import StaticResolver, Target
+from meshkit.runtime import PUBLIC, Proxy
+from tests.proxy.conftest import inbound_config, outbound_config
+from tests.proxy.harness import EchoApp, echo_once, free_port, start_proxy, wait_until
+from tests.support.pki_files import ThrowawayCA
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_apply_opens_closes_rebinds_and_leaves_connections_alone(
+    ca: ThrowawayCA, app: EchoApp
+) -> None:
+    db, web = ca.leaf("db"), ca.leaf("web")
+
+    async def scenario() -> None:
+        db_certs, web_certs = CertStore(), CertStore()
+        FileWatcher(MaterialFiles(db.cert, db.key, (ca.root_file(),)), db_certs).load_now()
+        FileWatcher(MaterialFiles(web.cert, web.key, (ca.root_file(),)), web_certs).load_now()
+        inbound, outbound = Proxy(db_certs), Proxy(web_certs)
+        await inbound.apply(
+            ProxyConfig("db", PublicListener("127.0.0.1", 0, "127.0.0.1", app.port))
+        )
+        target = Target("127.0.0.1", inbound.port_of(PUBLIC), ca.identity("db"))
+        resolver = StaticResolver((target,))
+        p1, p2, p3 = free_port(), free_port(), free_port()
+        one = UpstreamListener("db", resolver, bind_port=p1)
+        two = UpstreamListener("db2", resolver, bind_port=p2)
+        await outbound.apply(ProxyConfig("web", upstreams=(one, two)))
+        assert outbound.ready
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", p1)
+        writer.write(b"first")
+        assert await reader.readexactly(5) == b"first"
+
+        # Remove db2, rebind db to another port, add db3.
+        three = UpstreamListener("db3", resolver, bind_port=p3)
+        moved = UpstreamListener("db", resolver, bind_port=p2)
+        await outbound.apply(ProxyConfig("web", upstreams=(moved, three)))
+        assert set(outbound.listeners) == {"upstream:service:db", "upstream:service:db3"}
+        assert outbound.port_of("upstream:service:db") == p2
+        loop = asyncio.get_running_loop()
+        assert not await loop.run_in_executor(None, _listening, p1)
+        assert await loop.run_in_executor(None, echo_once, p3, b"three") == b"three"
+        assert await loop.run_in_executor(None, echo_once, p2, b"moved") == b"moved"
+
+        # The connection accepted on the old bind still flows.
+        writer.write(b"still")
+        assert await reader.readexactly(5) == b"still"
+        assert outbound.open_connections == 1
+
+        # Same bind, other settings: updated in place, socket kept.
+        server_before = outbound.listeners["upstream:service:db3"].server
+        slower = UpstreamListener("db3", resolver, bind_port=p3, connect_timeout_ms=2000)
+        await outbound.apply(ProxyConfig("web", upstreams=(moved, slower)))
+        assert outbound.listeners["upstream:service:db3"].server is server_before
+
+        writer.close()
+        await writer.wait_closed()
+        assert await outbound.drain(5) == 0
+        assert await inbound.drain(5) == 0
+
+    asyncio.run(scenario())
+
+
+def test_apply_waits_for_certificates(ca: ThrowawayCA, app: EchoApp) -> None:
+    """Consul mode may deliver config before the leaf: listeners open when certs arrive."""
+    db = ca.leaf("db")
+
+    async def scenario() -> None:
+        proxy = Proxy()
+        proxy.set_control_plane_reachable(False)
+        await proxy.apply(ProxyConfig("db", PublicListener("127.0.0.1", 0, "127.0.0.1", app.port)))
+        assert not proxy.listeners
+        assert "TLS material not loaded" in proxy.not_ready_reasons()
+        FileWatcher(MaterialFiles(db.cert, db.key, (ca.root_file(),)), proxy.certs).load_now()
+        for _ in range(100):
+            if proxy.listeners:
+                break
+            await asyncio.sleep(0.01)
+        assert PUBLIC in proxy.listeners
+        assert proxy.not_ready_reasons() == ["condition control_plane not met"]
+        proxy.set_control_plane_reachable(True)
+        assert proxy.ready
+        assert "meshkit_proxy_control_plane_reachable 1" in proxy.metrics.render()
+        await proxy.drain(1)
+
+    asyncio.run(scenario())
+
+
+def test_sighup_reloads_the_config_file(tmp_path: Path, ca: ThrowawayCA, app: EchoApp) -> None:
+    db, web = ca.leaf("db"), ca.leaf("web")
+    public, up1, up2 = free_port(), free_port(), free_port()
+    inbound = start_proxy(
+        tmp_path, "db-proxy", inbound_config("db", db, [ca.root_file()], app.port, public)
+    )
+    target = {"address": f"127.0.0.1:{public}", "spiffe_id": ca.identity("db").uri}
+    config = outbound_config("web", web, [ca.root_file()], [target], up1)
+    outbound = start_proxy(tmp_path, "web-proxy", config)
+    try:
+        assert echo_once(up1, b"one") == b"one"
+        assert outbound.get("/ready")[0] == 200
+        config = yaml.safe_load(outbound.config_path.read_text())
+        config["upstreams"][0]["local_bind_port"] = up2
+        outbound.config_path.write_text(yaml.safe_dump(config))
+        outbound.signal(signal.SIGHUP)
+        assert wait_until(lambda: _listening(up2), timeout=10)
+        assert not _listening(up1)
+        assert echo_once(up2, b"two") == b"two"
+        # A broken file on SIGHUP is refused and the running config stays.
+        outbound.config_path.write_text("upstreams: 5\n")
+        outbound.signal(signal.SIGHUP)
+        assert wait_until(lambda: "reload refused" in outbound.logs(), timeout=10)
+        assert echo_once(up2, b"three") == b"three"
+    finally:
+        codes = outbound.stop(), inbound.stop()
+    assert codes == (0, 0)
+
+
+def test_admin_endpoints(tmp_path: Path, ca: ThrowawayCA, app: EchoApp) -> None:
+    db = ca.leaf("db")
+    inbound = start_proxy(
+        tmp_path, "db-proxy", inbound_config("db", db, [ca.root_file()], app.port, free_port())
+    )
+    try:
+        assert inbound.get("/health") == (200, "ok\n")
+        assert inbound.get("/ready") == (200, "ready\n")
+        assert inbound.get("/nope")[0] == 404
+        status, text = inbound.get("/metrics")
+        assert status == 200
+        assert "# TYPE meshkit_proxy_inbound_conns gauge" in text
+        assert 'meshkit_proxy_inbound_conns{service="db",upstream="",dst_type="local"} 0' in text
+        assert "meshkit_proxy_ready 1" in text
+    finally:
+        code = inbound.stop()
+    assert code == 0
