@@ -107,13 +107,13 @@ all_listeners:
   type: int
 """
 
-import ipaddress  # noqa: E402
-import os  # noqa: E402
-import pwd  # noqa: E402
-from dataclasses import asdict, dataclass  # noqa: E402
-from typing import Any  # noqa: E402
+import ipaddress
+import os
+import pwd
+from dataclasses import asdict, dataclass
+from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
 
 _LISTEN = "0A"
 
