@@ -25,7 +25,6 @@ class AppProtocol(asyncio.BufferedProtocol):
         self._view = memoryview(bytearray(RECV_BUFFER))
         self._mode = b""
         self._paused = False
-        self._closed = False
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -50,7 +49,8 @@ class AppProtocol(asyncio.BufferedProtocol):
 
     def _stream(self) -> None:
         assert self._transport is not None
-        while not self._paused and not self._closed:
+        # A closing transport drops writes without ever pausing: check it, or spin forever.
+        while not self._paused and not self._transport.is_closing():
             self._transport.write(CHUNK)
 
     def pause_writing(self) -> None:
@@ -65,9 +65,6 @@ class AppProtocol(asyncio.BufferedProtocol):
         assert self._transport is not None
         self._transport.close()
         return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._closed = True
 
 
 async def serve(host: str, port: int) -> None:

@@ -6,7 +6,8 @@ process is one side of a pair: ``out`` accepts plain TCP and dials the other sid
 
 - ``streams``: asyncio streams + ``ssl`` (the naive baseline: read(n) / write / drain);
 - ``proto``: ``BufferedProtocol`` on both sides, the loop's own SSL transport (``ssl``);
-- ``pyossl``: plain TCP transports, TLS done by pyOpenSSL (OpenSSL 4.0) over memory BIOs.
+- ``pyossl``: plain TCP transports, TLS done by pyOpenSSL (OpenSSL 4.0) over memory BIOs;
+- ``raw``: as ``pyossl`` for the handshake, then records through the raw cffi calls.
 
 ``--loop`` picks asyncio or uvloop; ``--workers N`` forks N processes sharing the port with
 SO_REUSEPORT. Usage: ``python -m bench.experiments.relay out --listen P --connect Q ...``.
@@ -26,6 +27,7 @@ from typing import Any, cast
 
 from cryptography import x509
 from OpenSSL import SSL
+from OpenSSL._util import ffi, lib
 
 HOST = "127.0.0.1"
 AES = "TLS_AES_128_GCM_SHA256"
@@ -361,9 +363,77 @@ class TLSHalf(asyncio.Protocol):
             self.peer.close()
 
 
+class RawTLSHalf(TLSHalf):
+    """Handshake through pyOpenSSL, then records through the raw cffi calls of the same
+    OpenSSL 4.0 (`SSL_read`/`SSL_write`/`BIO_*`) into preallocated buffers: no per-call
+    allocation, no pyOpenSSL wrapper checks."""
+
+    def __init__(self, o: Options, ctx: SSL.Context, server: bool, on_ready: Any) -> None:
+        super().__init__(o, ctx, server, on_ready)
+        self.ssl = self.conn._ssl
+        self.into = self.conn._into_ssl
+        self.from_ = self.conn._from_ssl
+        self.plain_ptr = ffi.from_buffer(self.buf)
+        self.wire = bytearray(self.out_size)
+        self.wire_view = memoryview(self.wire)
+        self.wire_ptr = ffi.from_buffer(self.wire)
+
+    def _flush(self) -> None:
+        assert self.transport is not None
+        while (n := lib.BIO_read(self.from_, self.wire_ptr, len(self.wire))) > 0:
+            self.transport.write(bytes(self.wire_view[:n]))
+
+    def data_received(self, data: bytes) -> None:
+        if not self.ready:
+            super().data_received(data)
+            return
+        lib.BIO_write(self.into, data, len(data))
+        self._read_plain()
+
+    def _read_plain(self) -> None:
+        size = len(self.buf)
+        got = 0
+        eof = False
+        while got < size:
+            n = lib.SSL_read(self.ssl, self.plain_ptr + got, size - got)
+            if n > 0:
+                got += n
+                continue
+            err = lib.SSL_get_error(self.ssl, n)
+            if err == lib.SSL_ERROR_ZERO_RETURN:
+                eof = True
+            elif err != lib.SSL_ERROR_WANT_READ:
+                self.close()
+                return
+            break
+        if got:
+            data = bytes(self.view[:got])
+            if self.peer is None:
+                self.early.append(data)
+            else:
+                self.peer.send(data)
+        if eof and self.peer is not None:
+            self.peer.send_eof()
+        self._flush()
+        if got == size:
+            self._read_plain()  # more records may be waiting in the BIO
+
+    def send(self, data: bytes) -> None:
+        sent = 0
+        src = ffi.from_buffer(data)
+        while sent < len(data):
+            n = lib.SSL_write(self.ssl, src + sent, len(data) - sent)
+            if n <= 0:
+                self.close()
+                return
+            sent += n
+        self._flush()
+
+
 async def proto_main(o: Options, sock: socket.socket) -> None:
     loop = asyncio.get_running_loop()
-    pyossl = o.style == "pyossl"
+    pyossl = o.style in ("pyossl", "raw")
+    tls_half: Any = RawTLSHalf if o.style == "raw" else TLSHalf
     ossl_ctx = pyossl_context(o) if pyossl else None
     std_server = stdlib_context(o, True) if (o.role == "in" and not pyossl) else None
     std_client = stdlib_context(o, False) if (o.role == "out" and not pyossl) else None
@@ -388,7 +458,7 @@ async def proto_main(o: Options, sock: socket.socket) -> None:
 
             try:
                 await loop.create_connection(
-                    lambda: TLSHalf(o, ossl_ctx, False, ready), HOST, o.connect
+                    lambda: tls_half(o, ossl_ctx, False, ready), HOST, o.connect
                 )
                 up, uri = await asyncio.wait_for(done, 10)
             except (OSError, TimeoutError):
@@ -445,7 +515,7 @@ async def proto_main(o: Options, sock: socket.socket) -> None:
                 return
             _spawn(dial_plain(half))
 
-        return TLSHalf(o, ossl_ctx, True, ready)
+        return cast(TLSHalf, tls_half(o, ossl_ctx, True, ready))
 
     if o.role == "out":
         factory: Any = accepted_plain
@@ -487,7 +557,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--chain", required=True)
     p.add_argument("--key", required=True)
     p.add_argument("--roots", required=True)
-    p.add_argument("--style", choices=["streams", "proto", "pyossl"], default="proto")
+    p.add_argument("--style", choices=["streams", "proto", "pyossl", "raw"], default="proto")
     p.add_argument("--loop", choices=["asyncio", "uvloop"], default="uvloop")
     p.add_argument("--buf", type=int, default=256 * 1024)
     p.add_argument("--tls", choices=["1.2", "1.3"], default="1.3")
