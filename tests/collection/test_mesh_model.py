@@ -358,7 +358,8 @@ def test_sidecar_fixed_port_may_sit_in_the_auto_range() -> None:
 
 def test_not_a_mapping_at_top_level() -> None:
     with pytest.raises(MeshError, match="expected a mapping"):
-        parse_mesh(["services"])  # type: ignore[arg-type]
+        not_a_mapping: Any = ["services"]
+        parse_mesh(not_a_mapping)
 
 
 def test_inventory_vars_with_other_keys_are_fine() -> None:

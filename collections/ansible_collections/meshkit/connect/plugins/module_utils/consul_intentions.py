@@ -122,7 +122,7 @@ class ConfigEntryStore:
 
     def write(self, want: dict[str, Any] | None) -> None:
         """Set (or with None remove) this source, retrying when another writer got there first."""
-        for _ in range(CAS_ATTEMPTS):
+        for _attempt in range(CAS_ATTEMPTS):
             entry = self._entry()
             index = int((entry or {}).get("ModifyIndex") or 0)
             sources = [

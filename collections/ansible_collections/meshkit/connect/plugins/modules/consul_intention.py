@@ -15,7 +15,7 @@ description:
     uses the legacy C(/v1/connect/intentions) API. The choice is made from the version in
     C(/v1/agent/self) unless O(api) says otherwise.
 author:
-  - meshkit contributors
+  - meshkit contributors (@meshkit)
 extends_documentation_fragment:
   - meshkit.connect.consul
   - meshkit.connect.consul.ACTIONGROUP_CONSUL

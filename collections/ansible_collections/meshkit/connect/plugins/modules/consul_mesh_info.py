@@ -14,7 +14,7 @@ description:
   - Given O(mesh), reports drift, what exists in Consul but not in the model, what the model
     has that Consul lacks, and what differs. It never deletes or changes anything.
 author:
-  - meshkit contributors
+  - meshkit contributors (@meshkit)
 extends_documentation_fragment:
   - meshkit.connect.consul
   - meshkit.connect.consul.ACTIONGROUP_CONSUL
@@ -24,8 +24,7 @@ attributes:
     description: The module only reads, so it runs the same in check mode.
   diff_mode:
     support: none
-  action_group:
-    support: full
+    description: Nothing is changed, so there is nothing to diff.
 options:
   mesh:
     description:

@@ -13,7 +13,7 @@ description:
     (Consul itself only addresses queries by ID, so the module lists C(/v1/query) and matches).
   - Compares every field the model sets, so a second run reports no change.
 author:
-  - meshkit contributors
+  - meshkit contributors (@meshkit)
 extends_documentation_fragment:
   - meshkit.connect.consul
   - meshkit.connect.consul.ACTIONGROUP_CONSUL
@@ -135,11 +135,13 @@ class QueryLifecycle(Lifecycle):
         self.id = created.get("ID")
 
     def update(self, have: dict[str, Any], want: dict[str, Any]) -> None:
-        assert self.id is not None
+        if self.id is None:
+            raise AssertionError('id is known after read or parse')
         self.client.put(f"/v1/query/{segment(self.id)}", dict(want, ID=self.id))
 
     def delete(self, have: dict[str, Any]) -> None:
-        assert self.id is not None
+        if self.id is None:
+            raise AssertionError('id is known after read or parse')
         self.client.delete(f"/v1/query/{segment(self.id)}")
         self.id = None
 

@@ -21,7 +21,7 @@ description:
   - Listener clashes between services of one host need all of them; validate those with the
     P(meshkit.connect.mesh_validate#filter) filter.
 author:
-  - meshkit contributors
+  - meshkit contributors (@meshkit)
 extends_documentation_fragment:
   - meshkit.connect.consul
   - meshkit.connect.consul.ACTIONGROUP_CONSUL
@@ -181,11 +181,13 @@ class ServiceLifecycle(Lifecycle):
         return read_view(self.client, self.service_id, self.service)
 
     def create(self, want: dict[str, Any]) -> None:
-        assert self.service is not None
+        if self.service is None:
+            raise AssertionError('service is known after read or parse')
         register(self.client, self.service)
 
     def update(self, have: dict[str, Any], want: dict[str, Any]) -> None:
-        assert self.service is not None
+        if self.service is None:
+            raise AssertionError('service is known after read or parse')
         register(self.client, self.service)
 
     def delete(self, have: dict[str, Any]) -> None:
