@@ -1,0 +1,227 @@
+"""Checks that really run: TCP and HTTP dialled on their interval, TTL deadlines, aliases.
+
+Each check is one asyncio task keyed by its ID and definition, so re-registering a changed
+check restarts it and an unchanged one keeps its status and schedule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+
+import aiohttp
+
+from meshkit.devagent.catalog import CRITICAL, PASSING, WARNING, Check, worst
+from meshkit.devagent.state import State
+from meshkit.devagent.store import wait_event
+
+OUTPUT_MAX = 4096
+
+
+def _split_hostport(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class CheckRunner:
+    def __init__(self, state: State, max_interval: float | None = None) -> None:
+        self.state = state
+        self.max_interval = max_interval
+        self.tasks: dict[str, tuple[str, asyncio.Task[None]]] = {}
+        self.ttl_deadline: dict[str, float] = {}
+        self.critical_since: dict[str, float] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._reaper: asyncio.Task[None] | None = None
+        self.stopping = False
+
+    def start(self) -> None:
+        self.state.on_checks_changed = self.sync
+        self._reaper = asyncio.get_running_loop().create_task(self._reap())
+        self.sync()
+
+    async def stop(self) -> None:
+        # Python 3.11's wait_for can swallow a cancellation that races a completion, so the
+        # loops also watch `stopping`, and the wait for them is bounded.
+        self.stopping = True
+        tasks = [t for _, t in self.tasks.values()]
+        if self._reaper is not None:
+            tasks.append(self._reaper)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5.0)
+        self.tasks.clear()
+        if self._session is not None:
+            await self._session.close()
+
+    def sync(self) -> None:
+        """Start tasks for new or changed checks, cancel those for removed ones."""
+        wanted: dict[str, str] = {}
+        for chk in self.state.checks.values():
+            wanted[chk.check_id] = json.dumps([chk.type, chk.definition], sort_keys=True)
+        for check_id, (key, task) in list(self.tasks.items()):
+            if wanted.get(check_id) != key:
+                task.cancel()
+                del self.tasks[check_id]
+                self.ttl_deadline.pop(check_id, None)
+        loop = asyncio.get_running_loop()
+        for check_id, key in wanted.items():
+            if check_id in self.tasks:
+                continue
+            chk = self.state.checks[check_id]
+            runner = {
+                "tcp": self._run_tcp,
+                "http": self._run_http,
+                "ttl": self._run_ttl,
+                "alias": self._run_alias,
+            }.get(chk.type, self._run_unsupported)
+            self.tasks[check_id] = (key, loop.create_task(runner(check_id)))
+
+    def _interval(self, chk: Check) -> float:
+        interval = float(chk.definition.get("Interval") or 10.0)
+        if self.max_interval is not None:
+            interval = min(interval, self.max_interval)
+        return max(interval, 0.05)
+
+    def _timeout(self, chk: Check) -> float:
+        return float(chk.definition.get("Timeout") or 10.0)
+
+    def _record(self, check_id: str, status: str, output: str) -> None:
+        if status == CRITICAL:
+            self.critical_since.setdefault(check_id, time.monotonic())
+        else:
+            self.critical_since.pop(check_id, None)
+        self.state.set_status(check_id, status, output[:OUTPUT_MAX])
+
+    async def _run_tcp(self, check_id: str) -> None:
+        while not self.stopping and (chk := self.state.checks.get(check_id)) is not None:
+            addr = chk.definition["TCP"]
+            try:
+                host, port = _split_hostport(addr)
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host, port), self._timeout(chk)
+                )
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+                self._record(check_id, PASSING, f"TCP connect {addr}: Success")
+            except (OSError, TimeoutError, ValueError) as exc:
+                self._record(check_id, CRITICAL, f"dial tcp {addr}: {exc or 'i/o timeout'}")
+            await asyncio.sleep(self._interval(chk))
+
+    async def _run_http(self, check_id: str) -> None:
+        while not self.stopping and (chk := self.state.checks.get(check_id)) is not None:
+            d = chk.definition
+            url, method = d["HTTP"], d.get("Method") or "GET"
+            if self._session is None:
+                self._session = aiohttp.ClientSession()
+            headers = {
+                k: ", ".join(v) if isinstance(v, list) else str(v)
+                for k, v in (d.get("Header") or {}).items()
+            }
+            try:
+                async with self._session.request(
+                    method,
+                    url,
+                    data=d.get("Body") or None,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=self._timeout(chk)),
+                    ssl=not d.get("TLSSkipVerify"),
+                ) as resp:
+                    body = (await resp.content.read(OUTPUT_MAX)).decode(errors="replace")
+                    text = f"HTTP {method} {url}: {resp.status} {resp.reason} Output: {body}"
+                    if 200 <= resp.status < 300:
+                        self._record(check_id, PASSING, text)
+                    elif resp.status == 429:
+                        self._record(check_id, WARNING, text)
+                    else:
+                        self._record(check_id, CRITICAL, text)
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+                self._record(check_id, CRITICAL, f"Get {url}: {exc or 'timeout'}")
+            await asyncio.sleep(self._interval(chk))
+
+    async def _run_ttl(self, check_id: str) -> None:
+        chk = self.state.checks.get(check_id)
+        if chk is None:
+            return
+        ttl = float(chk.definition["TTL"])
+        self.ttl_deadline.setdefault(check_id, time.monotonic() + ttl)
+        while not self.stopping and check_id in self.state.checks:
+            remaining = self.ttl_deadline.get(check_id, 0) - time.monotonic()
+            if remaining <= 0:
+                cur = self.state.checks[check_id]
+                self._record(
+                    check_id,
+                    CRITICAL,
+                    f"TTL expired (last output before timeout follows): {cur.output}"
+                    if cur.status != CRITICAL
+                    else cur.output or "TTL expired",
+                )
+                self.ttl_deadline[check_id] = time.monotonic() + ttl
+                continue
+            await asyncio.sleep(remaining)
+
+    def update_ttl(self, check_id: str, status: str, note: str) -> str | None:
+        """`/v1/agent/check/{pass,warn,fail}/:id`; returns an error text or None."""
+        chk = self.state.checks.get(check_id)
+        if chk is None:
+            return "unknown"
+        if chk.type != "ttl":
+            return f"CheckID {check_id!r} does not have associated TTL"
+        self.ttl_deadline[check_id] = time.monotonic() + float(chk.definition["TTL"])
+        self._record(check_id, status, note)
+        return None
+
+    async def _run_alias(self, check_id: str) -> None:
+        while not self.stopping and (chk := self.state.checks.get(check_id)) is not None:
+            event = self.state.store.notifier.current()
+            target = chk.definition.get("AliasService") or ""
+            if target and target not in self.state.services:
+                self._record(check_id, CRITICAL, "Service not found")
+            else:
+                targets = (
+                    [
+                        c
+                        for c in self.state.checks.values()
+                        if c.service_id == target and c.check_id != check_id
+                    ]
+                    if target
+                    else self.state.node_checks()
+                )
+                status = worst([c.status for c in targets])
+                failing = next(
+                    (c for c in targets if c.status == status and status != PASSING), None
+                )
+                if failing is None:
+                    self._record(
+                        check_id, PASSING, "All checks passing." if targets else "No checks found."
+                    )
+                else:
+                    self._record(
+                        check_id,
+                        status,
+                        f"Aliased check {failing.name!r} {status}: {failing.output}",
+                    )
+            await wait_event(event, 60.0)
+
+    async def _run_unsupported(self, check_id: str) -> None:
+        chk = self.state.checks.get(check_id)
+        if chk is not None:
+            self._record(check_id, CRITICAL, f"{chk.type} checks are not run by meshkit dev-agent")
+
+    async def _reap(self) -> None:
+        """DeregisterCriticalServiceAfter: remove a service whose check stayed critical too long."""
+        while not self.stopping:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for check_id, since in list(self.critical_since.items()):
+                chk = self.state.checks.get(check_id)
+                if chk is None:
+                    self.critical_since.pop(check_id, None)
+                    continue
+                limit = chk.definition.get("DeregisterCriticalServiceAfter") or 0
+                if limit and chk.service_id and now - since >= limit:
+                    self.critical_since.pop(check_id, None)
+                    self.state.deregister(chk.service_id)

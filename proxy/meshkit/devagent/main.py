@@ -1,0 +1,227 @@
+"""`meshkit dev-agent`: flags, startup, signals."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import signal
+import socket
+import sys
+import uuid
+from pathlib import Path
+
+from aiohttp import web
+
+from meshkit.devagent import configdir
+from meshkit.devagent.acl import ACL
+from meshkit.devagent.ca import CA
+from meshkit.devagent.catalog import Node
+from meshkit.devagent.checks import CheckRunner
+from meshkit.devagent.decode import DecodeError, parse_duration
+from meshkit.devagent.intentions import Intentions
+from meshkit.devagent.queries import Queries
+from meshkit.devagent.server import Agent
+from meshkit.devagent.state import State
+from meshkit.devagent.store import Store
+
+log = logging.getLogger("meshkit.devagent")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="meshkit dev-agent",
+        description="A Consul-API-compatible development control plane with a real CA.",
+    )
+
+    def opt(name: str, **kw: object) -> None:
+        p.add_argument(f"-{name}", f"--{name}", **kw)  # type: ignore[arg-type]
+
+    opt("data-dir", type=Path, help="persist state in DIR/state.db (in memory when unset)")
+    opt("http-addr", default="127.0.0.1:8500", help="HOST:PORT to serve on (port 0 picks one)")
+    opt("allow-non-loopback", action="store_true", help="permit a non-loopback -http-addr")
+    opt("datacenter", default="dc1")
+    opt("node", default=socket.gethostname(), help="node name (default: host name)")
+    opt(
+        "config-dir",
+        type=Path,
+        action="append",
+        default=[],
+        help="load service definitions (*.json)",
+    )
+    opt(
+        "default-intention-policy",
+        choices=("allow", "deny"),
+        default=None,
+        help="decision when no intention matches (default: allow, as Consul without ACLs)",
+    )
+    opt("acl-master-token", default=None, help="enable ACLs with this management token")
+    opt("acl-master-token-file", type=Path, default=None, help="read the master token from a file")
+    opt("sidecar-min-port", type=int, default=21000)
+    opt("sidecar-max-port", type=int, default=21255)
+    opt("max-check-interval", default=None, help="cap check intervals (a Go duration; for tests)")
+    opt("ready-file", type=Path, default=None, help="write the bound HOST:PORT here once serving")
+    opt("log-level", default="info", choices=("debug", "info", "warn", "error"))
+    return p
+
+
+class UsageError(ValueError):
+    pass
+
+
+def _split_addr(addr: str) -> tuple[str, int]:
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit():
+        raise UsageError(f"-http-addr {addr!r}: expected HOST:PORT, e.g. 127.0.0.1:8500")
+    host = host.strip("[]")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise UsageError(f"-http-addr {addr!r}: HOST must be an IP address") from None
+    return str(ip), int(port)
+
+
+def build(args: argparse.Namespace) -> tuple[Agent, str, int]:
+    host, port = _split_addr(args.http_addr)
+    if not ipaddress.ip_address(host).is_loopback and not args.allow_non_loopback:
+        raise UsageError(
+            f"-http-addr {args.http_addr}: not a loopback address; the dev agent has no TLS and "
+            "serves private keys, so binding elsewhere needs -allow-non-loopback"
+        )
+    master = args.acl_master_token
+    if args.acl_master_token_file is not None:
+        try:
+            master = args.acl_master_token_file.read_text().strip()
+        except OSError as exc:
+            raise UsageError(f"-acl-master-token-file: {exc}") from None
+        if not master:
+            raise UsageError(f"-acl-master-token-file {args.acl_master_token_file}: file is empty")
+    max_interval = None
+    if args.max_check_interval:
+        try:
+            max_interval = parse_duration(args.max_check_interval)
+        except DecodeError as exc:
+            raise UsageError(f"-max-check-interval: {exc}") from None
+    if not 0 <= args.sidecar_min_port <= args.sidecar_max_port <= 65535:
+        raise UsageError("-sidecar-min-port/-sidecar-max-port: need 0 <= min <= max <= 65535")
+    store = Store(args.data_dir)
+    node_id = store.get("meta", "node_id") or str(uuid.uuid4())
+    cluster_id = store.get("meta", "cluster_id") or str(uuid.uuid4())
+    store.put("meta", "node_id", node_id)
+    store.put("meta", "cluster_id", cluster_id)
+    node_addr = host if not ipaddress.ip_address(host).is_unspecified else "127.0.0.1"
+    node = Node(id=node_id, name=args.node, address=node_addr, datacenter=args.datacenter)
+    state = State(store, node, (args.sidecar_min_port, args.sidecar_max_port))
+    ca = CA(store, cluster_id, args.datacenter)
+    explicit = args.default_intention_policy is not None
+    default_allow = (args.default_intention_policy or ("deny" if master else "allow")) == "allow"
+    intentions = Intentions(store, default_allow, explicit, bool(master))
+    queries = Queries(store, state)
+    acl = ACL(store, master)
+    runner = CheckRunner(state, max_interval)
+    dirs: list[Path] = list(args.config_dir)
+
+    def reload() -> None:
+        configdir.apply(state, configdir.load(dirs))
+
+    if dirs:
+        try:
+            reload()
+        except configdir.ConfigError as exc:
+            store.close()
+            raise UsageError(str(exc)) from None
+    agent = Agent(
+        store,
+        state,
+        ca,
+        intentions,
+        queries,
+        acl,
+        runner,
+        reload_hook=reload if dirs else None,
+        http_addr=f"{host}:{port}",
+    )
+    return agent, host, port
+
+
+async def serve(agent: Agent, host: str, port: int, ready_file: Path | None) -> None:
+    loop = asyncio.get_running_loop()
+    agent.runner.start()
+    runner = web.AppRunner(agent.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    bound = runner.addresses[0] if runner.addresses else (host, port)
+    shown = f"[{bound[0]}]:{bound[1]}" if ":" in bound[0] else f"{bound[0]}:{bound[1]}"
+    agent.http_addr = shown
+    log.info(
+        "meshkit dev-agent serving http://%s (datacenter %s, node %s, trust domain %s)",
+        shown,
+        agent.node.datacenter,
+        agent.node.name,
+        agent.ca.trust_domain,
+    )
+    if ready_file is not None:
+        tmp = ready_file.with_name(ready_file.name + ".tmp")
+        tmp.write_text(shown + "\n")
+        tmp.replace(ready_file)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    def on_hup() -> None:
+        if agent.reload_hook is None:
+            log.info("SIGHUP: no -config-dir to reload")
+            return
+        try:
+            agent.reload_hook()
+            log.info("SIGHUP: configuration reloaded")
+        except (configdir.ConfigError, ValueError) as exc:
+            log.error("SIGHUP: reload refused, keeping the running configuration: %s", exc)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+
+    async def prune() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            agent.ca.prune()
+
+    pruner = loop.create_task(prune())
+    try:
+        await stop.wait()
+    finally:
+        log.debug("shutting down")
+        pruner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pruner
+        await runner.cleanup()
+        log.debug("http server closed")
+        await agent.runner.stop()
+        agent.store.close()
+        log.info("meshkit dev-agent stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper().replace("WARN", "WARNING")),
+        format="%(asctime)s [%(levelname)s] %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        agent, host, port = build(args)
+    except UsageError as exc:
+        print(f"meshkit dev-agent: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(agent, host, port, args.ready_file))
+    except OSError as exc:
+        print(f"meshkit dev-agent: cannot serve on {args.http_addr}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
