@@ -46,7 +46,9 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument(
         "--isolated",
         action="store_true",
-        help="bridge in the lab's own namespace (several labs at once; SSH via proxy)",
+        default=os.environ.get("MESHKIT_LAB_ISOLATED") == "1",
+        help="bridge in the lab's own namespace (several labs at once; SSH via a relay); "
+        "default from MESHKIT_LAB_ISOLATED=1",
     )
     u.add_argument("--recreate", action="store_true", help="tear an existing lab down first")
     u.add_argument(

@@ -104,6 +104,8 @@ def up(spec: LabSpec, *, recreate: bool = False, keep_on_failure: bool = False) 
     if existing is not None or paths.state.exists() or net.lab_namespaces(paths):
         down(spec.name, quiet=True)
     check_prerequisites(need_debootstrap=not image.image_cached())
+    if not spec.isolated:
+        net.check_gateway_free()
     started = time.monotonic()
     img = image.ensure_image()
     paths.state.mkdir(parents=True, exist_ok=True)

@@ -57,6 +57,19 @@ def lab_of_bridge(bridge: str) -> str | None:
     return None
 
 
+def check_gateway_free() -> None:
+    """Host mode needs 198.18.0.1 on the host: refuse early, naming the lab that holds it."""
+    holder = gateway_holder()
+    if holder is not None:
+        other = lab_of_bridge(holder)
+        who = f"lab {other!r}" if other else f"interface {holder}"
+        fix = f"`meshkit lab down --name {other}`" if other else f"remove {GATEWAY} from {holder}"
+        raise LabError(
+            f"{GATEWAY} is already in use on this host by {who}: {fix}, "
+            "or start this lab with --isolated (its own gateway namespace)"
+        )
+
+
 def create_switch(spec: LabSpec, paths: LabPaths) -> None:
     ns: str | None = None
     if spec.isolated:
@@ -64,17 +77,7 @@ def create_switch(spec: LabSpec, paths: LabPaths) -> None:
         run(["ip", "netns", "add", ns])
         run(["ip", "-n", ns, "link", "set", "lo", "up"])
     else:
-        holder = gateway_holder()
-        if holder is not None:
-            other = lab_of_bridge(holder)
-            who = f"lab {other!r}" if other else f"interface {holder}"
-            fix = (
-                f"`meshkit lab down --name {other}`" if other else f"remove {GATEWAY} from {holder}"
-            )
-            raise LabError(
-                f"{GATEWAY} is already in use on this host by {who}: {fix}, "
-                "or start this lab with --isolated (its own gateway namespace)"
-            )
+        check_gateway_free()
     run([*_ip(ns), "link", "add", paths.bridge, "type", "bridge"])
     run([*_ip(ns), "addr", "add", f"{GATEWAY}/{NETWORK.prefixlen}", "dev", paths.bridge])
     run([*_ip(ns), "link", "set", paths.bridge, "up"])
