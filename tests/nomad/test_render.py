@@ -24,6 +24,8 @@ from ansible_collections.meshkit.connect.plugins.module_utils.nomad_settings imp
     parse_duration,
     parse_job_settings,
 )
+from meshkit import flags
+from meshkit.flags import CommandLine
 from tests.nomad.conftest import USER_TEMPLATE, job_settings, mesh_data
 from tests.support.nomad_double import fixture
 
@@ -148,25 +150,34 @@ def test_user_template_survives_untouched(pattern: str) -> None:
     assert h_task["template"][0]["data"] == USER_TEMPLATE
 
 
-def test_native_proxy_config_is_consul_template_not_jinja() -> None:
+def proxy_command_line(args: list[str], **nomad_env: str) -> CommandLine:
+    """What meshkit-proxy's own flag parser makes of the args once Nomad interpolated them."""
+    filled = []
+    for arg in args:
+        for key, value in nomad_env.items():
+            arg = arg.replace("${" + key + "}", value)
+        assert "${" not in arg, arg
+        filled.append(arg)
+    return flags.parse(filled, env={})
+
+
+def test_native_proxy_args_are_meshkit_proxy_consul_mode_flags() -> None:
     _, _, api = render("native")
     web = next(g for g in api["TaskGroups"] if g["Name"] == "web")
     proxy = next(t for t in web["Tasks"] if t["Name"] == "meshkit-proxy")
-    text = proxy["Templates"][0]["EmbeddedTmpl"]
-    assert '"bind_port": {{ env "NOMAD_PORT_mesh" }}' in text
-    # Once Nomad fills in the port the file is JSON with both upstreams, prepared query kept.
-    rendered = json.loads(
-        text.replace('{{ env "NOMAD_PORT_mesh" }}', "25000").replace(
-            '{{ env "NOMAD_IP_mesh" }}', "10.0.0.5"
-        )
+    cmd = proxy_command_line(
+        proxy["Config"]["args"], NOMAD_IP_mesh="10.0.0.5", NOMAD_PORT_mesh="25000"
     )
-    assert rendered["public_listener"] == {"bind_address": "10.0.0.5", "bind_port": 25000}
-    assert rendered["local_service"] == {"address": "127.0.0.1", "port": 8080}
-    assert [(u["destination_name"], u["destination_type"]) for u in rendered["upstreams"]] == [
-        ("db", "service"),
-        ("db-nearest", "prepared_query"),
+    assert cmd.service == "web" and not cmd.static
+    assert cmd.listen == ("10.0.0.5", 25000)
+    assert cmd.service_addr == ("127.0.0.1", 8080)
+    assert [(u.name, u.dst_type, u.host, u.port) for u in cmd.upstreams] == [
+        ("db", "service", "127.0.0.1", 9191),
+        ("db-nearest", "prepared_query", "127.0.0.1", 9192),
     ]
+    assert proxy["Env"] == {"CONSUL_HTTP_ADDR": "127.0.0.1:8500"}
     assert web["Networks"][0] == {"Mode": "host", "DynamicPorts": [{"Label": "mesh"}]}
+    assert web["Services"][0]["TaskName"] == "meshkit-proxy"
 
 
 def test_native_bridge_mode_uses_the_alloc_socket_and_a_fixed_inside_port() -> None:
@@ -178,7 +189,22 @@ def test_native_bridge_mode_uses_the_alloc_socket_and_a_fixed_inside_port() -> N
     }
     proxy = next(t for t in web["Tasks"] if t["Name"] == "meshkit-proxy")
     assert proxy["Env"]["CONSUL_HTTP_ADDR"] == "unix://${NOMAD_ALLOC_DIR}/tmp/consul_http.sock"
-    assert '"bind_port": 20500' in proxy["Templates"][0]["EmbeddedTmpl"]
+    assert proxy_command_line(proxy["Config"]["args"]).listen == ("0.0.0.0", 20500)
+
+
+def test_native_refuses_what_proxy_flags_cannot_carry() -> None:
+    data = mesh_data("native")
+    web = data["meshkit_services"][0]
+    web["sidecar"]["upstreams"][0]["datacenter"] = "dc2"
+    web["sidecar"]["config"] = {"handshake_timeout_ms": 5000}
+    with pytest.raises(NomadSettingsError) as err:
+        build_job(parse_mesh(data), parse_job_settings(job_settings()))
+    paths = [p.path for p in err.value.problems]
+    assert paths == [
+        "services.web.sidecar.upstreams[0] (db).datacenter",
+        "services.web.sidecar.config",
+    ]
+    assert all("nomad.pattern: sidecar" in p.fix for p in err.value.problems)
 
 
 def test_sidecar_task_runs_meshkit_proxy_with_the_nomad_proxy_id() -> None:
@@ -187,9 +213,11 @@ def test_sidecar_task_runs_meshkit_proxy_with_the_nomad_proxy_id() -> None:
     task = web["Services"][0]["Connect"]["SidecarTask"]
     assert task["Driver"] == "raw_exec"
     assert task["Config"]["args"] == [
-        "--proxy-id",
+        "-proxy-id",
         "_nomad-task-${NOMAD_ALLOC_ID}-group-${NOMAD_GROUP_NAME}-web-8080-sidecar-proxy",
     ]
+    cmd = proxy_command_line(task["Config"]["args"], NOMAD_ALLOC_ID="a1", NOMAD_GROUP_NAME="web")
+    assert cmd.proxy_id == "_nomad-task-a1-group-web-web-8080-sidecar-proxy"
     assert "SidecarTask" not in render("envoy")[2]["TaskGroups"][0]["Services"][0]["Connect"]
 
 

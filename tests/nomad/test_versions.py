@@ -79,7 +79,7 @@ def test_native_pattern_needs_no_gate_for_prepared_queries() -> None:
     """meshkit-proxy resolves the query itself, so an old Nomad is fine for native."""
     job = build(one_service("native", PQ), "0.12.0")
     proxy = job["TaskGroups"][0]["Tasks"][1]
-    assert '"destination_type": "prepared_query"' in proxy["Templates"][0]["EmbeddedTmpl"]
+    assert "db-nearest.query:127.0.0.1:9191" in proxy["Config"]["args"]
 
 
 def test_default_bind_address_is_not_sent_so_old_nomad_accepts_it() -> None:

@@ -76,7 +76,7 @@ EOH
     task "meshkit-proxy" {
       driver = "raw_exec"
       config {
-        args = ["--config", "$${NOMAD_TASK_DIR}/meshkit-proxy.json"]
+        args = ["-service", "web", "-listen", "$${NOMAD_IP_mesh}:$${NOMAD_PORT_mesh}", "-service-addr", "127.0.0.1:8080", "-upstream", "db:127.0.0.1:9191", "-upstream", "db-nearest.query:127.0.0.1:9192"]
         command = "/usr/local/bin/meshkit-proxy"
       }
       env {
@@ -85,44 +85,6 @@ EOH
       resources {
         cpu = 100
         memory = 64
-      }
-      template {
-        data = <<EOH
-{
-  "config": {},
-  "local_service": {
-    "address": "127.0.0.1",
-    "port": 8080
-  },
-  "mode": "consul-native",
-  "public_listener": {
-    "bind_address": "{{ env "NOMAD_IP_mesh" }}",
-    "bind_port": {{ env "NOMAD_PORT_mesh" }}
-  },
-  "service": "web",
-  "upstreams": [
-    {
-      "config": {},
-      "datacenter": "",
-      "destination_name": "db",
-      "destination_type": "service",
-      "local_bind_address": "127.0.0.1",
-      "local_bind_port": 9191
-    },
-    {
-      "config": {},
-      "datacenter": "",
-      "destination_name": "db-nearest",
-      "destination_type": "prepared_query",
-      "local_bind_address": "127.0.0.1",
-      "local_bind_port": 9192
-    }
-  ]
-}
-EOH
-        destination = "local/meshkit-proxy.json"
-        change_mode = "signal"
-        change_signal = "SIGHUP"
       }
     }
   }
@@ -182,7 +144,7 @@ EOH
     task "meshkit-proxy" {
       driver = "raw_exec"
       config {
-        args = ["--config", "$${NOMAD_TASK_DIR}/meshkit-proxy.json"]
+        args = ["-service", "db", "-listen", "$${NOMAD_IP_mesh}:$${NOMAD_PORT_mesh}", "-service-addr", "127.0.0.1:5432"]
         command = "/usr/local/bin/meshkit-proxy"
       }
       env {
@@ -191,27 +153,6 @@ EOH
       resources {
         cpu = 100
         memory = 64
-      }
-      template {
-        data = <<EOH
-{
-  "config": {},
-  "local_service": {
-    "address": "127.0.0.1",
-    "port": 5432
-  },
-  "mode": "consul-native",
-  "public_listener": {
-    "bind_address": "{{ env "NOMAD_IP_mesh" }}",
-    "bind_port": {{ env "NOMAD_PORT_mesh" }}
-  },
-  "service": "db",
-  "upstreams": []
-}
-EOH
-        destination = "local/meshkit-proxy.json"
-        change_mode = "signal"
-        change_signal = "SIGHUP"
       }
     }
   }

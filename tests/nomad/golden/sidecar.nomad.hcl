@@ -52,7 +52,7 @@ job "shop" {
         sidecar_task {
           driver = "raw_exec"
           config {
-            args = ["--proxy-id", "_nomad-task-$${NOMAD_ALLOC_ID}-group-$${NOMAD_GROUP_NAME}-web-8080-sidecar-proxy"]
+            args = ["-proxy-id", "_nomad-task-$${NOMAD_ALLOC_ID}-group-$${NOMAD_GROUP_NAME}-web-8080-sidecar-proxy"]
             command = "/usr/local/bin/meshkit-proxy"
           }
           env {
@@ -125,7 +125,7 @@ EOH
         sidecar_task {
           driver = "raw_exec"
           config {
-            args = ["--proxy-id", "_nomad-task-$${NOMAD_ALLOC_ID}-group-$${NOMAD_GROUP_NAME}-db-5432-sidecar-proxy"]
+            args = ["-proxy-id", "_nomad-task-$${NOMAD_ALLOC_ID}-group-$${NOMAD_GROUP_NAME}-db-5432-sidecar-proxy"]
             command = "/usr/local/bin/meshkit-proxy"
           }
           env {

@@ -7,7 +7,6 @@ API JSON without deciding anything, so the two forms cannot drift apart.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +35,6 @@ from ansible_collections.meshkit.connect.plugins.module_utils.nomad_versions imp
 
 PROXY_TASK = "meshkit-proxy"
 MESH_PORT_LABEL = "mesh"
-PROXY_CONFIG_PATH = "local/meshkit-proxy.json"
 
 
 @dataclass(frozen=True)
@@ -121,55 +119,51 @@ class JobSpec:
     restart: RestartPolicy | None
 
 
-def proxy_config(service: Service, group: GroupSettings, proxy: ProxySettings) -> dict[str, Any]:
-    """What the native meshkit-proxy reads: its identity, listener, app and upstreams.
+def native_proxy_args(
+    service: Service, group: GroupSettings, path: str
+) -> tuple[list[str], list[Problem]]:
+    """meshkit-proxy's Consul-mode flags for a native service (`consul connect proxy -service`).
 
-    Consul-mode options (address, token) come from the task environment, as with Consul's
-    own CLI. Values in `{{ }}` are consul-template calls evaluated by Nomad on the client.
+    The proxy fetches its leaf for `-service` from the agent, terminates mTLS on `-listen` and
+    forwards to the app on loopback; upstreams are `-upstream NAME[.query]:ADDR:PORT`. Nomad
+    fills `${NOMAD_IP_mesh}`/`${NOMAD_PORT_mesh}` when it starts the task.
     """
+    problems: list[Problem] = []
     sidecar = service.sidecar
-    listen_host: str
-    listen_port: int | str
     if group.effective_network_mode == "bridge":
-        listen_host, listen_port = "0.0.0.0", group.mesh_port
+        listen = f"0.0.0.0:{group.mesh_port}"
     else:
-        listen_host = '{{ env "NOMAD_IP_' + MESH_PORT_LABEL + '" }}'
-        listen_port = '{{ env "NOMAD_PORT_' + MESH_PORT_LABEL + '" }}'
+        listen = f"${{NOMAD_IP_{MESH_PORT_LABEL}}}:${{NOMAD_PORT_{MESH_PORT_LABEL}}}"
     local_address = (sidecar.local_service_address if sidecar else "") or "127.0.0.1"
     local_port = (sidecar.local_service_port if sidecar else 0) or service.port or 0
-    upstreams = [
-        {
-            "destination_name": u.destination_name,
-            "destination_type": u.destination_type,
-            "datacenter": u.datacenter,
-            "local_bind_address": u.local_bind_address,
-            "local_bind_port": u.local_bind_port,
-            "config": dict(u.config),
-        }
-        for u in (sidecar.upstreams if sidecar else ())
-    ]
-    admin = (
-        {"address": "127.0.0.1", "port": sidecar.admin_port}
-        if sidecar and sidecar.admin_port
-        else None
-    )
-    return {
-        "mode": "consul-native",
-        "service": service.name,
-        "public_listener": {"bind_address": listen_host, "bind_port": listen_port},
-        "local_service": {"address": local_address, "port": local_port},
-        "upstreams": upstreams,
-        "config": dict(sidecar.config) if sidecar else {},
-        **({"admin": admin} if admin else {}),
-    }
-
-
-def _proxy_config_text(config: Mapping[str, Any]) -> str:
-    text = json.dumps(config, indent=2, sort_keys=True) + "\n"
-    # json.dumps quotes the port, but the listener port must be a JSON number once rendered.
-    return text.replace('"{{ env \\"NOMAD_PORT_mesh\\" }}"', '{{ env "NOMAD_PORT_mesh" }}').replace(
-        '{{ env \\"NOMAD_IP_mesh\\" }}', '{{ env "NOMAD_IP_mesh" }}'
-    )
+    args = ["-service", service.name, "-listen", listen]
+    args += ["-service-addr", f"{local_address}:{local_port}"]
+    for i, up in enumerate(sidecar.upstreams if sidecar else ()):
+        upath = f"{path}.sidecar.upstreams[{i}] ({up.destination_name})"
+        for key, used in (("datacenter", up.datacenter), ("config", up.config)):
+            if used:
+                problems.append(
+                    Problem(
+                        f"{upath}.{key}",
+                        f"the native pattern passes upstreams as meshkit-proxy -upstream flags, "
+                        f"which carry no {key}",
+                        f"use nomad.pattern: sidecar (Nomad tells Consul the {key}) or drop it",
+                    )
+                )
+        name = up.destination_name + (".query" if up.destination_type == "prepared_query" else "")
+        address = up.local_bind_address or "127.0.0.1"
+        args += ["-upstream", f"{name}:{address}:{up.local_bind_port}"]
+    if sidecar and sidecar.config:
+        problems.append(
+            Problem(
+                f"{path}.sidecar.config",
+                "the native pattern has no proxy registration to carry Proxy.Config",
+                "use nomad.pattern: sidecar, or leave sidecar.config empty for this service",
+            )
+        )
+    if sidecar and sidecar.admin_port:
+        args += ["-admin-bind", f"127.0.0.1:{sidecar.admin_port}"]
+    return args, problems
 
 
 def _upstreams(
@@ -268,25 +262,15 @@ def _group(
         _gate(problems, "native", settings, f"{path}.nomad.pattern")
         if mode == "bridge":
             _gate(problems, "native_bridge", settings, f"{path}.nomad.network_mode")
-        config = proxy_config(service, group, proxy)
+        args, arg_problems = native_proxy_args(service, group, path)
+        problems += arg_problems
         tasks.append(
             TaskSpec(
                 name=PROXY_TASK,
                 driver=proxy.driver,
-                config={
-                    "command": proxy.command,
-                    "args": ["--config", "${NOMAD_TASK_DIR}/meshkit-proxy.json"],
-                },
+                config={"command": proxy.command, "args": args},
                 env={"CONSUL_HTTP_ADDR": _consul_addr(proxy, pattern, mode)},
                 resources=proxy.resources,
-                templates=(
-                    Template(
-                        data=_proxy_config_text(config),
-                        destination=PROXY_CONFIG_PATH,
-                        change_mode="signal",
-                        change_signal="SIGHUP",
-                    ),
-                ),
             )
         )
         ports = (PortSpec(MESH_PORT_LABEL, group.mesh_port if mode == "bridge" else None),)
@@ -324,7 +308,7 @@ def _group(
         sidecar_task = TaskSpec(
             name="",
             driver=proxy.driver,
-            config={"command": proxy.command, "args": ["--proxy-id", proxy_id]},
+            config={"command": proxy.command, "args": ["-proxy-id", proxy_id]},
             env={"CONSUL_HTTP_ADDR": _consul_addr(proxy, pattern, mode)},
             resources=proxy.resources,
         )
