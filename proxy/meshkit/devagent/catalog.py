@@ -206,12 +206,16 @@ def content_hash(body: dict[str, Any]) -> str:
     return hashlib.blake2b(raw, digest_size=8).hexdigest()
 
 
-def node_service(svc: Service) -> dict[str, Any]:
-    """The `NodeService` shape inside health entries and query results."""
+def node_service(svc: Service, *, query: bool = False) -> dict[str, Any]:
+    """The `NodeService` shape inside health entries and query results.
+
+    Consul 1.7's prepared-query path returns empty tags as `null` where health returns `[]`.
+    """
     out: dict[str, Any] = {}
     if svc.kind:
         out["Kind"] = svc.kind
-    out.update(ID=svc.id, Service=svc.name, Tags=list(svc.tags), Address=svc.address)
+    tags: list[str] | None = list(svc.tags) if svc.tags or not query else None
+    out.update(ID=svc.id, Service=svc.name, Tags=tags, Address=svc.address)
     tagged = _auto_tagged(svc)
     if tagged:
         out["TaggedAddresses"] = tagged
@@ -290,7 +294,11 @@ def render_check(
     *,
     agent: bool = False,
     full_definition: bool = False,
+    query: bool = False,
 ) -> dict[str, Any]:
+    service_tags: list[str] | None = list(tags)
+    if full_definition or (query and not tags):
+        service_tags = None
     return {
         "Node": node_name,
         "CheckID": chk.check_id,
@@ -300,7 +308,7 @@ def render_check(
         "Output": chk.output,
         "ServiceID": chk.service_id,
         "ServiceName": chk.service_name,
-        "ServiceTags": list(tags) if not full_definition else None,
+        "ServiceTags": service_tags,
         "Type": chk.type if not full_definition else "",
         "Definition": check_definition(chk) if full_definition else {},
         "CreateIndex": 0 if agent else chk.create_index,

@@ -178,8 +178,10 @@ class Queries:
             nodes.append(
                 {
                     "Node": self.state.node.render(),
-                    "Service": node_service(svc),
-                    "Checks": [render_check(c, self.state.node.name, svc.tags) for c in checks],
+                    "Service": node_service(svc, query=True),
+                    "Checks": [
+                        render_check(c, self.state.node.name, svc.tags, query=True) for c in checks
+                    ],
                 }
             )
         return {
