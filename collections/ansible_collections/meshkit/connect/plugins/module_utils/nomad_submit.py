@@ -319,7 +319,7 @@ def wait(
     deadline = clock() + timeout
     max_polls = int(timeout / max(interval, 0.001)) + 2
     evaluation: Any = None
-    for _ in range(max_polls):
+    for _poll in range(max_polls):
         if reg.eval_id:
             evaluation = _call(
                 conn, f"reading evaluation {reg.eval_id}", n.evaluation.get_evaluation, reg.eval_id
@@ -340,7 +340,7 @@ def wait(
     if not expects_deployment(job):
         return WaitResult(note="no deployment for this job (type, count 0 or no update block)")
     deployment: Any = None
-    for _ in range(max_polls):
+    for _poll in range(max_polls):
         deployment = _call(
             conn, f"reading the deployment of {job_id}", n.job.get_deployment, job_id
         )

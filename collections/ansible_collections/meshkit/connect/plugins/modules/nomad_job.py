@@ -18,7 +18,8 @@ description:
   - Each service becomes one group using the pattern in its C(nomad.pattern) (C(native),
     C(sidecar) or C(envoy)); see docs/nomad.md for the settings and the version gates.
 version_added: "0.1.0"
-author: meshkit maintainers
+author:
+  - meshkit maintainers (@meshkit)
 requirements:
   - python-nomad >= 2.0 on the host that runs the module
 options:
@@ -99,8 +100,10 @@ options:
     default: false
 attributes:
   check_mode:
+    description: Plans and reports the plan; never registers or stops anything.
     support: full
   diff_mode:
+    description: Shows the plan's field changes the way C(nomad job plan) prints them.
     support: full
 notes:
   - Refusals of the version gates name the service, the field, the version needed and the fix.
@@ -283,7 +286,7 @@ def main() -> None:
     except (MeshError, NomadSettingsError) as exc:
         module.fail_json(msg=str(exc), problems=[str(x) for x in exc.problems])
     except NomadSubmitError as exc:
-        module.fail_json(msg=str(exc), **{k: v for k, v in exc.details.items()})
+        module.fail_json(msg=str(exc), **dict(exc.details))
 
 
 if __name__ == "__main__":
