@@ -1,0 +1,98 @@
+"""The mesh_service role against the real development control plane on loopback."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.roles.conftest import HERE, Run, playbook
+from tests.support.devagent import DevAgent, dev_agent  # noqa: F401  (the fixture)
+
+WEB: dict[str, Any] = {
+    "name": "web", "id": "web-1", "port": 18080, "checks": [],
+    "sidecar": {"port": 21000, "admin_port": 19000, "upstreams": [
+        {"destination_name": "db", "local_bind_port": 19191},
+        {"destination_name": "db-nearest", "destination_type": "prepared_query",
+         "local_bind_port": 19192}]},
+}  # fmt: skip
+DB: dict[str, Any] = {
+    "name": "db", "id": "db-1", "port": 18090, "checks": [],
+    "sidecar": {"port": 21001, "admin_port": 19001},
+}  # fmt: skip
+MESH: dict[str, Any] = {
+    "meshkit_prepared_queries": [{"name": "db-nearest", "service": "db"}],
+    "meshkit_intentions": [{"source": "web", "destination": "db", "action": "allow"}],
+}
+
+
+def recap(run: Run) -> dict[str, int]:
+    match = re.search(r"localhost\s*:\s*ok=(\d+)\s+changed=(\d+).*?failed=(\d+)", run.stdout)
+    assert match, run.output
+    return {"ok": int(match[1]), "changed": int(match[2]), "failed": int(match[3])}
+
+
+def converge(tmp_path: Path, agent: DevAgent, services: list[dict[str, Any]], *args: str, **kw):
+    return playbook(
+        HERE / "role_entry.yml",
+        {"role_under_test": "mesh_service", "meshkit_services": services,
+         "meshkit_consul_http_addr": agent.address, **MESH, **kw},
+        tmp_path,
+        *args,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_register_idempotent_check_mode_and_prune(tmp_path, dev_agent):
+    run = converge(tmp_path, dev_agent, [WEB, DB])
+    assert run.rc == 0, run.output
+    assert recap(run)["changed"] == 3  # tasks: queries, services, intentions
+    services = dev_agent.ok("GET", "/v1/agent/services")
+    assert {"web-1", "web-1-sidecar-proxy", "db-1", "db-1-sidecar-proxy"} <= set(services)
+    upstreams = services["web-1-sidecar-proxy"]["Proxy"]["Upstreams"]
+    assert {(u["DestinationType"], u["DestinationName"]) for u in upstreams} == {
+        ("service", "db"), ("prepared_query", "db-nearest"),
+    }  # fmt: skip
+    assert [q["Name"] for q in dev_agent.ok("GET", "/v1/query")] == ["db-nearest"]
+
+    again = converge(tmp_path, dev_agent, [WEB, DB])
+    assert again.rc == 0, again.output
+    assert recap(again)["changed"] == 0, again.stdout
+
+    moved = {**DB, "port": 18091}
+    check = converge(tmp_path, dev_agent, [WEB, moved], "--check")
+    assert check.rc == 0, check.output
+    assert recap(check)["changed"] == 1
+    assert dev_agent.ok("GET", "/v1/agent/service/db-1")["Port"] == 18090
+
+    pruned = converge(tmp_path, dev_agent, [WEB], mesh_service_prune=True)
+    assert pruned.rc == 0, pruned.output
+    services = dev_agent.ok("GET", "/v1/agent/services")
+    assert "db-1" not in services and "db-1-sidecar-proxy" not in services
+    assert "web-1" in services
+
+
+def test_unreachable_agent_fails_with_the_address(tmp_path):
+    run = playbook(
+        HERE / "role_entry.yml",
+        {"role_under_test": "mesh_service", "meshkit_services": [WEB, DB],
+         "meshkit_consul_http_addr": "127.0.0.1:9", **MESH},
+        tmp_path,
+    )  # fmt: skip
+    assert run.rc != 0
+    assert "The Consul agent at 127.0.0.1:9 does not answer" in run.output
+
+
+def test_check_mode_on_a_fresh_host_predicts_registration(tmp_path):
+    run = playbook(
+        HERE / "role_entry.yml",
+        {"role_under_test": "mesh_service", "meshkit_services": [WEB, DB],
+         "meshkit_consul_http_addr": "127.0.0.1:9", **MESH},
+        tmp_path,
+        "--check",
+    )  # fmt: skip
+    assert run.rc == 0, run.output
+    assert recap(run)["changed"] == 1
+    assert "would register web, db" in run.output
