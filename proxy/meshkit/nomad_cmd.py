@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,30 +16,33 @@ from typing import Any
 
 import yaml
 
+from meshkit.render_cmd import InputError, collection_roots, read_vars
+
 EXIT_OK, EXIT_CHANGES, EXIT_ERROR = 0, 1, 255
 
 
 def _collections_on_path() -> None:
-    """Import the collection's module_utils from the checkout or ANSIBLE_COLLECTIONS_PATH."""
-    candidates = [Path(__file__).resolve().parents[2] / "collections"]
-    for entry in os.environ.get("ANSIBLE_COLLECTIONS_PATH", "").split(os.pathsep):
-        if entry:
-            candidates.append(Path(entry))
-    for base in candidates:
+    """Import the collection's module_utils the way `meshkit render` finds them."""
+    for base in collection_roots():
         if (base / "ansible_collections" / "meshkit" / "connect").is_dir():
             if str(base) not in sys.path:
                 sys.path.insert(0, str(base))
             return
     raise SystemExit(
-        "meshkit nomad: the meshkit.connect collection was not found next to this checkout "
-        "or on ANSIBLE_COLLECTIONS_PATH"
+        "meshkit nomad: the meshkit.connect collection was not found on "
+        "ANSIBLE_COLLECTIONS_PATH or next to this checkout"
     )
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="meshkit nomad", description=__doc__.splitlines()[0])
     p.add_argument("action", choices=("render", "plan", "run"))
-    p.add_argument("--mesh", required=True, type=Path, help="YAML with the mesh model vars")
+    p.add_argument(
+        "--mesh",
+        required=True,
+        action="append",
+        help="YAML vars file with the mesh model (repeatable; later files win per key)",
+    )
     p.add_argument("--job", required=True, type=Path, help="YAML with the job settings")
     p.add_argument("--format", choices=("hcl", "json"), default="hcl", help="render output")
     p.add_argument("--nomad-version", default="auto", help="cluster version, or auto (ask it)")
@@ -90,7 +92,7 @@ def run(argv: Sequence[str]) -> int:
     )
 
     try:
-        mesh_data = _load_yaml(args.mesh, "mesh model")
+        mesh_data = read_vars(args.mesh)
         job_data = _load_yaml(args.job, "job settings")
         token = ""
         if args.token_file:
@@ -115,7 +117,7 @@ def run(argv: Sequence[str]) -> int:
                 version = ns.detect_version(nomad, conn)
             elif version == "auto":
                 version = str(job_data["nomad_version"])
-        mesh = parse_mesh(mesh_data, source=str(args.mesh))
+        mesh = parse_mesh(mesh_data, source=", ".join(args.mesh))
         settings = parse_job_settings(job_data, source=str(args.job), nomad_version=version)
         spec = build_job(mesh, settings)
         if args.action == "render":
@@ -131,7 +133,7 @@ def run(argv: Sequence[str]) -> int:
             wait_timeout=args.wait_timeout,
             interval=args.poll_interval,
         )
-    except (MeshError, NomadSettingsError, ValueError, OSError) as exc:
+    except (MeshError, NomadSettingsError, InputError, ValueError, OSError) as exc:
         print(f"meshkit nomad: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except ns.NomadSubmitError as exc:

@@ -38,9 +38,23 @@ def files(tmp_path: Path) -> Path:
 
 
 def test_render_prints_the_golden_job(files: Path) -> None:
+    """Mesh-wide vars and the services in separate files, as group_vars would hold them."""
+    data = mesh_data("native")
+    services = {"meshkit_services": data.pop("meshkit_services")}
+    (files / "all.yml").write_text(yaml.safe_dump(data))
+    (files / "web.yml").write_text(yaml.safe_dump(services))
     for fmt, suffix in (("hcl", "hcl"), ("json", "json")):
         proc = meshkit(
-            "render", "--mesh", "mesh.yml", "--job", "job.yml", "--format", fmt, cwd=files
+            "render",
+            "--mesh",
+            "all.yml",
+            "--mesh",
+            "web.yml",
+            "--job",
+            "job.yml",
+            "--format",
+            fmt,
+            cwd=files,
         )
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout == (GOLDEN / f"native.nomad.{suffix}").read_text()
