@@ -11,13 +11,11 @@ import asyncio
 import hashlib
 import logging
 import os
-import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from meshkit import tls
 
@@ -35,12 +33,53 @@ class MaterialError(ValueError):
     """TLS material that cannot be used (unparsable, key does not match, no roots)."""
 
 
+ENGINES = ("auto", "openssl", "stdlib")
+
+
+def choose_engine(choice: str) -> str:
+    """`openssl` (pyOpenSSL, the cryptography wheel's OpenSSL) when importable, else `stdlib`.
+
+    `MESHKIT_TLS_ENGINE` overrides `auto`, so benchmarks and tests can flip it.
+    """
+    if choice == "auto":
+        choice = os.environ.get("MESHKIT_TLS_ENGINE", "auto") or "auto"
+    if choice not in ENGINES:
+        raise ValueError(f"unknown TLS engine {choice!r}; use one of {', '.join(ENGINES)}")
+    if choice in ("auto", "openssl"):
+        try:
+            import meshkit.openssl_engine  # noqa: F401
+        except ImportError:
+            if choice == "openssl":
+                raise
+            return "stdlib"
+        return "openssl"
+    return "stdlib"
+
+
+def build_sides(engine: str, material: TLSMaterial) -> tuple[tls.Side, tls.Side]:
+    args = (material.chain_pem, material.key_pem, material.roots_pem)
+    if engine == "openssl":
+        from meshkit.openssl_engine import openssl_sides
+
+        return openssl_sides(*args)
+    return tls.stdlib_sides(*args)
+
+
+def _describe(exc: BaseException) -> str:
+    """OpenSSL errors as text, never echoing key material."""
+    text = str(exc) or type(exc).__name__
+    if "PRIVATE KEY" in text:
+        return type(exc).__name__
+    return text
+
+
 class CertStore:
     """Holds the server and client contexts built from the latest accepted material."""
 
-    def __init__(self) -> None:
-        self.server: ssl.SSLContext | None = None
-        self.client: ssl.SSLContext | None = None
+    def __init__(self, engine: str = "auto") -> None:
+        self.engine = choose_engine(engine)
+        self.server: tls.Side | None = None
+        self.client: tls.Side | None = None
         self.material: TLSMaterial | None = None
         self.leaf_serial: str = ""
         self.leaf_uri: str = ""
@@ -55,13 +94,12 @@ class CertStore:
         if not material.roots_pem:
             raise MaterialError("no CA roots")
         try:
-            server = tls.server_context(material.chain_pem, material.key_pem, material.roots_pem)
-            client = tls.client_context(material.chain_pem, material.key_pem, material.roots_pem)
+            server, client = build_sides(self.engine, material)
             leaf = x509.load_pem_x509_certificate(material.chain_pem.encode())
-        except (ssl.SSLError, ValueError, OSError) as exc:
-            raise MaterialError(f"unusable TLS material: {exc}") from exc
+        except Exception as exc:  # ssl.SSLError, OpenSSL.SSL.Error, ValueError, ...
+            raise MaterialError(f"unusable TLS material: {_describe(exc)}") from exc
         try:
-            ident = tls.peer_identity(leaf.public_bytes(Encoding.DER))
+            ident = tls.peer_identity(leaf)
             self.leaf_uri = ident.service.uri
             self.leaf_serial = ident.serial
         except tls.IdentityError:

@@ -7,20 +7,23 @@ pause reading on the other side; `resume_writing` undoes that. End of stream is 
 half-close (TCP `shutdown(SHUT_WR)`, or a TLS close_notify) and a socket is closed only once
 both of its directions are finished.
 
-`TLSLeg` runs TLS itself over a plain transport with `ssl.MemoryBIO`. The event loop's own
-TLS transports cannot half-close (no `write_eof`) and hide the handshake; doing it here gives
-us half-close, an exact handshake deadline, and identity checks before any byte moves.
+`TLSLeg` runs TLS itself over a plain transport through an `Engine` (memory buffers). The
+event loop's own TLS transports cannot half-close (no `write_eof`) and hide the handshake;
+doing it here gives us half-close, an exact handshake deadline, and identity checks before any
+byte moves.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import Callable
 from typing import Any
 
-# How much a leg reads from TLS per call and keeps unsent before pausing its peer.
-READ_CHUNK = 256 * 1024
+from cryptography import x509
+
+from meshkit.tls import Engine, HandshakeError, Side, TLSRecordError
+
+# How much a leg keeps unsent before pausing its peer.
 HIGH_WATER = 1024 * 1024
 LOW_WATER = 256 * 1024
 # Plaintext buffered before the two legs are joined (early data after the handshake).
@@ -159,62 +162,56 @@ class Leg(asyncio.Protocol):
 
 
 class TLSLeg(Leg):
-    """A TLS socket of a spliced pair; the TLS engine is an `ssl.SSLObject` over memory BIOs."""
+    """A TLS socket of a spliced pair; the TLS engine runs over memory buffers."""
 
     __slots__ = (
         "_timeout",
-        "ctx",
+        "engine",
         "handshake_done",
-        "incoming",
         "on_handshake",
-        "outgoing",
-        "server_side",
-        "sslobj",
+        "side",
         "timer",
         "verify",
     )
 
     def __init__(
         self,
-        ctx: ssl.SSLContext,
-        server_side: bool,
+        side: Side,
         on_handshake: Callable[[TLSLeg, BaseException | None], None],
         on_lost: Callable[[Leg, BaseException | None], None] | None = None,
         handshake_timeout: float | None = None,
         verify: Callable[[TLSLeg], BaseException | None] | None = None,
     ) -> None:
         super().__init__(on_lost)
+        self.side = side
         self.verify = verify
-        self.ctx = ctx
-        self.server_side = server_side
         self.on_handshake: Callable[[TLSLeg, BaseException | None], None] | None = on_handshake
-        self.incoming = ssl.MemoryBIO()
-        self.outgoing = ssl.MemoryBIO()
-        self.sslobj: ssl.SSLObject | None = None
+        self.engine: Engine | None = None
         self.handshake_done = False
         self.timer: asyncio.TimerHandle | None = None
         self._timeout = handshake_timeout
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.sslobj = self.ctx.wrap_bio(self.incoming, self.outgoing, server_side=self.server_side)
+        self.engine = self.side.engine()
         if self._timeout is not None:
             loop = asyncio.get_running_loop()
             self.timer = loop.call_later(self._timeout, self._handshake_timeout)
-        if not self.server_side:
+        if not self.side.server_side:
             self._handshake()
 
     # -- handshake ------------------------------------------------------------------------
     def _handshake(self) -> None:
-        assert self.sslobj is not None
+        engine = self.engine
+        assert engine is not None
         try:
-            self.sslobj.do_handshake()
-        except ssl.SSLWantReadError:
-            self._flush()
-            return
-        except (ssl.SSLError, ValueError) as exc:
+            done = engine.handshake()
+        except HandshakeError as exc:
             self._flush()  # send the alert, if any
             self._handshake_failed(exc)
+            return
+        if not done:
+            self._flush()
             return
         if self.verify is not None:
             # Checked before our last flight leaves: with TLS 1.3 a client that rejects the
@@ -229,8 +226,8 @@ class TLSLeg(Leg):
         callback, self.on_handshake = self.on_handshake, None
         if callback is not None:
             callback(self, None)
-        # Application data may have arrived with the client's Finished.
-        if not self.lost and self.incoming.pending:
+        # Application data may have arrived together with the peer's last flight.
+        if not self.lost:
             self._read_tls()
 
     def _handshake_failed(self, exc: BaseException) -> None:
@@ -238,7 +235,7 @@ class TLSLeg(Leg):
         callback, self.on_handshake = self.on_handshake, None
         if callback is not None:
             callback(self, exc)
-        self.abort_soon()
+        self.close()  # after any queued alert
 
     def _handshake_timeout(self) -> None:
         self.timer = None
@@ -250,14 +247,11 @@ class TLSLeg(Leg):
             self.timer.cancel()
             self.timer = None
 
-    def abort_soon(self) -> None:
-        """Close after flushing any alert already queued."""
-        if self.transport is not None and not self.lost:
-            self.transport.close()
-
     # -- receiving ------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        self.incoming.write(data)
+        engine = self.engine
+        assert engine is not None
+        engine.feed(data)
         if not self.handshake_done:
             if self.on_handshake is None:
                 return  # failed already
@@ -266,36 +260,20 @@ class TLSLeg(Leg):
         self._read_tls()
 
     def _read_tls(self) -> None:
-        sslobj = self.sslobj
-        assert sslobj is not None
-        chunks: list[bytes] = []
-        eof = False
+        engine = self.engine
+        assert engine is not None
         try:
-            while True:
-                chunk = sslobj.read(READ_CHUNK)
-                if not chunk:
-                    eof = True
-                    break
-                chunks.append(chunk)
-        except ssl.SSLWantReadError:
-            pass
-        except ssl.SSLZeroReturnError:
-            eof = True
-        except ssl.SSLError:
-            self._deliver(chunks)
+            data, eof = engine.read()
+        except TLSRecordError:
             self.abort()
             return
-        if self.outgoing.pending:
-            self._flush()  # post-handshake messages (key updates)
-        self._deliver(chunks)
+        out = engine.take_output()  # post-handshake messages (key updates)
+        if out and not self.lost:
+            self.transport.write(out)
+        if data:
+            self._forward(data)
         if eof:
             self._got_eof()
-
-    def _deliver(self, chunks: list[bytes]) -> None:
-        if not chunks:
-            return
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        self._forward(data)
 
     def eof_received(self) -> bool:
         # TCP end without close_notify. Before the handshake it is a failed handshake; after
@@ -308,28 +286,31 @@ class TLSLeg(Leg):
 
     # -- sending --------------------------------------------------------------------------
     def _flush(self) -> None:
-        if self.outgoing.pending and not self.lost:
-            self.transport.write(self.outgoing.read())
+        if self.engine is not None and not self.lost:
+            out = self.engine.take_output()
+            if out:
+                self.transport.write(out)
 
     def send(self, data: bytes) -> None:
-        if self.lost or self.eof_out or self.sslobj is None:
+        engine = self.engine
+        if self.lost or self.eof_out or engine is None:
             return
         try:
-            self.sslobj.write(data)
-        except ssl.SSLError:
+            engine.write(data)
+        except TLSRecordError:
             self.abort()
             return
-        self._flush()
+        out = engine.take_output()
+        if out:
+            self.transport.write(out)
 
     def send_eof(self) -> None:
-        if self.eof_out or self.lost or self.sslobj is None:
+        if self.eof_out or self.lost or self.engine is None:
             return
         self.eof_out = True
         try:
-            self.sslobj.unwrap()  # queue close_notify; reading continues
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            pass
-        except ssl.SSLError:
+            self.engine.shutdown()  # queue close_notify; reading continues
+        except TLSRecordError:
             self.abort()
             return
         self._flush()
@@ -342,5 +323,5 @@ class TLSLeg(Leg):
             callback(self, exc or ConnectionResetError("connection closed during TLS handshake"))
         super().connection_lost(exc)
 
-    def peer_der(self) -> bytes | None:
-        return self.sslobj.getpeercert(binary_form=True) if self.sslobj is not None else None
+    def peer_certificate(self) -> x509.Certificate | None:
+        return self.engine.peer_certificate() if self.engine is not None else None

@@ -83,6 +83,7 @@ class CommandLine:
     allow_non_loopback_service: bool = False
     workers: int = 1
     event_loop: str = "auto"  # auto (uvloop when importable), uvloop, asyncio
+    tls_engine: str = "auto"  # auto (openssl when importable), openssl, stdlib
     help: bool = False
 
     @property
@@ -120,6 +121,7 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "allow-non-loopback-service": ("allow_non_loopback_service", "bool"),
     "workers": ("workers", "int"),
     "event-loop": ("event_loop", "choice:auto,uvloop,asyncio"),
+    "tls-engine": ("tls_engine", "choice:auto,openssl,stdlib"),
     "help": ("help", "bool"),
     "h": ("help", "bool"),
 }
@@ -161,6 +163,7 @@ Flags (also as --flag, -flag=value):
   -allow-non-loopback-service  permit a non-loopback -service-addr (traffic bypasses the mesh)
   -workers N               processes sharing the listening ports (SO_REUSEPORT)
   -event-loop auto|uvloop|asyncio
+  -tls-engine auto|openssl|stdlib  pyOpenSSL (the cryptography wheel's OpenSSL) or Python's ssl
 """
 
 

@@ -54,11 +54,10 @@ class InboundConn:
         self.peer_name = "?"
         self.task: asyncio.Task[None] | None = None
         self.finished = False
-        ctx = proxy.certs.server
-        assert ctx is not None, "public listener opened before TLS material was loaded"
+        side = proxy.certs.server
+        assert side is not None, "public listener opened before TLS material was loaded"
         self.remote = TLSLeg(
-            ctx,
-            server_side=True,
+            side,
             on_handshake=self._handshaken,
             on_lost=self._lost,
             handshake_timeout=spec.handshake_timeout_ms / 1000.0,
@@ -78,7 +77,7 @@ class InboundConn:
             return
         leg.hold()
         try:
-            ident = peer_identity(leg.peer_der())
+            ident = peer_identity(leg.peer_certificate())
         except (IdentityError, ValueError) as err:
             metrics.inc("handshake_failures_total", (*self.labels, ("reason", "bad_identity")))
             log.warning("inbound peer refused: %s", err)

@@ -71,6 +71,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     loop_name = install_loop(cmd.event_loop)
     log.debug("event loop: %s", loop_name)
+    try:
+        from meshkit.certstore import choose_engine
+
+        log.debug("TLS engine: %s", choose_engine(cmd.tls_engine))
+    except ImportError as exc:
+        print(f"meshkit-proxy: -tls-engine {cmd.tls_engine}: {exc}", file=sys.stderr)
+        return 2
     if cmd.workers > 1:
         return _run_workers(cmd, setup)
     return asyncio.run(run_static(cmd, setup))
@@ -113,7 +120,7 @@ async def run_static(
     from meshkit.staticfile import StaticSetup, load
 
     assert isinstance(setup, StaticSetup)
-    certs = CertStore()
+    certs = CertStore(cmd.tls_engine)
     watcher = FileWatcher(setup.files, certs)
     try:
         watcher.load_now()

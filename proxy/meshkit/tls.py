@@ -13,6 +13,7 @@ import os
 import ssl
 import tempfile
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography import x509
 
@@ -27,8 +28,48 @@ TLS12_CIPHERS = (
 )
 
 
+# Preferred TLS 1.3 suites where the engine lets us choose (AES-128 first: cheapest per byte).
+TLS13_SUITES = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+
+READ_CHUNK = 256 * 1024
+
+
 class IdentityError(ValueError):
     """The peer's certificate does not carry a Consul service identity."""
+
+
+class HandshakeError(Exception):
+    """A failed handshake, with a short stable reason for the metrics label."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class TLSRecordError(Exception):
+    """A broken TLS stream after the handshake (bad record, unexpected message)."""
+
+
+class Engine(Protocol):
+    """One TLS connection over memory buffers; the socket I/O is the caller's."""
+
+    def feed(self, data: bytes) -> None: ...
+    def handshake(self) -> bool: ...  # True when complete; raises HandshakeError
+    def take_output(self) -> bytes: ...  # wire bytes to send, b"" if none
+    def read(self) -> tuple[bytes, bool]: ...  # (plaintext, end of stream); TLSRecordError
+    def write(self, data: bytes) -> None: ...  # TLSRecordError
+    def shutdown(self) -> None: ...  # queue close_notify; reading may continue
+    def peer_certificate(self) -> x509.Certificate | None: ...
+    def version(self) -> str: ...
+
+
+class Side(Protocol):
+    """A built context for one role; makes an engine per connection."""
+
+    kind: str
+    server_side: bool
+
+    def engine(self) -> Engine: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +123,12 @@ def client_context(chain_pem: str, key_pem: str, roots_pem: tuple[str, ...]) -> 
     return ctx
 
 
-def peer_identity(der: bytes | None) -> PeerIdentity:
+def peer_identity(cert: x509.Certificate | bytes | None) -> PeerIdentity:
     """The first URI SAN of the peer leaf as a Consul service ID, and the leaf's serial."""
-    if not der:
+    if not cert:
         raise IdentityError("peer presented no certificate")
-    cert = x509.load_der_x509_certificate(der)
+    if isinstance(cert, bytes):
+        cert = x509.load_der_x509_certificate(cert)
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound as exc:
@@ -99,3 +141,127 @@ def peer_identity(der: bytes | None) -> PeerIdentity:
     except SpiffeError as exc:
         raise IdentityError(str(exc)) from exc
     return PeerIdentity(service, colon_hex(cert.serial_number))
+
+
+# -- the stdlib engine -------------------------------------------------------------------------
+def stdlib_reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return verify_code_reason(getattr(exc, "verify_code", 0))
+    text = (getattr(exc, "reason", None) or str(exc)).upper().replace(" ", "_")
+    return alert_reason(text)
+
+
+def verify_code_reason(code: int) -> str:
+    if code == 10:  # X509_V_ERR_CERT_HAS_EXPIRED
+        return "cert_expired"
+    if code == 9:  # X509_V_ERR_CERT_NOT_YET_VALID
+        return "cert_not_yet_valid"
+    if code in (2, 18, 19, 20, 21):  # issuer unknown / self-signed / no local issuer
+        return "unknown_ca"
+    if code == 26:  # X509_V_ERR_INVALID_PURPOSE
+        return "bad_key_usage"
+    return "cert_invalid"
+
+
+def alert_reason(text: str) -> str:
+    """Reason from an OpenSSL error string (upper case, underscores)."""
+    if "PEER_DID_NOT_RETURN_A_CERTIFICATE" in text or "CERTIFICATE_REQUIRED" in text:
+        return "no_client_cert"
+    if "UNKNOWN_CA" in text:
+        return "peer_rejected_ca"
+    if "BAD_CERTIFICATE" in text or "CERTIFICATE_EXPIRED" in text:
+        return "peer_rejected_cert"
+    if "WRONG_VERSION" in text or "UNSUPPORTED_PROTOCOL" in text or "HTTP_REQUEST" in text:
+        return "not_tls"
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return "cert_invalid"
+    return "protocol"
+
+
+class StdlibEngine:
+    """Python's `ssl` (the system OpenSSL) over `MemoryBIO`s."""
+
+    __slots__ = ("incoming", "obj", "outgoing")
+
+    def __init__(self, ctx: ssl.SSLContext, server_side: bool) -> None:
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.incoming, self.outgoing, server_side=server_side)
+
+    def feed(self, data: bytes) -> None:
+        self.incoming.write(data)
+
+    def handshake(self) -> bool:
+        try:
+            self.obj.do_handshake()
+        except ssl.SSLWantReadError:
+            return False
+        except ssl.SSLError as exc:
+            raise HandshakeError(stdlib_reason(exc), str(exc)) from exc
+        return True
+
+    def take_output(self) -> bytes:
+        return self.outgoing.read() if self.outgoing.pending else b""
+
+    def read(self) -> tuple[bytes, bool]:
+        chunks: list[bytes] = []
+        eof = False
+        obj = self.obj
+        try:
+            while True:
+                chunk = obj.read(READ_CHUNK)
+                if not chunk:
+                    eof = True
+                    break
+                chunks.append(chunk)
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLZeroReturnError:
+            eof = True
+        except ssl.SSLError as exc:
+            raise TLSRecordError(str(exc)) from exc
+        if not chunks:
+            return b"", eof
+        return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), eof
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.obj.write(data)
+        except ssl.SSLError as exc:
+            raise TLSRecordError(str(exc)) from exc
+
+    def shutdown(self) -> None:
+        try:
+            self.obj.unwrap()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            pass
+        except ssl.SSLError as exc:
+            raise TLSRecordError(str(exc)) from exc
+
+    def peer_certificate(self) -> x509.Certificate | None:
+        der = self.obj.getpeercert(binary_form=True)
+        return x509.load_der_x509_certificate(der) if der else None
+
+    def version(self) -> str:
+        return self.obj.version() or ""
+
+
+class StdlibSide:
+    kind = "stdlib"
+    __slots__ = ("ctx", "server_side")
+
+    def __init__(self, ctx: ssl.SSLContext, server_side: bool) -> None:
+        self.ctx = ctx
+        self.server_side = server_side
+
+    def engine(self) -> Engine:
+        return StdlibEngine(self.ctx, self.server_side)
+
+
+def stdlib_sides(
+    chain_pem: str, key_pem: str, roots_pem: tuple[str, ...]
+) -> tuple[StdlibSide, StdlibSide]:
+    return (
+        StdlibSide(server_context(chain_pem, key_pem, roots_pem), True),
+        StdlibSide(client_context(chain_pem, key_pem, roots_pem), False),
+    )

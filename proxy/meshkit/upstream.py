@@ -118,8 +118,8 @@ class UpstreamConn:
 
     async def _try(self, target: Target, deadline: float) -> TLSLeg | None:
         proxy, spec = self.proxy, self.spec
-        ctx = proxy.certs.client
-        if ctx is None:
+        side = proxy.certs.client
+        if side is None:
             proxy.metrics.inc("dial_failures_total", self.labels)
             log.error("upstream %s: no TLS material loaded yet", spec.name)
             return None
@@ -135,7 +135,7 @@ class UpstreamConn:
 
         def verify(leg: TLSLeg) -> BaseException | None:
             try:
-                ident = peer_identity(leg.peer_der())
+                ident = peer_identity(leg.peer_certificate())
             except IdentityError as exc:
                 return exc
             if not ident.service.same_service(target.expected):
@@ -145,7 +145,7 @@ class UpstreamConn:
             return None
 
         def factory() -> TLSLeg:
-            return TLSLeg(ctx, False, handshaken, self._lost_remote, verify=verify)
+            return TLSLeg(side, handshaken, self._lost_remote, verify=verify)
 
         leg: TLSLeg | None = None
         try:

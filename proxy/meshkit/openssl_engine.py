@@ -1,0 +1,177 @@
+"""TLS through pyOpenSSL and the OpenSSL the `cryptography` wheel carries.
+
+Measured cheaper than Python's `ssl` (Debian's OpenSSL 3.0) for the mutual handshake
+(docs/benchmark.md: ~1.9 ms against ~3.0 ms per pair of ends), and it lets us prefer
+AES-128-GCM in TLS 1.3. The handshake goes through pyOpenSSL; records go through the raw
+`SSL_read`/`SSL_write`/`BIO_*` calls into one shared scratch buffer (the event loop is single
+threaded and every read is copied out before returning), so an idle connection holds no buffer.
+"""
+
+from __future__ import annotations
+
+from cryptography import x509
+from OpenSSL import SSL, crypto
+from OpenSSL._util import ffi, lib
+
+from meshkit.pki import load_key
+from meshkit.tls import (
+    READ_CHUNK,
+    TLS12_CIPHERS,
+    TLS13_SUITES,
+    Engine,
+    HandshakeError,
+    TLSRecordError,
+    alert_reason,
+    verify_code_reason,
+)
+
+_SCRATCH = bytearray(READ_CHUNK)
+_SCRATCH_VIEW = memoryview(_SCRATCH)
+_SCRATCH_PTR = ffi.from_buffer(_SCRATCH)
+_WIRE = bytearray(READ_CHUNK + 64 * 1024)
+_WIRE_VIEW = memoryview(_WIRE)
+_WIRE_PTR = ffi.from_buffer(_WIRE)
+
+_ZERO_RETURN = lib.SSL_ERROR_ZERO_RETURN
+_WANT_READ = lib.SSL_ERROR_WANT_READ
+
+
+def _context(
+    chain: list[x509.Certificate], key_pem: str, roots: list[x509.Certificate], server: bool
+) -> SSL.Context:
+    ctx = SSL.Context(SSL.TLS_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+    ctx.set_cipher_list(TLS12_CIPHERS.encode())
+    ctx.set_tls13_ciphersuites(TLS13_SUITES.encode())
+    ctx.use_certificate(chain[0])
+    for extra in chain[1:]:
+        ctx.add_extra_chain_cert(extra)
+    ctx.use_privatekey(load_key(key_pem))
+    ctx.check_privatekey()
+    store = ctx.get_cert_store()
+    assert store is not None
+    for root in roots:
+        store.add_cert(crypto.X509.from_cryptography(root))
+    flags = SSL.VERIFY_PEER | (SSL.VERIFY_FAIL_IF_NO_PEER_CERT if server else 0)
+    ctx.set_verify(flags, None)
+    ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
+    if server:
+        ctx.set_options(SSL.OP_NO_TICKET)
+        ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    return ctx
+
+
+class OpenSSLEngine:
+    __slots__ = ("conn", "rbio", "ssl", "wbio")
+
+    def __init__(self, ctx: SSL.Context, server_side: bool) -> None:
+        conn = SSL.Connection(ctx, None)
+        if server_side:
+            conn.set_accept_state()
+        else:
+            conn.set_connect_state()
+        self.conn = conn
+        self.ssl = conn._ssl
+        self.rbio = conn._into_ssl
+        self.wbio = conn._from_ssl
+
+    def feed(self, data: bytes) -> None:
+        lib.BIO_write(self.rbio, data, len(data))
+
+    def handshake(self) -> bool:
+        try:
+            self.conn.do_handshake()
+        except SSL.WantReadError:
+            return False
+        except SSL.Error as exc:
+            code = lib.SSL_get_verify_result(self.ssl)
+            text = " ".join(str(part) for err in exc.args[0] for part in err) if exc.args else ""
+            upper = text.upper().replace(" ", "_")
+            if code != 0 and "CERTIFICATE_VERIFY_FAILED" in upper:
+                reason = verify_code_reason(code)
+            else:
+                reason = alert_reason(upper)
+            raise HandshakeError(reason, text or "TLS handshake failed") from exc
+        return True
+
+    def take_output(self) -> bytes:
+        chunks = []
+        while (n := lib.BIO_read(self.wbio, _WIRE_PTR, len(_WIRE))) > 0:
+            chunks.append(bytes(_WIRE_VIEW[:n]))
+        if not chunks:
+            return b""
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def read(self) -> tuple[bytes, bool]:
+        ssl_ = self.ssl
+        got = 0
+        size = READ_CHUNK
+        eof = False
+        chunks: list[bytes] = []
+        while True:
+            n = lib.SSL_read(ssl_, _SCRATCH_PTR + got, size - got)
+            if n > 0:
+                got += n
+                if got == size:
+                    chunks.append(bytes(_SCRATCH_VIEW[:got]))
+                    got = 0
+                continue
+            err = lib.SSL_get_error(ssl_, n)
+            if err == _ZERO_RETURN:
+                eof = True
+            elif err != _WANT_READ:
+                lib.ERR_clear_error()
+                raise TLSRecordError(f"TLS record error (SSL_get_error {err})")
+            break
+        if got:
+            chunks.append(bytes(_SCRATCH_VIEW[:got]))
+        if not chunks:
+            return b"", eof
+        return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), eof
+
+    def write(self, data: bytes) -> None:
+        ssl_ = self.ssl
+        src = ffi.from_buffer(data)
+        total = len(data)
+        sent = 0
+        while sent < total:
+            n = lib.SSL_write(ssl_, src + sent, total - sent)
+            if n <= 0:
+                lib.ERR_clear_error()
+                raise TLSRecordError(
+                    f"TLS write failed (SSL_get_error {lib.SSL_get_error(ssl_, n)})"
+                )
+            sent += n
+
+    def shutdown(self) -> None:
+        lib.SSL_shutdown(self.ssl)
+        lib.ERR_clear_error()
+
+    def peer_certificate(self) -> x509.Certificate | None:
+        return self.conn.get_peer_certificate(as_cryptography=True)
+
+    def version(self) -> str:
+        return str(self.conn.get_protocol_version_name())
+
+
+class OpenSSLSide:
+    kind = "openssl"
+    __slots__ = ("ctx", "server_side")
+
+    def __init__(self, ctx: SSL.Context, server_side: bool) -> None:
+        self.ctx = ctx
+        self.server_side = server_side
+
+    def engine(self) -> Engine:
+        return OpenSSLEngine(self.ctx, self.server_side)
+
+
+def openssl_sides(
+    chain_pem: str, key_pem: str, roots_pem: tuple[str, ...]
+) -> tuple[OpenSSLSide, OpenSSLSide]:
+    chain = x509.load_pem_x509_certificates(chain_pem.encode())
+    roots = [c for pem in roots_pem for c in x509.load_pem_x509_certificates(pem.encode())]
+    return (
+        OpenSSLSide(_context(chain, key_pem, roots, True), True),
+        OpenSSLSide(_context(chain, key_pem, roots, False), False),
+    )
