@@ -210,3 +210,50 @@ def test_recorded_hcl_parses_through_the_double(double: NomadDouble) -> None:
     outcome = ns.apply(n, conn, job, check_mode=False, wait_for_deployment=True, **_w())
     assert outcome.waited and outcome.waited.status == "successful"
     assert ns.plan(n, conn, job).diff_type == "None"
+
+
+@pytest.fixture
+def mtls_double(tls_double: tuple[NomadDouble, Path], tmp_path: Path) -> tuple[NomadDouble, Path]:
+    """A second HTTPS double that demands a client certificate signed by its own CA."""
+    _, ca_path = tls_double
+    client_ca = pki.make_root("66666666-7777-8888-9999-000000000000.consul")
+    key = pki.generate_key()
+    now = pki.utcnow()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "operator")]))
+        .issuer_name(client_ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(pki.new_serial())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .sign(client_ca.key, hashes.SHA256())
+    )
+    (tmp_path / "client-ca.pem").write_text(client_ca.cert_pem)
+    (tmp_path / "client.pem").write_text(pki.cert_pem(cert))
+    pki.write_private(tmp_path / "client.key", pki.key_pem(key))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(ca_path.parent / "server.pem", ca_path.parent / "server.key")
+    context.load_verify_locations(tmp_path / "client-ca.pem")
+    context.verify_mode = ssl.CERT_REQUIRED
+    double = NomadDouble()
+    double.serve(tls=context)
+    return double, ca_path
+
+
+def test_client_certificate_for_mutual_tls(mtls_double: tuple[NomadDouble, Path]) -> None:
+    double, ca = mtls_double
+    try:
+        n, conn = connect(double, ca_cert=str(ca))
+        with pytest.raises(ns.NomadSubmitError, match="reading the Nomad version"):
+            ns.detect_version(n, conn)
+        folder = ca.parent
+        n, conn = connect(
+            double,
+            ca_cert=str(ca),
+            client_cert=str(folder / "client.pem"),
+            client_key=str(folder / "client.key"),
+        )
+        assert ns.detect_version(n, conn) == "1.7.7"
+    finally:
+        double.close()
