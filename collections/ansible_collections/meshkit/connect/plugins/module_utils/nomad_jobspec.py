@@ -68,7 +68,6 @@ class TaskSpec:
 class SidecarSpec:
     """`connect.sidecar_service` (+ `sidecar_task` when meshkit-proxy replaces Envoy)."""
 
-    local_service_port: int
     upstreams: tuple[UpstreamSpec, ...]
     config: Mapping[str, Any] = field(default_factory=dict)
     task: TaskSpec | None = None
@@ -170,19 +169,16 @@ def _upstreams(
     service: Service, problems: list[Problem], path: str, settings: JobSettings
 ) -> tuple[UpstreamSpec, ...]:
     out: list[UpstreamSpec] = []
-    version = settings.nomad_version
     for i, up in enumerate(service.sidecar.upstreams if service.sidecar else ()):
         upath = f"{path}.sidecar.upstreams[{i}] ({up.destination_name})"
-        checks = [
-            ("prepared_query_upstream", up.destination_type == "prepared_query"),
-            ("upstream_datacenter", bool(up.datacenter)),
-            ("upstream_local_bind_address", _bind_address(up) != ""),
-            ("upstream_config", bool(up.config)),
-        ]
-        for key, used in checks:
-            text = refusal(key, version) if used else None
-            if text:
-                problems.append(Problem(upath, text, FEATURES[key].fix))
+        uses = {
+            "prepared_query_upstream": up.destination_type == "prepared_query",
+            "upstream_datacenter": bool(up.datacenter),
+            "upstream_local_bind_address": _bind_address(up) != "",
+            "upstream_config": bool(up.config),
+        }
+        for key in (k for k, used in uses.items() if used):
+            _gate(problems, key, settings, upath)
         out.append(
             UpstreamSpec(
                 destination_name=up.destination_name,
@@ -319,7 +315,6 @@ def _group(
         tags=tags,
         meta=meta,
         sidecar=SidecarSpec(
-            local_service_port=0,
             upstreams=upstreams,
             config=sidecar_config,
             task=sidecar_task,
