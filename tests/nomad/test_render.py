@@ -27,7 +27,7 @@ from ansible_collections.meshkit.connect.plugins.module_utils.nomad_settings imp
 from meshkit import flags
 from meshkit.flags import CommandLine
 from tests.nomad.conftest import USER_TEMPLATE, job_settings, mesh_data
-from tests.support.nomad_double import fixture
+from tests.support.nomad_double import FIXTURES, fixture
 
 GOLDEN = Path(__file__).parent / "golden"
 PATTERNS = ("native", "sidecar", "envoy")
@@ -337,3 +337,32 @@ def test_host_mode_sidecar_and_missing_app_config_are_refused() -> None:
     paths = [p.path for p in err.value.problems]
     assert "services.db.nomad.network_mode" in paths
     assert "services.db.nomad.task.config" in paths
+
+
+def test_sidecar_proxy_id_is_the_one_nomad_registered_in_consul() -> None:
+    """The recorded Nomad 0.11.8 registration (consul-1.7.14/c41) names the sidecar we pass."""
+    registered = json.loads(
+        (FIXTURES.parent / "consul-1.7.14" / "c41-nomad-consul-agent-services.json").read_text()
+    )
+    proxy = next(v for v in registered.values() if v.get("Kind") == "connect-proxy")
+    alloc = fixture("n06-nomad-job-allocations.json")[0]
+    mesh = parse_mesh(
+        {
+            "services": [
+                {
+                    "name": "count-api",
+                    "port": 9001,
+                    "sidecar": {
+                        "upstreams": [{"destination_name": "count-db", "local_bind_port": 5432}]
+                    },
+                    "nomad": {"pattern": "sidecar", "task": {"config": {"command": "/bin/true"}}},
+                }
+            ]
+        }
+    )
+    job = to_api(
+        build_job(mesh, parse_job_settings({"name": "countapi", "nomad_version": "0.11.8"}))
+    )
+    args = job["TaskGroups"][0]["Services"][0]["Connect"]["SidecarTask"]["Config"]["args"]
+    cmd = proxy_command_line(args, NOMAD_ALLOC_ID=alloc["ID"], NOMAD_GROUP_NAME=alloc["TaskGroup"])
+    assert cmd.proxy_id == proxy["ID"]
