@@ -366,3 +366,18 @@ def test_sidecar_proxy_id_is_the_one_nomad_registered_in_consul() -> None:
     args = job["TaskGroups"][0]["Services"][0]["Connect"]["SidecarTask"]["Config"]["args"]
     cmd = proxy_command_line(args, NOMAD_ALLOC_ID=alloc["ID"], NOMAD_GROUP_NAME=alloc["TaskGroup"])
     assert cmd.proxy_id == proxy["ID"]
+
+
+def test_sidecar_reads_the_service_identity_token_when_consul_acls_are_on() -> None:
+    _, _, api = render("sidecar", proxy={"consul_acls": True})
+    task = api["TaskGroups"][0]["Services"][0]["Connect"]["SidecarTask"]
+    cmd = proxy_command_line(
+        task["Config"]["args"], NOMAD_ALLOC_ID="a", NOMAD_GROUP_NAME="web", NOMAD_SECRETS_DIR="/s"
+    )
+    assert cmd.token_file == "/s/si_token"
+    assert (
+        "-token-file"
+        not in render("sidecar")[2]["TaskGroups"][0]["Services"][0]["Connect"]["SidecarTask"][
+            "Config"
+        ]["args"]
+    )

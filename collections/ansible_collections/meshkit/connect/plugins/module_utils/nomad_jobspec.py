@@ -301,10 +301,13 @@ def _group(
             "_nomad-task-${NOMAD_ALLOC_ID}-group-${NOMAD_GROUP_NAME}-"
             f"{service.name}-{app_port}-sidecar-proxy"
         )
+        args = ["-proxy-id", proxy_id]
+        if proxy.consul_acls:
+            args += ["-token-file", "${NOMAD_SECRETS_DIR}/si_token"]
         sidecar_task = TaskSpec(
             name="",
             driver=proxy.driver,
-            config={"command": proxy.command, "args": ["-proxy-id", proxy_id]},
+            config={"command": proxy.command, "args": args},
             env={"CONSUL_HTTP_ADDR": _consul_addr(proxy, pattern, mode)},
             resources=proxy.resources,
         )

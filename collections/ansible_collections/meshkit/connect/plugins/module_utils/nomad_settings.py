@@ -139,6 +139,9 @@ class ProxySettings:
     command: str = "/usr/local/bin/meshkit-proxy"
     resources: Resources = Resources(cpu=100, memory_mb=64)
     consul_http_addr: str = ""  # "" = chosen per pattern and network mode
+    # Consul ACLs on: the sidecar reads the service-identity token Nomad writes to
+    # secrets/si_token (native tasks get CONSUL_HTTP_TOKEN from Nomad instead).
+    consul_acls: bool = False
 
 
 @dataclass(frozen=True)
@@ -208,7 +211,7 @@ _UPDATE_KEYS = {
     "canary",
 }
 _RESTART_KEYS = {"attempts", "interval", "delay", "mode"}
-_PROXY_KEYS = {"driver", "command", "resources", "consul_http_addr"}
+_PROXY_KEYS = {"driver", "command", "resources", "consul_http_addr", "consul_acls"}
 
 
 class _Reader:
@@ -404,6 +407,7 @@ def _proxy(r: _Reader, value: object, path: str) -> ProxySettings:
         command=r.string(data, "command", path, d.command) or d.command,
         resources=_resources(r, data.get("resources"), f"{path}.resources", d.resources),
         consul_http_addr=r.string(data, "consul_http_addr", path),
+        consul_acls=r.boolean(data, "consul_acls", path, False),
     )
 
 
