@@ -250,6 +250,8 @@ LATER_FIELDS = {
     "TaskGroups[].Services[].Checks[].Timeout": "api.ServiceCheck (ns)",
     "TaskGroups[].Networks[].DynamicPorts[].Label": "api.Port",
     "TaskGroups[].Networks[].DynamicPorts[].To": "api.Port",
+    "TaskGroups[].Networks[].ReservedPorts[].Label": "api.Port",
+    "TaskGroups[].Networks[].ReservedPorts[].Value": "api.Port (a static port is Value)",
     "TaskGroups[].Services[].Connect.SidecarService.Proxy.Upstreams[].DestinationType": "1.6.2",
     "TaskGroups[].Tasks[].Templates[].EmbeddedTmpl": "api.Template",
     "TaskGroups[].Tasks[].Templates[].DestPath": "api.Template",
@@ -264,6 +266,7 @@ def test_json_uses_recorded_go_field_names() -> None:
     ours: set[str] = set()
     for pattern in PATTERNS:
         ours |= key_paths(render(pattern)[2])
+    ours |= key_paths(render("native", groups={"web": {"static_port": 21000}})[2])
     unknown = ours - recorded - set(LATER_FIELDS)
     assert not unknown, f"keys Nomad would silently drop: {sorted(unknown)}"
     assert "TaskGroups[].Services[].PortLabel" in ours
@@ -381,3 +384,13 @@ def test_sidecar_reads_the_service_identity_token_when_consul_acls_are_on() -> N
             "Config"
         ]["args"]
     )
+
+
+def test_static_port_is_a_reserved_port_with_value() -> None:
+    hcl_text, _, api = render("native", groups={"web": {"static_port": 21000}})
+    web = next(g for g in api["TaskGroups"] if g["Name"] == "web")
+    assert web["Networks"][0] == {
+        "Mode": "host",
+        "ReservedPorts": [{"Label": "mesh", "Value": 21000}],
+    }
+    assert hcl_groups(hcl_text)["web"]["network"][0]["port"] == [{"mesh": {"static": 21000}}]

@@ -41,6 +41,7 @@ MESH_PORT_LABEL = "mesh"
 class PortSpec:
     label: str
     to: int | None = None
+    static: int | None = None  # a reserved host port (ReservedPorts) instead of a dynamic one
 
 
 @dataclass(frozen=True)
@@ -269,7 +270,13 @@ def _group(
                 resources=proxy.resources,
             )
         )
-        ports = (PortSpec(MESH_PORT_LABEL, group.mesh_port if mode == "bridge" else None),)
+        ports = (
+            PortSpec(
+                MESH_PORT_LABEL,
+                to=group.mesh_port if mode == "bridge" else None,
+                static=group.static_port,
+            ),
+        )
         svc = ServiceSpec(
             name=service.name,
             port=MESH_PORT_LABEL,

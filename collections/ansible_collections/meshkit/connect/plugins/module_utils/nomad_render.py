@@ -139,9 +139,16 @@ def _api_restart(r: RestartPolicy) -> dict[str, Any]:
 
 def _api_group(g: GroupSpec, job: JobSpec) -> dict[str, Any]:
     network: dict[str, Any] = {"Mode": g.network_mode}
-    if g.ports:
+    dynamic = [p for p in g.ports if p.static is None]
+    reserved = [p for p in g.ports if p.static is not None]
+    if dynamic:
         network["DynamicPorts"] = [
-            {"Label": p.label, **({"To": p.to} if p.to is not None else {})} for p in g.ports
+            {"Label": p.label, **({"To": p.to} if p.to is not None else {})} for p in dynamic
+        ]
+    if reserved:
+        network["ReservedPorts"] = [
+            {"Label": p.label, "Value": p.static, **({"To": p.to} if p.to is not None else {})}
+            for p in reserved
         ]
     out: dict[str, Any] = {
         "Name": g.name,
@@ -370,6 +377,8 @@ def _hcl_group(w: _Writer, g: GroupSpec, job: JobSpec) -> None:
     w.attr("mode", g.network_mode)
     for p in g.ports:
         w.open("port", p.label)
+        if p.static is not None:
+            w.attr("static", p.static)
         if p.to is not None:
             w.attr("to", p.to)
         w.close()

@@ -152,6 +152,7 @@ class GroupSettings:
     count: int = 1
     network_mode: str = ""  # "" = host for native, bridge otherwise
     mesh_port: int = 21000  # the native proxy's listener inside a bridge netns
+    static_port: int | None = None  # native: a fixed host port for `mesh` instead of a dynamic one
     task: TaskSettings = TaskSettings()
 
     @property
@@ -189,7 +190,7 @@ _JOB_KEYS = {
     "proxy",
     "groups",
 }
-_GROUP_KEYS = {"pattern", "count", "network_mode", "mesh_port", "task"}
+_GROUP_KEYS = {"pattern", "count", "network_mode", "mesh_port", "static_port", "task"}
 _TASK_KEYS = {"driver", "config", "env", "user", "resources", "templates"}
 _TEMPLATE_KEYS = {
     "data",
@@ -469,6 +470,11 @@ def parse_group_settings(
         count=r.integer(data, "count", path, 1, 0, 100_000),
         network_mode=mode,
         mesh_port=r.integer(data, "mesh_port", path, 21000, 1, 65535),
+        static_port=(
+            r.integer(data, "static_port", path, 0, 1, 65535)
+            if data.get("static_port") is not None
+            else None
+        ),
         task=_task(r, data.get("task"), f"{path}.task"),
     )
     return settings, r.problems
