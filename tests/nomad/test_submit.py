@@ -187,6 +187,16 @@ def test_plan_reports_placement_failures(double: NomadDouble) -> None:
     assert double.writes() == []
 
 
+def test_placement_failure_fails_the_wait_naming_the_group(double: NomadDouble) -> None:
+    double.missing_drivers = {"exec"}  # web's app driver; db and the proxies use raw_exec
+    n, conn = connect(double)
+    with pytest.raises(ns.NomadSubmitError) as err:
+        ns.apply(n, conn, shop_job(), check_mode=False, wait_for_deployment=True, **_w())
+    assert "could not place group(s) web (" in str(err.value)
+    assert set(err.value.details["failed_groups"]) == {"web"}
+    assert err.value.details["failed_groups"]["web"]["ConstraintFiltered"] == {"missing drivers": 1}
+
+
 def test_stop_and_purge(double: NomadDouble) -> None:
     n, conn = connect(double)
     ns.apply(n, conn, shop_job(), check_mode=False, wait_for_deployment=False)

@@ -241,19 +241,22 @@ class NomadDouble:
             }
             for g in job.get("TaskGroups") or []
         }
-        failed = {}
-        for g in job.get("TaskGroups") or []:
-            drivers = {t.get("Driver") for t in g.get("Tasks") or []}
-            if drivers & self.missing_drivers:
-                failed[g["Name"]] = fixture("n12-nomad-plan-default-envoy-sidecar.json")[
-                    "FailedTGAllocs"
-                ]["api"]
-        plan["FailedTGAllocs"] = failed or None
+        plan["FailedTGAllocs"] = self.unplaceable(job) or None
         plan["CreatedEvals"] = None
         if job_id in self.bump_after_plan and stored is not None:
             self.bump_after_plan.discard(job_id)
             self._store(copy.deepcopy(stored.job), external=True)
         return 200, plan
+
+    def unplaceable(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Groups no client can run (a driver in `missing_drivers`), as FailedTGAllocs."""
+        failed = {}
+        recorded = fixture("n12-nomad-plan-default-envoy-sidecar.json")["FailedTGAllocs"]["api"]
+        for g in job.get("TaskGroups") or []:
+            drivers = {t.get("Driver") for t in g.get("Tasks") or []}
+            if drivers & self.missing_drivers:
+                failed[g["Name"]] = recorded
+        return failed
 
     def register(self, body: dict[str, Any], path_id: str | None) -> tuple[int, Any]:
         job = body.get("Job")
@@ -304,8 +307,8 @@ class NomadDouble:
             "Status": "complete",
             "Type": job["Type"],
             "TriggeredBy": "job-register",
-            "FailedTGAllocs": None,
-            "BlockedEval": "",
+            "FailedTGAllocs": self.unplaceable(job) or None,
+            "BlockedEval": str(uuid.uuid4()) if self.unplaceable(job) else "",
             "CreateIndex": index,
             "ModifyIndex": index,
         }
@@ -327,7 +330,10 @@ class NomadDouble:
         template = fixture("n06-nomad-job-allocations.json")[0]
         states: dict[str, Any] = {}
         failed_alloc = ""
+        unplaceable = self.unplaceable(job)
         for g in job.get("TaskGroups") or []:
+            if g["Name"] in unplaceable:
+                continue
             placed = healthy = unhealthy = 0
             for i in range(g.get("Count", 1)):
                 alloc = copy.deepcopy(template)
