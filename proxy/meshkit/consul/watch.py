@@ -178,13 +178,19 @@ class Watch(Generic[T]):
 
     async def run(self) -> None:
         """Loop until cancelled. Failures back off; the last value stays in force."""
+        resync = False
         while True:
             started = time.monotonic()
             try:
-                await self.fetch(blocking=self.mode is not Mode.POLL)
+                # After a failure the first call does not block: it proves Consul is back at
+                # once (a blocking call would only answer at the next change or at `wait`)
+                # and re-reads state that may have changed while we could not see it.
+                await self.fetch(blocking=self.mode is not Mode.POLL and not resync)
+                resync = False
             except asyncio.CancelledError:
                 raise
             except (ConsulError, ValueError, KeyError, TypeError) as exc:
+                resync = True
                 self.status.failures += 1
                 self.status.healthy = False
                 self.status.last_error = _describe(exc)
@@ -245,7 +251,8 @@ class WatchGroup:
 
     @property
     def reachable(self) -> bool:
-        return all(w.status.healthy for w in self.watches)
+        """No watch is failing (one that has not answered yet is not failing)."""
+        return all(w.status.failures == 0 for w in self.watches)
 
     def failing(self) -> list[WatchStatus]:
-        return [w.status for w in self.watches if not w.status.healthy]
+        return [w.status for w in self.watches if w.status.failures > 0]
