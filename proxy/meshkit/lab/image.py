@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from meshkit.lab.paths import CACHE_ROOT
+from meshkit.lab.paths import CACHE_ROOT, STATE_ROOT
 from meshkit.lab.proc import run
 
 SUITE = "bookworm"
@@ -121,7 +121,21 @@ def ensure_image(*, log: bool = True) -> Image:
             raise
         if log:
             print(f"lab: image built in {time.monotonic() - started:.0f}s", file=sys.stderr)
+        _prune_unused(base, keep=final)
     return Image(final / "root", key)
+
+
+def _prune_unused(base: Path, *, keep: Path) -> None:
+    """Drop images of older package lists that no running lab still uses (they are 300+ MB)."""
+    in_use = set()
+    for state in STATE_ROOT.glob("*/lab.json"):
+        try:
+            in_use.add(str(Path(json.loads(state.read_text())["image"]).parent))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    for old in base.glob(f"{SUITE}-*"):
+        if old != keep and str(old) not in in_use:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _customise(root: Path) -> None:
