@@ -76,17 +76,38 @@ class Pair:
     upstream_port: int
 
 
-@pytest.fixture
-def pair(tmp_path: Path, ca: ThrowawayCA, app: EchoApp) -> Iterator[Pair]:
+def start_pair(
+    tmp_path: Path, ca: ThrowawayCA, app: EchoApp, *, timeout_ms: int | None = None
+) -> Pair:
+    """web's outbound proxy → db's inbound proxy → the echo app."""
     db, web = ca.leaf("db"), ca.leaf("web")
     public, upstream = free_port(), free_port()
+    in_extra: dict[str, Any] = {}
+    out_extra: dict[str, Any] = {}
+    if timeout_ms is not None:  # generous deadlines for load tests on a busy machine
+        in_extra = {"handshake_timeout_ms": timeout_ms, "local_connect_timeout_ms": timeout_ms}
+        out_extra = {"connect_timeout_ms": timeout_ms}
     inbound = start_proxy(
-        tmp_path, "db-proxy", inbound_config("db", db, [ca.root_file()], app.port, public)
+        tmp_path,
+        "db-proxy",
+        inbound_config("db", db, [ca.root_file()], app.port, public, **in_extra),
     )
     target = {"address": f"127.0.0.1:{public}", "spiffe_id": ca.identity("db").uri}
     outbound = start_proxy(
-        tmp_path, "web-proxy", outbound_config("web", web, [ca.root_file()], [target], upstream)
+        tmp_path,
+        "web-proxy",
+        outbound_config("web", web, [ca.root_file()], [target], upstream, **out_extra),
     )
-    yield Pair(inbound, outbound, public, upstream)
-    codes = (outbound.stop(), inbound.stop())
-    assert codes == (0, 0), f"proxies exited {codes}\n{outbound.logs()}\n{inbound.logs()}"
+    return Pair(inbound, outbound, public, upstream)
+
+
+def stop_pair(pair: Pair) -> None:
+    codes = (pair.outbound.stop(), pair.inbound.stop())
+    assert codes == (0, 0), f"proxies exited {codes}\n{pair.outbound.logs()}\n{pair.inbound.logs()}"
+
+
+@pytest.fixture
+def pair(tmp_path: Path, ca: ThrowawayCA, app: EchoApp) -> Iterator[Pair]:
+    running = start_pair(tmp_path, ca, app)
+    yield running
+    stop_pair(running)

@@ -6,11 +6,13 @@ import hashlib
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.proxy.conftest import Pair
+from tests.proxy.conftest import Pair, start_pair, stop_pair
 from tests.proxy.harness import EchoApp, echo_once, wait_until
+from tests.support.pki_files import ThrowawayCA
 
 
 @pytest.mark.slow
@@ -74,12 +76,13 @@ def test_open_connection_gauges_and_close(pair: Pair, app: EchoApp) -> None:
 
 
 @pytest.mark.slow
-def test_1000_concurrent_connections(pair: Pair, app: EchoApp) -> None:
+def test_1000_concurrent_connections(tmp_path: Path, ca: ThrowawayCA, app: EchoApp) -> None:
     count = 1000
     socks: list[socket.socket] = []
+    pair = start_pair(tmp_path, ca, app, timeout_ms=120000)
     try:
         for _ in range(count):
-            s = socket.create_connection(("127.0.0.1", pair.upstream_port), timeout=30)
+            s = socket.create_connection(("127.0.0.1", pair.upstream_port), timeout=120)
             socks.append(s)
         for i, s in enumerate(socks):
             s.sendall(f"conn-{i:04d}".encode())
@@ -91,16 +94,19 @@ def test_1000_concurrent_connections(pair: Pair, app: EchoApp) -> None:
                 assert chunk, f"connection {i} closed early"
                 buf += chunk
             assert buf == expected
-        assert wait_until(lambda: app.open == count, timeout=10)
+        assert wait_until(lambda: app.open == count, timeout=60)
         assert pair.inbound.metric_sum("inbound_conns") == count
         assert pair.outbound.metric_sum("upstream_conns") == count
+        for s in socks:
+            s.close()
+        assert app.accepts == count
+        assert wait_until(lambda: pair.outbound.metric_sum("upstream_conns") == 0, timeout=15)
+        assert pair.outbound.metric_sum("dial_failures_total") == 0
+        assert pair.outbound.metric_sum("handshake_failures_total") == 0
     finally:
         for s in socks:
             s.close()
-    assert app.accepts == count
-    assert wait_until(lambda: pair.outbound.metric_sum("upstream_conns") == 0, timeout=15)
-    assert pair.outbound.metric_sum("dial_failures_total") == 0
-    assert pair.outbound.metric_sum("handshake_failures_total") == 0
+        stop_pair(pair)
 
 
 def test_sigterm_drains_open_connections_then_exits_zero(pair: Pair, app: EchoApp) -> None:
@@ -127,3 +133,43 @@ def _refused(port: int) -> bool:
     except ConnectionRefusedError:
         return True
     return False
+
+
+def test_worker_processes_share_the_ports_and_stop_together(
+    tmp_path: Path, ca: ThrowawayCA, app: EchoApp
+) -> None:
+    import subprocess
+
+    from tests.proxy.conftest import inbound_config
+    from tests.proxy.harness import free_port, start_proxy
+
+    db = ca.leaf("db")
+    web = ca.leaf("web")
+    public = free_port()
+    inbound = start_proxy(
+        tmp_path,
+        "db-proxy",
+        inbound_config("db", db, [ca.root_file()], app.port, public),
+        "-workers",
+        "2",
+    )
+    try:
+        children = subprocess.run(
+            ["ps", "--ppid", str(inbound.proc.pid), "-o", "pid="],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        assert len(children) == 1
+        from tests.proxy.harness import tls_client_context
+
+        ctx = tls_client_context(web.cert, web.key, ca.root_file())
+        for i in range(20):
+            with ctx.wrap_socket(socket.create_connection(("127.0.0.1", public), timeout=5)) as s:
+                s.sendall(b"%02d" % i)
+                assert s.recv(2) == b"%02d" % i
+        assert app.accepts == 20
+    finally:
+        code = inbound.stop()
+    assert code == 0
+    assert not any(Path(f"/proc/{pid}").exists() for pid in children)
