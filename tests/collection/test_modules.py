@@ -67,7 +67,7 @@ def assert_lifecycle(play: Any, change_fields: set[str]) -> None:
 
 def test_consul_service_lifecycle(dev_agent: DevAgent, tmp_path: Path) -> None:  # noqa: F811
     svc = {"meshkit.connect.consul_service": {"service": DB}}
-    tasks = [
+    tasks: list[dict[str, Any]] = [
         {"name": "create", **svc, "register": "r"},
         {"name": "again", **svc},
         {"name": "change", "meshkit.connect.consul_service": {
@@ -132,7 +132,7 @@ def test_consul_service_refuses_invalid_model_and_writes_nothing(
 def test_consul_prepared_query_lifecycle(dev_agent: DevAgent, tmp_path: Path) -> None:  # noqa: F811
     query = {"name": "db-nearest", "service": "db", "near": "_agent"}
     mod = "meshkit.connect.consul_prepared_query"
-    tasks = [
+    tasks: list[dict[str, Any]] = [
         {"name": "create", mod: {"query": query}},
         {"name": "again", mod: {"query": query}},
         {"name": "change", mod: {"query": with_changes(query, only_passing=False)}},
@@ -159,7 +159,7 @@ def test_consul_prepared_query_lifecycle(dev_agent: DevAgent, tmp_path: Path) ->
 def test_consul_intention_lifecycle(dev_agent: DevAgent, tmp_path: Path, api: str) -> None:  # noqa: F811
     mod = "meshkit.connect.consul_intention"
     base = {"source": "web", "destination": "db", "description": "web reads db", "api": api}
-    tasks = [
+    tasks: list[dict[str, Any]] = [
         {"name": "other source", mod: dict(base, source="api")},
         {"name": "create", mod: base},
         {"name": "again", mod: base},
@@ -192,7 +192,7 @@ def test_consul_mesh_info_reports_drift_without_deleting(
         "prepared_queries": [{"name": "db-nearest", "service": "db"}],
         "intentions": [{"source": "web", "destination": "db"}],
     }
-    tasks = [
+    tasks: list[dict[str, Any]] = [
         {"name": "register db", "meshkit.connect.consul_service": {
             "service": with_changes(DB, tags=["old"])}},
         {"name": "intention", "meshkit.connect.consul_intention": {
@@ -239,7 +239,7 @@ def test_token_goes_in_the_header_only_and_is_never_printed(
 
 
 def test_filters_render_and_validate(dev_agent: DevAgent, tmp_path: Path) -> None:  # noqa: F811
-    tasks = [
+    tasks: list[dict[str, Any]] = [
         {"name": "validate", "ansible.builtin.set_fact": {
             "mesh": "{{ {'services': [db]} | meshkit.connect.mesh_validate }}"},
          "vars": {"db": DB}},
