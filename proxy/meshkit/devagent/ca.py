@@ -260,7 +260,8 @@ class CA:
         ttl = self.leaf_ttl()
         issued = pki.issue_leaf(issuer, ident, valid_for=dt.timedelta(seconds=ttl))
         cert = issued.cert
-        start = cert.not_valid_before_utc.timestamp()
+        # Renewal is timed on the nominal lifetime, not the minute of backdating.
+        start = time.time()
         end = cert.not_valid_after_utc.timestamp()
         prev = self.leaves.get(service)
         index = self.store.index + 1

@@ -15,7 +15,6 @@ import aiohttp
 
 from meshkit.devagent.catalog import CRITICAL, PASSING, WARNING, Check, worst
 from meshkit.devagent.state import State
-from meshkit.devagent.store import wait_event
 
 OUTPUT_MAX = 4096
 
@@ -38,6 +37,7 @@ class CheckRunner:
 
     def start(self) -> None:
         self.state.on_checks_changed = self.sync
+        self.state.on_status_changed = self._status_changed
         self._reaper = asyncio.get_running_loop().create_task(self._reap())
         self.sync()
 
@@ -71,13 +71,15 @@ class CheckRunner:
             if check_id in self.tasks:
                 continue
             chk = self.state.checks[check_id]
+            if chk.type == "alias":
+                continue
             runner = {
                 "tcp": self._run_tcp,
                 "http": self._run_http,
                 "ttl": self._run_ttl,
-                "alias": self._run_alias,
             }.get(chk.type, self._run_unsupported)
             self.tasks[check_id] = (key, loop.create_task(runner(check_id)))
+        self._refresh_aliases()
 
     def _interval(self, chk: Check) -> float:
         interval = float(chk.definition.get("Interval") or 10.0)
@@ -174,37 +176,43 @@ class CheckRunner:
         self._record(check_id, status, note)
         return None
 
-    async def _run_alias(self, check_id: str) -> None:
-        while not self.stopping and (chk := self.state.checks.get(check_id)) is not None:
-            event = self.state.store.notifier.current()
-            target = chk.definition.get("AliasService") or ""
-            if target and target not in self.state.services:
-                self._record(check_id, CRITICAL, "Service not found")
+    def _refresh_aliases(self, target: str | None = None) -> None:
+        """Alias checks follow their target's checks at once, with no task or polling.
+
+        `target` None refreshes every alias (after a registration change); otherwise only
+        the aliases of that service ("" for the node).
+        """
+        aliases = [
+            c
+            for c in self.state.checks.values()
+            if c.type == "alias"
+            and (target is None or (c.definition.get("AliasService") or "") == target)
+        ]
+        if not aliases:
+            return
+        by_service: dict[str, list[Check]] = {}
+        for c in self.state.checks.values():
+            by_service.setdefault(c.service_id, []).append(c)
+        for chk in aliases:
+            aliased = chk.definition.get("AliasService") or ""
+            if aliased and aliased not in self.state.services:
+                self._record(chk.check_id, CRITICAL, "Service not found")
+                continue
+            if aliased:
+                targets = [c for c in by_service.get(aliased, []) if c.check_id != chk.check_id]
             else:
-                targets = (
-                    [
-                        c
-                        for c in self.state.checks.values()
-                        if c.service_id == target and c.check_id != check_id
-                    ]
-                    if target
-                    else self.state.node_checks()
-                )
-                status = worst([c.status for c in targets])
-                failing = next(
-                    (c for c in targets if c.status == status and status != PASSING), None
-                )
-                if failing is None:
-                    self._record(
-                        check_id, PASSING, "All checks passing." if targets else "No checks found."
-                    )
-                else:
-                    self._record(
-                        check_id,
-                        status,
-                        f"Aliased check {failing.name!r} {status}: {failing.output}",
-                    )
-            await wait_event(event, 60.0)
+                targets = self.state.node_checks()
+            status = worst([c.status for c in targets])
+            failing = next((c for c in targets if c.status == status != PASSING), None)
+            if failing is None:
+                text = "All checks passing." if targets else "No checks found."
+                self._record(chk.check_id, PASSING, text)
+            else:
+                text = f"Aliased check {failing.name!r} {status}: {failing.output}"
+                self._record(chk.check_id, status, text)
+
+    def _status_changed(self, chk: Check) -> None:
+        self._refresh_aliases(chk.service_id)
 
     async def _run_unsupported(self, check_id: str) -> None:
         chk = self.state.checks.get(check_id)

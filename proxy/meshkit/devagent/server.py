@@ -532,7 +532,9 @@ class Agent:
     async def _catalog(self, request: web.Request, connect: bool) -> web.Response:
         name = request.match_info["name"]
         self.need_service_read(request, name)
-        index = await block_on_index(request, self.store, self.state.index)
+        index = await block_on_index(
+            request, self.store, lambda: self.state.name_index_of(name, connect=connect)
+        )
         found = self._filtered(request, name, connect)
         rows = [cat.catalog_service(self.node, s) for s in found]
         return reply(rows, index=index, meta=True, consistency=True)
@@ -556,7 +558,9 @@ class Agent:
     async def _health(self, request: web.Request, connect: bool) -> web.Response:
         name = request.match_info["name"]
         self.need_service_read(request, name)
-        index = await block_on_index(request, self.store, self.state.index)
+        index = await block_on_index(
+            request, self.store, lambda: self.state.name_index_of(name, connect=connect)
+        )
         rows = []
         for svc in self._filtered(request, name, connect):
             rows.append(
@@ -582,7 +586,7 @@ class Agent:
     async def health_checks(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         self.need_service_read(request, name)
-        index = await block_on_index(request, self.store, self.state.index)
+        index = await block_on_index(request, self.store, lambda: self.state.name_index_of(name))
         rows = []
         for svc in self.state.by_name(name):
             rows += [

@@ -59,6 +59,11 @@ class State:
             k: Check.from_row(v) for k, v in store.items("checks").items()
         }
         self.on_checks_changed: Callable[[], None] = lambda: None
+        self.on_status_changed: Callable[[Check], None] = lambda chk: None
+        # Per-name indexes, so a watcher of one service only wakes for changes that touch it
+        # (as Consul's per-query watch sets do): "s:<name>", "c:<destination>", "node".
+        self.name_index: dict[str, int] = dict(store.get("meta", "name_index") or {})
+        self._touched: set[str] = set()
 
     # -- registration -----------------------------------------------------------------------
 
@@ -249,6 +254,10 @@ class State:
             new = reg.service
             new.create_index = old.create_index if old else index
             new.modify_index = old.modify_index if old and old.same_definition(new) else index
+            if old is None or not old.same_definition(new):
+                self._mark(new)
+                if old is not None:
+                    self._mark(old)
             self.services[new.id] = new
             self.store.put("services", new.id, new.row())
             new_ids = {c.check_id for c in reg.checks}
@@ -264,9 +273,10 @@ class State:
                     chk.modify_index = prev.modify_index
                 else:
                     chk.create_index = chk.modify_index = index
+                    self._mark(new)
                 self.checks[chk.check_id] = chk
                 self.store.put("checks", chk.check_id, chk.row())
-        self.store.bump(*SERVICE_TABLES)
+        self._commit(*SERVICE_TABLES)
         self.on_checks_changed()
 
     def deregister(self, service_id: str) -> bool:
@@ -276,11 +286,40 @@ class State:
         for svc in list(self.services.values()):
             if svc.sidecar_parent == service_id:
                 self._remove_service(svc.id)
-        self.store.bump(*SERVICE_TABLES)
+        self._commit(*SERVICE_TABLES)
         self.on_checks_changed()
         return True
 
+    def _mark(self, svc: Service) -> None:
+        self._touched.add("s:" + svc.name.lower())
+        if svc.destination:
+            self._touched.add("c:" + svc.destination.lower())
+
+    def _mark_check(self, chk: Check) -> None:
+        svc = self.services.get(chk.service_id) if chk.service_id else None
+        if svc is not None:
+            self._mark(svc)
+        elif not chk.service_id:
+            self._touched.add("node")
+
+    def _commit(self, *tables: str) -> int:
+        index = self.store.bump(*tables)
+        if self._touched:
+            for key in self._touched:
+                self.name_index[key] = index
+            self._touched.clear()
+            self.store.put("meta", "name_index", self.name_index)
+        return index
+
+    def name_index_of(self, name: str, *, connect: bool = False) -> int:
+        """The index a health/catalog query on `name` reports and blocks on."""
+        key = ("c:" if connect else "s:") + name.lower()
+        return max(self.name_index.get(key, 0), self.name_index.get("node", 0), 1)
+
     def _remove_service(self, service_id: str) -> None:
+        old = self.services.get(service_id)
+        if old is not None:
+            self._mark(old)
         self.services.pop(service_id, None)
         self.store.delete("services", service_id)
         for chk in list(self.checks.values()):
@@ -288,6 +327,9 @@ class State:
                 self._remove_check(chk.check_id)
 
     def _remove_check(self, check_id: str) -> None:
+        chk = self.checks.get(check_id)
+        if chk is not None:
+            self._mark_check(chk)
         self.checks.pop(check_id, None)
         self.store.delete("checks", check_id)
 
@@ -298,14 +340,15 @@ class State:
         chk.modify_index = index
         self.checks[chk.check_id] = chk
         self.store.put("checks", chk.check_id, chk.row())
-        self.store.bump("checks")
+        self._mark_check(chk)
+        self._commit("checks")
         self.on_checks_changed()
 
     def remove_check(self, check_id: str) -> bool:
         if check_id not in self.checks:
             return False
         self._remove_check(check_id)
-        self.store.bump("checks")
+        self._commit("checks")
         self.on_checks_changed()
         return True
 
@@ -316,10 +359,14 @@ class State:
             return False
         if chk.status == status and chk.output == output:
             return True
+        changed = chk.status != status
         chk.status, chk.output = status, output
         chk.modify_index = self.store.index + 1
         self.store.put("checks", check_id, chk.row())
-        self.store.bump("checks")
+        self._mark_check(chk)
+        self._commit("checks")
+        if changed:
+            self.on_status_changed(chk)
         return True
 
     # -- reads ------------------------------------------------------------------------------

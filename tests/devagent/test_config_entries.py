@@ -1,0 +1,73 @@
+"""`service-intentions` config entries and the legacy API are two views of one store."""
+
+from __future__ import annotations
+
+from tests.support.devagent import DevAgent
+
+
+def test_service_intentions_entry_and_legacy_view_agree(dev_agent: DevAgent) -> None:
+    agent = dev_agent
+    entry = {
+        "Kind": "service-intentions",
+        "Name": "db",
+        "Sources": [{"Name": "web", "Action": "allow"}, {"Name": "*", "Action": "deny"}],
+    }
+    assert agent.ok("PUT", "/v1/config", entry) is True
+    legacy = agent.ok("GET", "/v1/connect/intentions")
+    assert sorted((i["SourceName"], i["Action"], i["Precedence"]) for i in legacy) == [
+        ("*", "deny", 8),
+        ("web", "allow", 9),
+    ]
+    got = agent.ok("GET", "/v1/config/service-intentions/db")
+    assert [(s["Name"], s["Action"]) for s in got["Sources"]] == [("web", "allow"), ("*", "deny")]
+    td = agent.trust_domain()
+
+    def allowed(src: str) -> bool:
+        body = {"Target": "db", "ClientCertURI": f"spiffe://{td}/ns/default/dc/dc1/svc/{src}"}
+        return bool(agent.ok("POST", "/v1/agent/connect/authorize", body)["Authorized"])
+
+    assert allowed("web") and not allowed("api")
+    # A legacy write shows up in the entry; replacing the entry drops sources not listed.
+    agent.ok(
+        "POST",
+        "/v1/connect/intentions",
+        {"SourceName": "api", "DestinationName": "db", "Action": "allow"},
+    )
+    names = [s["Name"] for s in agent.ok("GET", "/v1/config/service-intentions/db")["Sources"]]
+    assert sorted(names) == ["*", "api", "web"]
+    agent.ok(
+        "PUT",
+        "/v1/config",
+        {
+            "Kind": "service-intentions",
+            "Name": "db",
+            "Sources": [{"Name": "api", "Action": "deny"}],
+        },
+    )
+    assert [(i["SourceName"], i["Action"]) for i in agent.ok("GET", "/v1/connect/intentions")] == [
+        ("api", "deny")
+    ]
+    assert len(agent.ok("GET", "/v1/config/service-intentions")) == 1
+    agent.ok("DELETE", "/v1/config/service-intentions/db")
+    assert agent.ok("GET", "/v1/connect/intentions") == []
+    assert agent.get("/v1/config/service-intentions/db")[0] == 404
+    bad = agent.put(
+        "/v1/config",
+        {"Kind": "service-intentions", "Name": "db", "Sources": [{"Name": "x", "Action": "maybe"}]},
+    )
+    assert bad[0] == 400 and "Action" in bad[2]
+    bad = agent.put("/v1/config", {"Kind": "service-intentions", "Name": "db", "Bogus": 1})
+    assert bad[0] == 400 and 'unknown field "Bogus"' in bad[2]
+
+
+def test_service_and_proxy_defaults_are_stored(dev_agent: DevAgent) -> None:
+    agent = dev_agent
+    agent.ok(
+        "PUT",
+        "/v1/config",
+        {"Kind": "proxy-defaults", "Name": "global", "Config": {"protocol": "tcp"}},
+    )
+    agent.ok("PUT", "/v1/config", {"Kind": "service-defaults", "Name": "db", "Protocol": "tcp"})
+    assert agent.ok("GET", "/v1/config/service-defaults/db")["Protocol"] == "tcp"
+    assert agent.put("/v1/config", {"Kind": "proxy-defaults", "Name": "x"})[0] == 400
+    assert agent.put("/v1/config", {"Kind": "ingress-gateway", "Name": "x"})[0] == 400
