@@ -55,6 +55,7 @@ def _context(
     flags = SSL.VERIFY_PEER | (SSL.VERIFY_FAIL_IF_NO_PEER_CERT if server else 0)
     ctx.set_verify(flags, None)
     ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
+    ctx.set_options(SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION)
     if server:
         ctx.set_options(SSL.OP_NO_TICKET)
         ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)

@@ -99,6 +99,7 @@ def _load_chain(ctx: ssl.SSLContext, chain_pem: str, key_pem: str) -> None:
 
 def _base(ctx: ssl.SSLContext, chain_pem: str, key_pem: str, roots_pem: tuple[str, ...]) -> None:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION
     ctx.set_ciphers(TLS12_CIPHERS)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_REQUIRED
