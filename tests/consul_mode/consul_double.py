@@ -110,7 +110,7 @@ class ConsulDouble:
     ) -> None:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self.handle)
-        self.runner = web.AppRunner(app)
+        self.runner = web.AppRunner(app, shutdown_timeout=0.5)  # blocked handlers: cut
         await self.runner.setup()
         site: web.BaseSite
         if unix_path:

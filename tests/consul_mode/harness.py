@@ -181,7 +181,7 @@ class Mesh:
             app.close()
 
 
-def build_mesh(agent: DevAgent, workdir: Path) -> Mesh:
+def build_mesh(agent: DevAgent, workdir: Path, api_args: tuple[str, ...] = ()) -> Mesh:
     mesh = Mesh(agent, workdir)
     for name in ("web", "api"):
         mesh.apps[name] = App(name)
@@ -190,7 +190,7 @@ def build_mesh(agent: DevAgent, workdir: Path) -> Mesh:
     agent.register(mesh.api_definition())
     agent.register(mesh.web_definition())
     agent.ok("POST", "/v1/query", {"Name": "api-q", "Service": {"Service": "api"}})
-    mesh.start_proxy("api")
+    mesh.start_proxy("api", *api_args)
     mesh.start_proxy("web")
     wait_until(lambda: mesh.passing("api") == 1, 15, what="api sidecar passing")
     for port in mesh.upstream_ports.values():

@@ -87,7 +87,18 @@ def test_traffic_flows_through_service_and_prepared_query_upstreams(mesh: Mesh) 
         assert sent is not None and sent > 0, upstream
 
 
-def test_intentions_deny_and_allow_apply_within_a_second(mesh: Mesh) -> None:
+@pytest.mark.parametrize("authz", ["local", "agent"])
+def test_intentions_deny_and_allow_apply_within_a_second(
+    agent: DevAgent, tmp_path: Path, authz: str
+) -> None:
+    mesh = build_mesh(agent, tmp_path, ("-authz", authz))
+    try:
+        _deny_then_allow(mesh)
+    finally:
+        mesh.close()
+
+
+def _deny_then_allow(mesh: Mesh) -> None:
     port = mesh.upstream_ports["api"]
     agent = mesh.agent
     path = "/v1/connect/intentions/exact?source=web&destination=api"

@@ -526,6 +526,11 @@ async def serve(cmd: CommandLine, *, ready: asyncio.Event | None = None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # Static mode reloads its file on SIGHUP; here everything already follows Consul live, so
+    # SIGHUP (sent by the same unit files and scripts) must only not kill the proxy.
+    loop.add_signal_handler(
+        signal.SIGHUP, lambda: log.info("SIGHUP: Consul mode follows the agent live; no reload")
+    )
     log.info("serving as %s (Consul mode)", mode.registration.service if mode.registration else "?")
     if ready is not None:
         ready.set()
