@@ -354,6 +354,10 @@ def test_flag_mode_with_register_and_unknown_ids(agent: DevAgent, tmp_path: Path
             15,
             what="TTL check passing",
         )
+        assert proxy.process is not None
+        proxy.process.send_signal(signal.SIGHUP)  # harmless in Consul mode
+        time.sleep(0.3)
+        assert proxy.admin("/ready")[0] == 200
         assert proxy.stop() == 0
         assert "solo-proxy" not in agent.ok("GET", "/v1/agent/services")
     finally:
