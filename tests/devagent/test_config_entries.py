@@ -71,3 +71,45 @@ def test_service_and_proxy_defaults_are_stored(dev_agent: DevAgent) -> None:
     assert agent.ok("GET", "/v1/config/service-defaults/db")["Protocol"] == "tcp"
     assert agent.put("/v1/config", {"Kind": "proxy-defaults", "Name": "x"})[0] == 400
     assert agent.put("/v1/config", {"Kind": "ingress-gateway", "Name": "x"})[0] == 400
+
+
+def test_check_and_set_on_config_entries(dev_agent: DevAgent) -> None:
+    agent = dev_agent
+    entry = {
+        "Kind": "service-intentions",
+        "Name": "db",
+        "Sources": [{"Name": "web", "Action": "allow"}],
+    }
+    assert agent.ok("PUT", "/v1/config?cas=0", entry) is True
+    assert agent.ok("PUT", "/v1/config?cas=0", entry) is False  # exists now
+    index = agent.ok("GET", "/v1/config/service-intentions/db")["ModifyIndex"]
+    changed = {**entry, "Sources": [{"Name": "web", "Action": "deny"}]}
+    assert agent.ok("PUT", f"/v1/config?cas={index + 1000}", changed) is False
+    assert agent.ok("GET", "/v1/config/service-intentions/db")["Sources"][0]["Action"] == "allow"
+    assert agent.ok("PUT", f"/v1/config?cas={index}", changed) is True
+    index = agent.ok("GET", "/v1/config/service-intentions/db")["ModifyIndex"]
+    assert agent.ok("DELETE", f"/v1/config/service-intentions/db?cas={index - 1}") is False
+    assert agent.ok("DELETE", f"/v1/config/service-intentions/db?cas={index}") is True
+    assert agent.get("/v1/config/service-intentions/db")[0] == 404
+
+
+def test_filter_expressions(dev_agent: DevAgent) -> None:
+    agent = dev_agent
+    agent.register(
+        {
+            "Name": "web",
+            "ID": "web-1",
+            "Port": 80,
+            "Tags": ["v1"],
+            "Connect": {"SidecarService": {}},
+        }
+    )
+    agent.register({"Name": "db", "Port": 5432})
+    found = agent.ok("GET", "/v1/agent/services?filter=Kind%20%3D%3D%20%22connect-proxy%22")
+    assert list(found) == ["web-1-sidecar-proxy"]
+    found = agent.ok(
+        "GET", "/v1/agent/services?filter=" + "%22v1%22%20in%20Tags%20and%20Service%20%3D%3D%20web"
+    )
+    assert sorted(found) == ["web-1"]  # the sidecar is named web-sidecar-proxy
+    status, _, body = agent.get("/v1/agent/services?filter=Kind%20~%20x")
+    assert status == 400 and "Failed to create boolean expression evaluator" in body

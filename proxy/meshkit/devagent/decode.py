@@ -295,40 +295,55 @@ CHECK_DEFINITION = Schema(
 )
 WEIGHTS = Schema("Weights", (F("Passing", "int"), F("Warning", "int")))
 TAGGED_ADDRESS = Schema("ServiceAddress", (F("Address", "str"), F("Port", "int")))
-CONNECT = Schema("ServiceConnect", (F("Native", "bool"),))
+_SERVICE_FIELDS = (
+    F("Kind", "str"),
+    F("ID", "str"),
+    F("Name", "str"),
+    F("Tags", "strlist"),
+    F("Address", "str"),
+    F("TaggedAddresses", "objmap", TAGGED_ADDRESS, aliases=("tagged_addresses",)),
+    F("Meta", "strmap"),
+    F("Port", "int"),
+    F("Weights", "obj", WEIGHTS),
+    F("Check", "obj", CHECK_TYPE),
+    F("Checks", "objlist", CHECK_TYPE),
+    F("Token", "str"),
+    F("EnableTagOverride", "bool", aliases=("enable_tag_override",)),
+    F("Proxy", "obj", PROXY),
+)
+# A sidecar may carry `connect` only to be refused with Consul's message later, so its
+# nested SidecarService is kept opaque.
+SIDECAR = Schema(
+    "ServiceDefinition",
+    (
+        *_SERVICE_FIELDS,
+        F(
+            "Connect",
+            "obj",
+            Schema(
+                "ServiceConnect",
+                (F("Native", "bool"), F("SidecarService", "any", aliases=("sidecar_service",))),
+            ),
+        ),
+    ),
+)
 SERVICE = Schema(
     "ServiceDefinition",
     (
-        F("Kind", "str"),
-        F("ID", "str"),
-        F("Name", "str"),
-        F("Tags", "strlist"),
-        F("Address", "str"),
-        F("TaggedAddresses", "objmap", TAGGED_ADDRESS, aliases=("tagged_addresses",)),
-        F("Meta", "strmap"),
-        F("Port", "int"),
-        F("Weights", "obj", WEIGHTS),
-        F("Check", "obj", CHECK_TYPE),
-        F("Checks", "objlist", CHECK_TYPE),
-        F("Token", "str"),
-        F("EnableTagOverride", "bool", aliases=("enable_tag_override",)),
-        F("Proxy", "obj", PROXY),
+        *_SERVICE_FIELDS,
+        F(
+            "Connect",
+            "obj",
+            Schema(
+                "ServiceConnect",
+                (
+                    F("Native", "bool"),
+                    F("SidecarService", "obj", SIDECAR, aliases=("sidecar_service",)),
+                ),
+            ),
+        ),
     ),
 )
-# `Connect.SidecarService` is itself a service definition; tie the knot after creation.
-SIDECAR = Schema("ServiceDefinition", SERVICE.fields)
-CONNECT_FULL = Schema(
-    "ServiceConnect",
-    (F("Native", "bool"), F("SidecarService", "obj", SIDECAR, aliases=("sidecar_service",))),
-)
-SERVICE = Schema("ServiceDefinition", (*SERVICE.fields, F("Connect", "obj", CONNECT_FULL)))
-# A sidecar may carry `connect`, but only to be refused with Consul's message later.
-SIDECAR_CONNECT = Schema(
-    "ServiceConnect",
-    (F("Native", "bool"), F("SidecarService", "any", aliases=("sidecar_service",))),
-)
-object.__setattr__(SIDECAR, "fields", (*SIDECAR.fields, F("Connect", "obj", SIDECAR_CONNECT)))
-SIDECAR.__post_init__()
 
 INTENTION = Schema(
     "Intention",

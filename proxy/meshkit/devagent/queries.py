@@ -11,7 +11,15 @@ import random
 import uuid
 from typing import Any
 
-from meshkit.devagent.catalog import CRITICAL, PASSING, BadRequest, NotFound, Service
+from meshkit.devagent.catalog import (
+    CRITICAL,
+    PASSING,
+    BadRequest,
+    NotFound,
+    Service,
+    node_service,
+    render_check,
+)
 from meshkit.devagent.state import State
 from meshkit.devagent.store import Store
 
@@ -170,8 +178,6 @@ class Queries:
         random.shuffle(rows)
         if limit > 0:
             rows = rows[:limit]
-        from meshkit.devagent.catalog import node_service, render_check
-
         nodes = []
         for svc in rows:
             checks = self.state.entry_checks(svc)

@@ -12,11 +12,12 @@ from aiohttp import web
 
 from meshkit import __version__
 from meshkit.devagent import catalog as cat
-from meshkit.devagent.acl import ACL, Forbidden, Rights
+from meshkit.devagent.acl import ACL, Forbidden, Rights, request_token
 from meshkit.devagent.blocking import BadQuery, block_on_hash, block_on_index, min_index, wait_time
 from meshkit.devagent.ca import CA
 from meshkit.devagent.catalog import BadRequest, NotFound
 from meshkit.devagent.checks import CheckRunner
+from meshkit.devagent.configentries import ConfigEntries
 from meshkit.devagent.decode import (
     AUTHORIZE,
     CHECK_DEFINITION,
@@ -27,6 +28,7 @@ from meshkit.devagent.decode import (
     Schema,
     decode,
 )
+from meshkit.devagent.filters import FilterError, compile_filter
 from meshkit.devagent.intentions import Intentions
 from meshkit.devagent.queries import Queries
 from meshkit.devagent.queries import render as render_query
@@ -62,6 +64,20 @@ def reply(
         h["X-Consul-Effective-Consistency"] = "leader"
     h.update(headers or {})
     return web.Response(body=json.dumps(body).encode(), status=status, content_type=JSON, headers=h)
+
+
+def filtered(request: web.Request, rows: Any) -> Any:
+    """Apply `?filter=` to a list or to the values of a map (as Consul does)."""
+    text = request.query.get("filter")
+    if not text:
+        return rows
+    try:
+        pred = compile_filter(text)
+    except FilterError as exc:
+        raise BadRequest(str(exc)) from None
+    if isinstance(rows, dict):
+        return {k: v for k, v in rows.items() if pred(v)}
+    return [r for r in rows if pred(r)]
 
 
 def empty() -> web.Response:
@@ -121,7 +137,7 @@ class Agent:
         self.runner = runner
         self.reload_hook = reload_hook
         self.http_addr = http_addr
-        self.config_entries: dict[str, dict[str, Any]] = store.items("config_entries")
+        self.config = ConfigEntries(store, intentions)
         self.started = time.time()
 
     @property
@@ -236,7 +252,7 @@ class Agent:
     # -- agent --------------------------------------------------------------------------------
 
     async def agent_self(self, request: web.Request) -> web.Response:
-        self.need_management(request) if self.acl.enabled else None
+        self.need_management(request)
         host, _, port = self.http_addr.rpartition(":")
         n = self.node
         return reply(
@@ -334,7 +350,7 @@ class Agent:
             for sid, svc in sorted(self.state.services.items())
             if r.service_read(svc.name)
         }
-        return reply(out)
+        return reply(filtered(request, out))
 
     async def agent_service(self, request: web.Request) -> web.Response:
         sid = request.match_info["id"]
@@ -356,8 +372,6 @@ class Agent:
 
     async def register(self, request: web.Request) -> web.Response:
         defn = await read_json(request, SERVICE)
-        from meshkit.devagent.acl import request_token
-
         regs = self.state.build(defn, request_token(request), "api")
         names = [r.service.name for r in regs]
         names += [r.service.proxy["DestinationServiceName"] for r in regs if r.service.proxy]
@@ -386,7 +400,7 @@ class Agent:
             if not chk.service_id and not (r.management or r.read_all):
                 continue
             out[cid] = cat.render_check(chk, self.node.name, svc.tags if svc else [], agent=True)
-        return reply(out)
+        return reply(filtered(request, out))
 
     async def check_register(self, request: web.Request) -> web.Response:
         d = await read_json(request, CHECK_DEFINITION)
@@ -451,28 +465,26 @@ class Agent:
             raise BadRequest(f"Invalid check status: '{status}'")
         return self._ttl(request, status, str(low.get("output", "")))
 
+    def _health_entry(self, svc: cat.Service) -> dict[str, Any]:
+        checks = self.state.service_checks(svc.id)
+        return {
+            "AggregatedStatus": cat.worst([c.status for c in checks]),
+            "Service": cat.agent_service(svc),
+            "Checks": [
+                cat.render_check(c, self.node.name, svc.tags, agent=True, full_definition=True)
+                for c in checks
+            ],
+        }
+
+    @staticmethod
+    def _health_reply(body: Any, status: str) -> web.Response:
+        """200 passing, 429 warning, 503 critical, with the status in X-Consul-Reason."""
+        code = {cat.PASSING: 200, cat.WARNING: 429}.get(status, 503)
+        return reply(body, status=code, headers={"X-Consul-Reason": status})
+
     def _agent_health(self, services: list[cat.Service]) -> web.Response:
-        entries = []
-        statuses = []
-        for svc in services:
-            checks = self.state.service_checks(svc.id)
-            agg = cat.worst([c.status for c in checks])
-            statuses.append(agg)
-            entries.append(
-                {
-                    "AggregatedStatus": agg,
-                    "Service": cat.agent_service(svc),
-                    "Checks": [
-                        cat.render_check(
-                            c, self.node.name, svc.tags, agent=True, full_definition=True
-                        )
-                        for c in checks
-                    ],
-                }
-            )
-        overall = cat.worst(statuses)
-        code = {cat.PASSING: 200, cat.WARNING: 429}.get(overall, 503)
-        return reply(entries, status=code, headers={"X-Consul-Reason": overall})
+        entries = [self._health_entry(svc) for svc in services]
+        return self._health_reply(entries, cat.worst([e["AggregatedStatus"] for e in entries]))
 
     async def agent_health_name(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -492,11 +504,8 @@ class Agent:
         if svc is None:
             return web.Response(status=404, text=f"ServiceId {sid} not found")
         self.need_service_read(request, svc.name)
-        resp = self._agent_health([svc])
-        body = json.loads(resp.body)[0]  # type: ignore[arg-type]
-        return reply(
-            body, status=resp.status, headers={"X-Consul-Reason": body["AggregatedStatus"]}
-        )
+        entry = self._health_entry(svc)
+        return self._health_reply(entry, entry["AggregatedStatus"])
 
     async def reload(self, request: web.Request) -> web.Response:
         self.need_management(request)
@@ -537,7 +546,7 @@ class Agent:
         )
         found = self._filtered(request, name, connect)
         rows = [cat.catalog_service(self.node, s) for s in found]
-        return reply(rows, index=index, meta=True, consistency=True)
+        return reply(filtered(request, rows), index=index, meta=True, consistency=True)
 
     async def catalog_service(self, request: web.Request) -> web.Response:
         return await self._catalog(request, connect=False)
@@ -573,7 +582,7 @@ class Agent:
                     ],
                 }
             )
-        return reply(rows, index=index, meta=True, consistency=True)
+        return reply(filtered(request, rows), index=index, meta=True, consistency=True)
 
     async def health_service(self, request: web.Request) -> web.Response:
         # Consul picks the Connect view by route; a `connect` query parameter is ignored
@@ -593,7 +602,7 @@ class Agent:
                 cat.render_check(c, self.node.name, svc.tags)
                 for c in self.state.service_checks(svc.id)
             ]
-        return reply(rows, index=index, meta=True, consistency=True)
+        return reply(filtered(request, rows), index=index, meta=True, consistency=True)
 
     # -- CA -----------------------------------------------------------------------------------
 
@@ -615,7 +624,7 @@ class Agent:
     async def ca_config_put(self, request: web.Request) -> web.Response:
         self.need_management(request)
         self.ca.set_config(await read_json(request))
-        return reply(True) if False else empty()
+        return empty()
 
     # -- intentions and authorize -------------------------------------------------------------
 
@@ -656,7 +665,7 @@ class Agent:
     async def intentions_list(self, request: web.Request) -> web.Response:
         self._intentions_read(request)
         index = await block_on_index(request, self.store, self.intentions.index)
-        return reply(self.intentions.listing(), index=index, meta=True)
+        return reply(filtered(request, self.intentions.listing()), index=index, meta=True)
 
     async def intention_create(self, request: web.Request) -> web.Response:
         self.need_management(request)
@@ -780,87 +789,37 @@ class Agent:
 
     # -- config entries -----------------------------------------------------------------------
 
+    @staticmethod
+    def _cas(request: web.Request) -> int | None:
+        raw = request.query.get("cas")
+        if raw is None:
+            return None
+        try:
+            return int(raw)
+        except ValueError:
+            raise BadQuery(f"Failed to parse cas: {raw!r}") from None
+
     async def config_put(self, request: web.Request) -> web.Response:
         self.need_management(request)
         body = await read_json(request)
-        kind = next((v for k, v in body.items() if k.lower() == "kind"), "")
-        body = {
-            ("Kind" if k.lower() == "kind" else "Name" if k.lower() == "name" else k): v
-            for k, v in body.items()
-        }
-        if kind == "service-intentions":
-            self.intentions.put_entry(body)
-        elif kind in ("service-defaults", "proxy-defaults"):
-            name = body.get("Name") or ""
-            if kind == "proxy-defaults" and name != "global":
-                raise BadRequest('invalid config entry: proxy-defaults Name must be "global"')
-            if not name:
-                raise BadRequest("invalid config entry: Name is required")
-            allowed = {
-                "Kind",
-                "Name",
-                "Protocol",
-                "Config",
-                "MeshGateway",
-                "Expose",
-                "ExternalSNI",
-                "Meta",
-                "TransparentProxy",
-                "Mode",
-                "CreateIndex",
-                "ModifyIndex",
-            }
-            for key in body:
-                if key not in allowed:
-                    raise BadRequest(f'Request decode failed: json: unknown field "{key}"')
-            old = self.config_entries.get(f"{kind}/{name}")
-            index = self.store.index + 1
-            entry = {
-                **body,
-                "CreateIndex": old["CreateIndex"] if old else index,
-                "ModifyIndex": index,
-            }
-            self.config_entries[f"{kind}/{name}"] = entry
-            self.store.put("config_entries", f"{kind}/{name}", entry)
-            self.store.bump("config")
-        else:
-            raise BadRequest(
-                f"invalid config entry kind: {kind!r} (meshkit dev-agent supports "
-                "service-intentions, service-defaults, proxy-defaults)"
-            )
-        return reply(True)
+        return reply(self.config.put(body, self._cas(request)))
 
     async def config_list(self, request: web.Request) -> web.Response:
         kind = request.match_info["kind"]
         self.need_any_read(request)
-        if kind == "service-intentions":
-            index = await block_on_index(request, self.store, self.intentions.index)
-            return reply(self.intentions.entries(), index=index, meta=True)
-        index = await block_on_index(
-            request, self.store, lambda: self.store.table_index(("config",))
-        )
-        rows = [v for k, v in sorted(self.config_entries.items()) if k.startswith(kind + "/")]
-        return reply(rows, index=index, meta=True)
+        index = await block_on_index(request, self.store, lambda: self.config.index(kind))
+        return reply(self.config.listing(kind), index=index, meta=True)
 
     async def config_get(self, request: web.Request) -> web.Response:
         kind, name = request.match_info["kind"], request.match_info["name"]
         self.need_any_read(request)
-        if kind == "service-intentions":
-            return reply(self.intentions.entry(name), index=self.intentions.index(), meta=True)
-        entry = self.config_entries.get(f"{kind}/{name}")
-        if entry is None:
-            raise NotFound(f'Config entry not found for "{kind}" / "{name}"')
-        return reply(entry, index=self.store.table_index(("config",)), meta=True)
+        index = await block_on_index(request, self.store, lambda: self.config.index(kind))
+        return reply(self.config.get(kind, name), index=index, meta=True)
 
     async def config_delete(self, request: web.Request) -> web.Response:
         self.need_management(request)
         kind, name = request.match_info["kind"], request.match_info["name"]
-        if kind == "service-intentions":
-            self.intentions.delete_entry(name)
-        elif self.config_entries.pop(f"{kind}/{name}", None) is not None:
-            self.store.delete("config_entries", f"{kind}/{name}")
-            self.store.bump("config")
-        return reply(True)
+        return reply(self.config.delete(kind, name, self._cas(request)))
 
     # -- ACL ----------------------------------------------------------------------------------
 
