@@ -84,7 +84,9 @@ def test_blocking_watch_wakes_fast_and_times_out_unchanged(dev_agent: DevAgent) 
     changed = time.monotonic()
     dev_agent.register({"Name": "db", "Port": 5432, "Connect": {"SidecarService": {}}})
     t.join(10)
-    assert woke["at"] - changed < 0.5  # generous bound for a loaded CI box; typical is a few ms
+    # Woken by the change, not by the 30s wait (a few ms when idle; bound kept loose for
+    # a loaded machine, this is not a performance check).
+    assert woke["at"] - changed < 5
     assert woke["index"] > index and woke["rows"] == 1
     # An index from the future (a server reset) returns at once with the lower index.
     start = time.monotonic()

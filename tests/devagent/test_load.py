@@ -56,14 +56,14 @@ def test_many_services_and_watchers(tmp_path: Path) -> None:
         pid = agent.process.pid
         register_all(1)
         before = rss_kib(pid)
-        for round_no in range(2, 5):
+        for round_no in range(2, 4):
             register_all(round_no)
         after = rss_kib(pid)
         stop.set()
         for t in threads:
             t.join(10)
         assert errors == []
-        assert min(wakeups) >= 4  # every watcher saw the rounds of changes
+        assert min(wakeups) >= 3  # every watcher saw the rounds of changes
         # Steady memory: a few rounds of 200 re-registrations under 50 watchers add little.
         assert after - before < 20 * 1024, (before, after)
         services = agent.ok("GET", "/v1/agent/services")
@@ -74,4 +74,4 @@ def test_many_services_and_watchers(tmp_path: Path) -> None:
         agent.restart()
         assert agent.ok("GET", "/v1/agent/services") == services
         assert sorted(agent.ok("GET", "/v1/agent/checks")) == sorted(checks)
-        assert agent.ok("GET", "/v1/health/connect/svc7")[0]["Service"]["Tags"] == ["r4"]
+        assert agent.ok("GET", "/v1/health/connect/svc7")[0]["Service"]["Tags"] == ["r3"]
