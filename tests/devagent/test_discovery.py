@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from tests.support.devagent import DevAgent
@@ -145,7 +146,7 @@ def test_intentions_and_authorize(dev_agent: DevAgent) -> None:
     assert dup[0] == 400 and "duplicate intention" in dup[2]
 
 
-def test_default_deny_policy(tmp_path) -> None:
+def test_default_deny_policy(tmp_path: Path) -> None:
     with DevAgent(tmp_path, default_intention_policy="deny") as agent:
         td = agent.trust_domain()
         result = agent.ok(
@@ -193,3 +194,24 @@ def test_prepared_queries(dev_agent: DevAgent, listener: socket.socket) -> None:
     assert dev_agent.get("/v1/query/nope/execute")[0] == 404
     dev_agent.ok("DELETE", f"/v1/query/{qid}")
     assert dev_agent.ok("GET", "/v1/query") == []
+
+
+def test_index_going_backwards_after_an_in_memory_restart(tmp_path: Path) -> None:
+    agent = DevAgent(tmp_path, persistent=False)
+    with agent:
+        for i in range(5):
+            agent.register({"Name": "db", "Port": 5000 + i, "Connect": {"SidecarService": {}}})
+        _, headers, _ = agent.get("/v1/health/connect/db")
+        before = int(headers["X-Consul-Index"])
+        agent.restart()  # no data dir: the history starts again
+        start = time.monotonic()
+        status, headers, rows = agent.get(f"/v1/health/connect/db?index={before}&wait=20s")
+        assert status == 200 and rows == []
+        assert int(headers["X-Consul-Index"]) < before
+        assert time.monotonic() - start < 5  # answered at once, not at the 20s wait
+        # The client resets to 0 and carries on watching.
+        _, headers, _ = agent.get("/v1/health/connect/db?index=0")
+        index = int(headers["X-Consul-Index"])
+        agent.register({"Name": "db", "Port": 5432, "Connect": {"SidecarService": {}}})
+        _, headers, rows = agent.get(f"/v1/health/connect/db?index={index}&wait=20s")
+        assert int(headers["X-Consul-Index"]) > index and len(rows) == 1

@@ -9,6 +9,7 @@ import ipaddress
 import logging
 import signal
 import socket
+import sqlite3
 import sys
 import uuid
 from pathlib import Path
@@ -106,7 +107,12 @@ def build(args: argparse.Namespace) -> tuple[Agent, str, int]:
             raise UsageError(f"-max-check-interval: {exc}") from None
     if not 0 <= args.sidecar_min_port <= args.sidecar_max_port <= 65535:
         raise UsageError("-sidecar-min-port/-sidecar-max-port: need 0 <= min <= max <= 65535")
-    store = Store(args.data_dir)
+    try:
+        store = Store(args.data_dir)
+    except (OSError, sqlite3.Error) as exc:
+        raise UsageError(
+            f"-data-dir {args.data_dir}: cannot open the state database: {exc}"
+        ) from None
     node_id = store.get("meta", "node_id") or str(uuid.uuid4())
     cluster_id = store.get("meta", "cluster_id") or str(uuid.uuid4())
     store.put("meta", "node_id", node_id)
