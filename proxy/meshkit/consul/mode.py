@@ -36,6 +36,7 @@ from meshkit.consul.intentions import AgentAuthorizer, IntentionsAuthorizer
 from meshkit.consul.register import Registrar, SelfRegistration
 from meshkit.consul.settings import HTTPFlags, Settings, SettingsError, resolve
 from meshkit.consul.watch import Mode, Policy, Watch, WatchGroup
+from meshkit.spiffe import SpiffeError, parse_service_uri
 
 if TYPE_CHECKING:
     from meshkit.authz import Authorizer
@@ -174,10 +175,6 @@ class ConsulMode:
 
     async def _start(self, deadline: float) -> None:
         cmd = self.cmd
-        with contextlib.suppress(ConsulError):
-            resp = await self.client.get("/v1/agent/self", timeout=5)
-            if isinstance(resp.body, dict):
-                self.local_dc = str((resp.body.get("Config") or {}).get("Datacenter") or "dc1")
         if cmd.proxy_id or cmd.sidecar_for:
             if cmd.proxy_id:
                 self.proxy_id = cmd.proxy_id
@@ -302,6 +299,9 @@ class ConsulMode:
             ) from exc
         if not self.proxy.certs.loaded:
             raise StartupError(f"the leaf certificate for {service!r} from Consul is unusable")
+        # Our own datacenter is in our identity; /v1/agent/self may need agent:read we lack.
+        with contextlib.suppress(SpiffeError):
+            self.local_dc = parse_service_uri(self.proxy.certs.leaf_uri).datacenter
 
     async def _start_authz(self, service: str, deadline: float) -> None:
         if getattr(self.cmd, "authz", None) == "agent":
