@@ -153,8 +153,11 @@ def new_conns(pair: RunningPair, workers: int, sizes: Sizes) -> dict[str, float]
 
 
 def idle_memory(pair: RunningPair, sizes: Sizes) -> dict[str, float]:
-    """PSS of the pair idle, then with `idle_conns` proven-open connections through it."""
-    idle = procstat.pss_kib(pair.pids)
+    """PSS of each side idle, then with `idle_conns` proven-open connections through the pair.
+
+    `kib_per_conn` is the larger side's growth per connection (the floor is per proxy);
+    `pair_kib_per_conn` is both sides together."""
+    idle_sides = [procstat.pss_kib([pid]) for pid in pair.pids]
     holder = subprocess.Popen(
         [sys.executable, "-m", "bench.loadgen", "idle", "--port", str(pair.port),
          "--conns", str(sizes.idle_conns), "--seconds", "120"],
@@ -168,7 +171,7 @@ def idle_memory(pair: RunningPair, sizes: Sizes) -> dict[str, float]:
             raise RuntimeError(f"{pair.name} idle: the connection holder died: {err}")
         report = json.loads(line)
         time.sleep(0.5)
-        loaded = procstat.pss_kib(pair.pids)
+        loaded_sides = [procstat.pss_kib([pid]) for pid in pair.pids]
     finally:
         if holder.stdin:
             holder.stdin.close()
@@ -183,8 +186,12 @@ def idle_memory(pair: RunningPair, sizes: Sizes) -> dict[str, float]:
             f"{pair.name} idle: only {opened}/{sizes.idle_conns} opened: {report['errors']}"
         )
     time.sleep(0.5)  # let the pair tear the held connections down before the next measurement
+    growth = [
+        (after - before) / opened for before, after in zip(idle_sides, loaded_sides, strict=True)
+    ]
     return {
-        "idle_kib": float(idle),
-        "loaded_kib": float(loaded),
-        "kib_per_conn": (loaded - idle) / opened if pair.procs else 0.0,
+        "idle_kib": float(sum(idle_sides)),
+        "loaded_kib": float(sum(loaded_sides)),
+        "kib_per_conn": max(growth, default=0.0),
+        "pair_kib_per_conn": sum(growth),
     }

@@ -58,7 +58,8 @@ METRICS = (
     Metric("conns_per_s", "new mTLS connections/s (16 workers)", True, "{:.0f}"),
     Metric("idle_kib", "memory idle, both sides (PSS KiB)", False, "{:.0f}"),
     Metric("loaded_kib", "memory with idle conns open (PSS KiB)", False, "{:.0f}"),
-    Metric("kib_per_conn", "KiB per idle connection", False, "{:.1f}"),
+    Metric("kib_per_conn", "KiB per idle conn, larger side", False, "{:.1f}"),
+    Metric("pair_kib_per_conn", "KiB per idle conn, both sides", False, "{:.1f}"),
     Metric("cpu_s_per_gib", "CPU s per GiB (bulk)", False),
     Metric("cpu_us_per_req", "CPU µs per request (64 conns)", False, "{:.1f}"),
     Metric("cpu_us_per_conn", "CPU µs per new connection", False, "{:.0f}"),
@@ -77,7 +78,7 @@ FLOORS = (
     Floor("bulk8_gbps", "bulk 8 conns >= 0.9x haproxy", lambda m, h: m >= 0.9 * h),
     Floor("rr64_rps", "64-conn req/s >= 0.6x haproxy", lambda m, h: m >= 0.6 * h),
     Floor("conns_per_s", "new conns/s >= 1.0x haproxy", lambda m, h: m >= 1.0 * h),
-    Floor("kib_per_conn", "KiB per idle conn <= 64", lambda m, h: m <= 64),
+    Floor("kib_per_conn", "KiB per idle conn (each proxy) <= 64", lambda m, h: m <= 64),
 )
 
 
@@ -100,6 +101,7 @@ def measure_pair(pair: pairs.RunningPair, sizes: measure.Sizes) -> dict[str, flo
         "idle_kib": mem["idle_kib"],
         "loaded_kib": mem["loaded_kib"],
         "kib_per_conn": mem["kib_per_conn"],
+        "pair_kib_per_conn": mem["pair_kib_per_conn"],
         "cpu_s_per_gib": (b1["cpu_s_per_gib"] + b8["cpu_s_per_gib"]) / 2,
         "cpu_us_per_req": r64["cpu_us_per_req"],
         "cpu_us_per_conn": nc["cpu_us_per_conn"],
@@ -184,7 +186,8 @@ def render(med: dict[str, dict[str, float]], chosen: list[str], n_rounds: int) -
             value = med[n][m.key]
             row.append(
                 "-"
-                if n == "baseline" and m.key.startswith(("cpu", "idle", "loaded", "kib"))
+                if n == "baseline"
+                and m.key.startswith(("cpu", "idle", "loaded", "kib", "pair_kib"))
                 else m.fmt.format(value)
             )
         if ratio:

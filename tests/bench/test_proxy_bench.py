@@ -83,4 +83,4 @@ def test_kib_floor_is_absolute() -> None:
     med["meshkit"]["kib_per_conn"] = 65.0
     med["haproxy"]["kib_per_conn"] = 100.0
     verdicts = {c["floor"]: c["pass"] for c in floors(med)}
-    assert verdicts["KiB per idle conn <= 64"] is False
+    assert verdicts["KiB per idle conn (each proxy) <= 64"] is False
