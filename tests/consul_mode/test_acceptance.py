@@ -4,7 +4,7 @@ started with `-sidecar-for`, real TLS between them, and loopback apps.
 Two knobs make the long runs of the issue possible by hand without slowing the suite:
 - `MESHKIT_ROTATION_BYTES` (default 256 MiB): size of the transfer that runs across a CA
   rotation (the issue says 1 GiB: `MESHKIT_ROTATION_BYTES=1073741824`).
-- `MESHKIT_OUTAGE_S` (default 4): how long the control plane is stopped (the issue says 60:
+- `MESHKIT_OUTAGE_S` (default 3): how long the control plane is stopped (the issue says 60:
   `MESHKIT_OUTAGE_S=60`; recovery then waits for the watches' back-off, 5 s x failures^2).
 """
 
@@ -37,7 +37,7 @@ from tests.consul_mode.harness import Mesh, ProxyProcess, build_mesh
 from tests.support.devagent import DevAgent
 
 ROTATION_BYTES = int(os.environ.get("MESHKIT_ROTATION_BYTES", str(256 << 20)))
-OUTAGE_S = float(os.environ.get("MESHKIT_OUTAGE_S", "4"))
+OUTAGE_S = float(os.environ.get("MESHKIT_OUTAGE_S", "3"))
 REACHABLE = "meshkit_proxy_control_plane_reachable"
 
 

@@ -97,3 +97,20 @@ def test_token_never_in_repr_and_missing_file_is_clear(tmp_path: Path) -> None:
     assert s.token_source == "-token"
     with pytest.raises(SettingsError, match=r"token file .*CONSUL_HTTP_TOKEN_FILE"):
         resolve(HTTPFlags(), {"CONSUL_HTTP_TOKEN_FILE": str(tmp_path / "nope")})
+
+
+def test_command_line_keeps_consuls_precedence(tmp_path: Path) -> None:
+    """flags.py folds CONSUL_* variables into its CommandLine; Consul mode undoes that so
+    `-token` still beats CONSUL_HTTP_TOKEN_FILE, as in Consul's CLI."""
+    from meshkit import flags
+    from meshkit.consul.mode import settings_from
+
+    env_file = _file(tmp_path, "env", "from-env-file\n")
+    env = {"CONSUL_HTTP_TOKEN_FILE": env_file, "CONSUL_HTTP_ADDR": "unix:///run/consul.sock"}
+    cmd = flags.parse(["-proxy-id", "p", "-token", "from-flag"], env=env)
+    s = settings_from(cmd, env)
+    assert (s.token, s.token_source, s.unix_path) == ("from-flag", "-token", "/run/consul.sock")
+    cmd = flags.parse(["-proxy-id", "p"], env=env)
+    assert settings_from(cmd, env).token == "from-env-file"
+    cmd = flags.parse(["-proxy-id", "p", "-http-addr", "https://127.0.0.1:8501"], env=env)
+    assert settings_from(cmd, env).base_url == "https://127.0.0.1:8501"
