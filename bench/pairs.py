@@ -174,7 +174,7 @@ def stunnel(ctx: PairContext) -> RunningPair:
     return pair
 
 
-def meshkit(extra_args: Sequence[str] = ()) -> Launcher:
+def meshkit(extra_args: Sequence[str] = (), name: str = "meshkit") -> Launcher:
     """The meshkit pair in static mode, from YAML files in the format of docs/proxy.md."""
 
     def launch(ctx: PairContext) -> RunningPair:
@@ -214,11 +214,12 @@ def meshkit(extra_args: Sequence[str] = ()) -> Launcher:
         }
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROXY_SRC), env.get("PYTHONPATH")]))
-        pair = RunningPair("meshkit", out_port)
+        pair = RunningPair(name, out_port)
+        stem = name.replace(":", "-")
         for side, config in (("in", inbound), ("out", outbound)):
-            path = ctx.workdir / f"meshkit-{side}.yaml"
+            path = ctx.workdir / f"{stem}-{side}.yaml"
             path.write_text(yaml.safe_dump(config))
-            log = ctx.workdir / f"meshkit-{side}.log"
+            log = ctx.workdir / f"{stem}-{side}.log"
             argv = [sys.executable, "-m", "meshkit.proxy_main", "-config", str(path)]
             pair.procs.append(spawn([*argv, "-log-level", "warn", *extra_args], log, env))
             pair.logs.append(log)

@@ -8,6 +8,7 @@ a measurement breaks. Everything listens on 127.0.0.1 and is stopped on exit or 
 
     .venv/bin/python bench/proxy_bench.py [--rounds 3] [--quick] [--only haproxy,meshkit]
         [--json results.json] [--meshkit-args "-workers 2"]
+        [--variant "stdlib=-tls-engine stdlib" ...]
 """
 
 from __future__ import annotations
@@ -127,8 +128,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sizes = measure.Sizes.quick() if args.quick else measure.Sizes()
     if args.seconds:
         sizes = measure.Sizes(args.seconds, sizes.idle_conns, sizes.load_procs)
-    chosen = [p for p in PAIR_ORDER if p in args.only]
     extra = shlex.split(args.meshkit_args)
+    launchers: dict[str, pairs.Launcher] = {}
+    for name in PAIR_ORDER:
+        if name in args.only:
+            launchers[name] = pairs.LAUNCHERS[name](extra)
+        if name == "meshkit":
+            for label, flags in args.variant:
+                launchers[f"meshkit:{label}"] = pairs.meshkit([*extra, *flags], f"meshkit:{label}")
+    chosen = list(launchers)
     rounds: list[dict[str, dict[str, float]]] = []
     failures: list[str] = []
     with tempfile.TemporaryDirectory(prefix="meshkit-bench-") as tmp:
@@ -146,7 +154,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for number in range(1, args.rounds + 1):
                 results: dict[str, dict[str, float]] = {}
                 for name in chosen:
-                    pair = pairs.LAUNCHERS[name](extra)(ctx)
+                    pair = launchers[name](ctx)
                     try:
                         pairs.wait_ready(pair)
                         results[name] = measure_pair(pair, sizes)
@@ -173,12 +181,17 @@ def medians(rounds: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, fl
     return out
 
 
+def meshkit_pairs(med: dict[str, dict[str, float]], chosen: list[str]) -> list[str]:
+    """The meshkit pairs (the default one and every --variant) that have a haproxy to face."""
+    if "haproxy" not in med:
+        return []
+    return [n for n in chosen if n in med and n.split(":")[0] == "meshkit"]
+
+
 def render(med: dict[str, dict[str, float]], chosen: list[str], n_rounds: int) -> str:
     names = [n for n in chosen if n in med]
-    ratio = "meshkit" in med and "haproxy" in med
-    head = [f"metric (median of {n_rounds} rounds)", *names] + (
-        ["meshkit/haproxy"] if ratio else []
-    )
+    ratios = meshkit_pairs(med, chosen)
+    head = [f"metric (median of {n_rounds} rounds)", *names, *(f"{n}/haproxy" for n in ratios)]
     rows = [head]
     for m in METRICS:
         row = [m.label]
@@ -190,9 +203,8 @@ def render(med: dict[str, dict[str, float]], chosen: list[str], n_rounds: int) -
                 and m.key.startswith(("cpu", "idle", "loaded", "kib", "pair_kib"))
                 else m.fmt.format(value)
             )
-        if ratio:
-            h = med["haproxy"][m.key]
-            row.append(f"{med['meshkit'][m.key] / h:.2f}x" if h else "-")
+        h = med["haproxy"][m.key] if ratios else 0.0
+        row.extend(f"{med[n][m.key] / h:.2f}x" if h else "-" for n in ratios)
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = []
@@ -206,21 +218,21 @@ def render(med: dict[str, dict[str, float]], chosen: list[str], n_rounds: int) -
     return "\n".join(lines)
 
 
-def floors(med: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
-    if "meshkit" not in med or "haproxy" not in med:
-        return []
+def floors(med: dict[str, dict[str, float]], chosen: list[str]) -> list[dict[str, Any]]:
     out = []
-    for f in FLOORS:
-        m, h = med["meshkit"][f.key], med["haproxy"][f.key]
-        out.append(
-            {
-                "floor": f.text,
-                "meshkit": m,
-                "haproxy": h,
-                "ratio": m / h if h else None,
-                "pass": f.check(m, h),
-            }
-        )
+    for name in meshkit_pairs(med, chosen):
+        for f in FLOORS:
+            m, h = med[name][f.key], med["haproxy"][f.key]
+            out.append(
+                {
+                    "pair": name,
+                    "floor": f.text,
+                    "meshkit": m,
+                    "haproxy": h,
+                    "ratio": m / h if h else None,
+                    "pass": f.check(m, h),
+                }
+            )
     return out
 
 
@@ -261,6 +273,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--meshkit-args", default="", help='extra meshkit-proxy flags, e.g. "-workers 2"'
     )
     parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL=FLAGS",
+        help='another meshkit pair in the same rounds, e.g. --variant "stdlib=-tls-engine stdlib"',
+    )
+    parser.add_argument(
         "--seconds", type=float, default=0.0, help="seconds per load phase (default 4, quick 0.5)"
     )
     args = parser.parse_args(argv)
@@ -273,6 +292,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not 0 <= args.seconds <= 60:
         parser.error("--seconds must be 0..60")
     args.only = only
+    variants: list[tuple[str, list[str]]] = []
+    for text in args.variant:
+        label, sep, flags = text.partition("=")
+        if not sep or not label.strip().isidentifier():
+            parser.error(f"--variant {text!r}: expected LABEL=FLAGS with a word as label")
+        variants.append((label.strip(), shlex.split(flags)))
+    if len({label for label, _ in variants}) != len(variants):
+        parser.error("--variant: labels must differ")
+    args.variant = variants
     return args
 
 
@@ -288,13 +316,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     med = medians(outcome["rounds"])
     print(render(med, outcome["pairs"], len(outcome["rounds"])))
-    checks = floors(med)
+    checks = floors(med, outcome["pairs"])
     if checks:
         print("\nfloors (issue 2, informational):")
         for c in checks:
             ratio = f"{c['ratio']:.2f}x" if c["ratio"] is not None else "-"
             verdict = "PASS" if c["pass"] else "FAIL"
-            values = f"meshkit {c['meshkit']:.4g}, haproxy {c['haproxy']:.4g}, {ratio}"
+            values = f"{c['pair']} {c['meshkit']:.4g}, haproxy {c['haproxy']:.4g}, {ratio}"
             print(f"  {verdict}  {c['floor']}  ({values})")
     print(f"\n{len(outcome['rounds'])} rounds in {time.monotonic() - started:.0f}s")
     for failure in outcome["failures"]:

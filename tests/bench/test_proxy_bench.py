@@ -26,7 +26,17 @@ def test_quick_round_end_to_end(tmp_path: Path) -> None:
             pytest.skip(f"{tool} is not installed (./run installs it)")
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--rounds", "1", "--json", str(out)],
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--quick",
+            "--rounds",
+            "1",
+            "--json",
+            str(out),
+            "--variant",
+            "one=-workers 1",
+        ],
         capture_output=True,
         text=True,
         timeout=400,
@@ -36,10 +46,11 @@ def test_quick_round_end_to_end(tmp_path: Path) -> None:
     for metric in METRICS:
         assert metric.label in proc.stdout
     assert "meshkit/haproxy" in proc.stdout
-    assert proc.stdout.count("PASS") + proc.stdout.count("FAIL") == len(FLOORS)
+    assert "meshkit:one/haproxy" in proc.stdout
+    assert proc.stdout.count("PASS") + proc.stdout.count("FAIL") == 2 * len(FLOORS)
     report = json.loads(out.read_text())
     assert report["failures"] == []
-    assert set(report["medians"]) == {"baseline", "haproxy", "stunnel", "meshkit"}
+    assert set(report["medians"]) == {"baseline", "haproxy", "stunnel", "meshkit", "meshkit:one"}
     for name, values in report["medians"].items():
         assert values["bulk1_gbps"] > 0, name
         assert values["rr64_rps"] > 0, name
@@ -47,18 +58,24 @@ def test_quick_round_end_to_end(tmp_path: Path) -> None:
         if name != "baseline":
             assert values["idle_kib"] > 0, name
             assert values["cpu_us_per_conn"] > 0, name
-    assert len(report["floors"]) == len(FLOORS)
+    assert len(report["floors"]) == 2 * len(FLOORS)
 
 
-def test_only_rejects_unknown_pairs() -> None:
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--only", "haproxy,envoy"], "envoy"),
+        (["--variant", "no-equals-sign"], "no-equals-sign"),
+        (["--variant", "a=-workers 2", "--variant", "a=-workers 3"], "labels must differ"),
+        (["--rounds", "0"], "--rounds"),
+    ],
+)
+def test_bad_options_are_refused_before_anything_starts(args: list[str], named: str) -> None:
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--only", "haproxy,envoy"],
-        capture_output=True,
-        text=True,
-        timeout=60,
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 2
-    assert "envoy" in proc.stderr
+    assert named in proc.stderr
 
 
 def _round(mesh: float, haproxy: float) -> dict[str, dict[str, float]]:
@@ -70,10 +87,10 @@ def test_floors_use_the_median_and_the_ratio() -> None:
     rounds = [_round(0.5, 1.0), _round(0.95, 1.0), _round(0.99, 1.0)]
     med = medians(rounds)
     assert med["meshkit"]["bulk1_gbps"] == 0.95
-    verdicts = {c["floor"]: c["pass"] for c in floors(med)}
+    verdicts = {c["floor"]: c["pass"] for c in floors(med, ["haproxy", "meshkit"])}
     assert verdicts["bulk 1 conn >= 0.9x haproxy"] is True
     med["meshkit"]["bulk1_gbps"] = 0.85
-    verdicts = {c["floor"]: c["pass"] for c in floors(med)}
+    verdicts = {c["floor"]: c["pass"] for c in floors(med, ["haproxy", "meshkit"])}
     assert verdicts["bulk 1 conn >= 0.9x haproxy"] is False
     assert "0.85x" in render(med, ["haproxy", "meshkit"], 3)
 
@@ -82,5 +99,17 @@ def test_kib_floor_is_absolute() -> None:
     med = medians([_round(1.0, 1.0)])
     med["meshkit"]["kib_per_conn"] = 65.0
     med["haproxy"]["kib_per_conn"] = 100.0
-    verdicts = {c["floor"]: c["pass"] for c in floors(med)}
+    verdicts = {c["floor"]: c["pass"] for c in floors(med, ["haproxy", "meshkit"])}
     assert verdicts["KiB per idle conn (each proxy) <= 64"] is False
+
+
+def test_every_meshkit_variant_gets_a_ratio_and_floors() -> None:
+    med = medians([_round(1.0, 2.0)])
+    med["meshkit:w2"] = {**med["meshkit"], "bulk1_gbps": 3.0}
+    chosen = ["haproxy", "meshkit", "meshkit:w2"]
+    table = render(med, chosen, 1)
+    assert "meshkit:w2/haproxy" in table
+    assert "1.50x" in table and "0.50x" in table
+    checks = floors(med, chosen)
+    assert {c["pair"] for c in checks} == {"meshkit", "meshkit:w2"}
+    assert len(checks) == 2 * len(FLOORS)
