@@ -369,3 +369,52 @@ def test_flag_mode_with_register_and_unknown_ids(agent: DevAgent, tmp_path: Path
     unknown = ProxyProcess(tmp_path, "unknown", ["-proxy-id", "nope"], env).start()
     assert unknown.run_to_exit(60) == 1
     assert "no service with ID 'nope'" in unknown.log()
+
+
+def test_connect_native_instance_is_a_valid_target(mesh: Mesh, tmp_path: Path) -> None:
+    """A Connect-native service (it speaks mTLS itself) is reached through web's upstream."""
+    agent = mesh.agent
+    leaf = agent.ok("GET", "/v1/agent/connect/ca/leaf/nat")
+    roots = agent.ok("GET", "/v1/agent/connect/ca/roots")
+    cert_file, key_file = tmp_path / "nat.crt", tmp_path / "nat.key"
+    pki.write_public(cert_file, leaf["CertPEM"])
+    pki.write_private(key_file, leaf["PrivateKeyPEM"])
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert_file, key_file)
+    ctx.load_verify_locations(cadata="".join(r["RootCert"] for r in roots["Roots"]))
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    peers: list[str] = []
+
+    def handle(raw: socket.socket) -> None:
+        with contextlib.suppress(OSError), ctx.wrap_socket(raw, server_side=True) as tls:
+            der = tls.getpeercert(binary_form=True)
+            assert der is not None
+            peers.append(peer_identity(der).service.service)
+            if tls.recv(1) != b"E":
+                return
+            tls.sendall(b"nat:")
+            while data := tls.recv(65536):
+                tls.sendall(data)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                raw, _ = server.accept()
+                threading.Thread(target=handle, args=(raw,), daemon=True).start()
+
+    worker = threading.Thread(target=serve, daemon=True)
+    worker.start()
+    agent.register(
+        {"Name": "nat", "Port": port, "Address": "127.0.0.1", "Connect": {"Native": True}}
+    )
+    extra = free_port()
+    agent.register(mesh.web_definition([{"DestinationName": "nat", "LocalBindPort": extra}]))
+    try:
+        wait_until(lambda: not _refused(extra), 5, what="nat upstream listener")
+        assert echo(extra, b"hi") == b"nat:hi"
+        assert peers and set(peers) == {"web"}
+    finally:
+        server.close()
+        worker.join(5)
