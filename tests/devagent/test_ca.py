@@ -15,14 +15,12 @@ from meshkit import pki
 from tests.support.devagent import DevAgent
 
 
-def _verify(leaf_pem: str, roots: list[str]) -> x509.Certificate:
-    leaf = x509.load_pem_x509_certificate(leaf_pem.encode())
+def _verify(chain_pem: str, roots: list[str]) -> x509.Certificate:
+    """Verify CertPEM (leaf, then any intermediates) against `roots` as a TLS peer would."""
+    leaf, *intermediates = x509.load_pem_x509_certificates(chain_pem.encode())
     store = x509.verification.Store([x509.load_pem_x509_certificate(r.encode()) for r in roots])
-    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    uri = san.value.get_values_for_type(x509.UniformResourceIdentifier)[0]
     verifier = x509.verification.PolicyBuilder().store(store).build_client_verifier()
-    verifier.verify(leaf, [])
-    assert uri
+    verifier.verify(leaf, intermediates)
     return leaf
 
 
@@ -74,6 +72,15 @@ def test_rotation_keeps_old_root_and_wakes_leaf_watchers(dev_agent: DevAgent) ->
     new_leaf = got["leaf"]
     assert new_leaf["ModifyIndex"] > index
     _verify(new_leaf["CertPEM"], [active[0]["RootCert"]])
+    # The new root is cross-signed by the old one and the leaf carries that certificate, so a
+    # peer that still trusts only the old root accepts the new leaf (no outage mid-rotation).
+    assert (
+        active[0]["IntermediateCerts"]
+        and len(x509.load_pem_x509_certificates(new_leaf["CertPEM"].encode())) == 2
+    )
+    _verify(new_leaf["CertPEM"], [old_roots["Roots"][0]["RootCert"]])
+    # An old leaf still verifies against the roots served now.
+    _verify(leaf["CertPEM"], [r["RootCert"] for r in roots["Roots"]])
     config = dev_agent.ok("GET", "/v1/connect/ca/configuration")
     assert "PrivateKey" not in config["Config"]
 

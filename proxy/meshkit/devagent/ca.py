@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cryptography import x509
@@ -48,6 +48,7 @@ class RootRecord:
     create_index: int
     modify_index: int
     leaves_expire: float = 0.0  # epoch of the last expiry among leaves it signed
+    intermediates: list[str] = field(default_factory=list)  # cross-signed by the previous root
 
 
 @dataclass
@@ -137,7 +138,7 @@ class CA:
                     "NotBefore": r.not_before,
                     "NotAfter": r.not_after,
                     "RootCert": r.cert_pem,
-                    "IntermediateCerts": None,
+                    "IntermediateCerts": list(r.intermediates) or None,
                     "Active": r.active,
                     "PrivateKeyType": "ec",
                     "PrivateKeyBits": 256,
@@ -239,6 +240,8 @@ class CA:
         if new_root is not None:
             record = _root_record(new_root, index)
             if record.id != self.active().id:
+                if not self.config["ForceWithoutCrossSigning"]:
+                    record.intermediates = [pki.cert_pem(self._cross_sign(new_root))]
                 for r in self.roots:
                     if r.active:
                         r.active = False
@@ -247,6 +250,37 @@ class CA:
                 self._save_roots()
         self.store.bump("roots", "caconfig")
         self.prune()
+
+    def _cross_sign(self, new_root: pki.Issued) -> x509.Certificate:
+        """The new root's key certified by the old root, as Consul's rotation does.
+
+        Leaves from the new root carry it in their chain, so a peer that has not yet seen the
+        new root still verifies them against the old one: no outage during the switch.
+        """
+        old = self.active()
+        old_cert = x509.load_pem_x509_certificate(old.cert_pem.encode())
+        old_key = pki.load_key(old.key_pem)
+        new_cert = new_root.cert
+        start = pki.utcnow() - dt.timedelta(minutes=1)
+        end = min(old_cert.not_valid_after_utc, new_cert.not_valid_after_utc)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(new_cert.subject)
+            .issuer_name(old_cert.subject)
+            .public_key(new_root.key.public_key())
+            .serial_number(pki.new_serial())
+            .not_valid_before(start)
+            .not_valid_after(end)
+        )
+        for ext in new_cert.extensions:
+            if isinstance(ext.value, x509.AuthorityKeyIdentifier):
+                continue
+            builder = builder.add_extension(ext.value, ext.critical)
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier(pki.key_id(old_key.public_key()), None, None),
+            critical=False,
+        )
+        return builder.sign(old_key, hashes.SHA256())
 
     # -- leaves -------------------------------------------------------------------------------
 
@@ -268,7 +302,7 @@ class CA:
         rec = LeafRecord(
             service=service,
             serial=pki.colon_hex(cert.serial_number),
-            cert_pem=issued.chain_pem,
+            cert_pem=issued.chain_pem + "".join(root.intermediates),
             key_pem=issued.key_pem,
             uri=ident.uri,
             valid_after=_rfc3339(cert.not_valid_before_utc),
