@@ -186,3 +186,39 @@ def test_ttl_and_tcp_checks_run(dev_agent: DevAgent, listener: socket.socket) ->
     listener.close()
     dev_agent.wait_for(lambda: checks()["tcp"]["Status"] == "critical", what="tcp check critical")
     assert dev_agent.put("/v1/agent/check/pass/nope")[0] == 404
+
+
+def test_newer_snake_case_aliases_are_accepted_and_rendered(dev_agent: DevAgent) -> None:
+    body = {
+        "kind": "connect-proxy",
+        "name": "p",
+        "port": 21500,
+        "proxy": {
+            "destination_service_name": "web",
+            "local_service_socket_path": "/run/web.sock",
+            "upstreams": [
+                {
+                    "destination_name": "db",
+                    "local_bind_socket_path": "/run/db.sock",
+                    "local_bind_socket_mode": "0600",
+                },
+                {"destination_name": "cache", "destination_peer": "east", "local_bind_port": 9000},
+            ],
+        },
+    }
+    dev_agent.register(body)
+    proxy = dev_agent.ok("GET", "/v1/agent/service/p")["Proxy"]
+    assert proxy["LocalServiceSocketPath"] == "/run/web.sock"
+    assert proxy["Upstreams"][0]["LocalBindSocketPath"] == "/run/db.sock"
+    assert proxy["Upstreams"][1]["DestinationPeer"] == "east"
+    both = {
+        **body,
+        "proxy": {
+            **body["proxy"],
+            "upstreams": [
+                {"destination_name": "db", "local_bind_socket_path": "/x", "local_bind_port": 1}
+            ],
+        },
+    }
+    status, _, text = dev_agent.put("/v1/agent/service/register", both)
+    assert status == 400 and "both LocalBindPort and LocalBindSocketPath" in text

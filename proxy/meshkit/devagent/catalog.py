@@ -138,10 +138,14 @@ def render_upstream(up: dict[str, Any], *, catalog: bool) -> dict[str, Any]:
     out["DestinationName"] = up.get("DestinationName", "")
     if catalog or up.get("Datacenter"):
         out["Datacenter"] = up.get("Datacenter", "")
-    if up.get("LocalBindAddress"):
-        out["LocalBindAddress"] = up["LocalBindAddress"]
+    for key in ("DestinationPartition", "DestinationPeer", "LocalBindAddress"):
+        if up.get(key):
+            out[key] = up[key]
     if catalog or up.get("LocalBindPort"):
         out["LocalBindPort"] = up.get("LocalBindPort", 0)
+    for key in ("LocalBindSocketPath", "LocalBindSocketMode"):
+        if up.get(key):
+            out[key] = up[key]
     if catalog or up.get("Config"):
         out["Config"] = up.get("Config") or None
     out["MeshGateway"] = _mesh_gateway(up.get("MeshGateway"))
@@ -156,6 +160,9 @@ def render_proxy(proxy: dict[str, Any] | None, *, catalog: bool) -> dict[str, An
             out[key] = p[key]
     if p.get("LocalServicePort"):
         out["LocalServicePort"] = p["LocalServicePort"]
+    for key in ("LocalServiceSocketPath", "Mode", "TransparentProxy", "AccessLogs"):
+        if p.get(key):
+            out[key] = p[key]
     if p.get("Config"):
         out["Config"] = p["Config"]
     if p.get("Upstreams"):

@@ -171,15 +171,27 @@ class State:
                 raise BadRequest(
                     "Validation failed: upstream destination name cannot be a wildcard"
                 )
-            if not up.get("LocalBindPort"):
+            socket_path = up.get("LocalBindSocketPath") or ""
+            if not up.get("LocalBindPort") and not socket_path:
                 raise BadRequest("Validation failed: upstream local bind port cannot be zero")
+            if up.get("LocalBindPort") and socket_path:
+                raise BadRequest(
+                    "Validation failed: upstream cannot have both LocalBindPort and "
+                    "LocalBindSocketPath"
+                )
+            if up.get("DestinationPeer") and up.get("Datacenter"):
+                raise BadRequest(
+                    "Validation failed: upstream cannot set both DestinationPeer and Datacenter"
+                )
             key = (kind, uname, up.get("Datacenter") or "")
             if key in seen:
                 raise BadRequest(
                     f"Validation failed: upstreams cannot contain duplicates of {kind}:{uname}"
                 )
             seen.add(key)
-            bind = f"{up.get('LocalBindAddress') or '127.0.0.1'}:{up['LocalBindPort']}"
+            bind = (
+                socket_path or f"{up.get('LocalBindAddress') or '127.0.0.1'}:{up['LocalBindPort']}"
+            )
             if bind in binds:
                 raise BadRequest(
                     "Validation failed: upstreams cannot contain duplicates by local bind address "
