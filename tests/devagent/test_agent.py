@@ -189,7 +189,7 @@ def test_ttl_and_tcp_checks_run(dev_agent: DevAgent, listener: socket.socket) ->
 
 
 def test_newer_snake_case_aliases_are_accepted_and_rendered(dev_agent: DevAgent) -> None:
-    body = {
+    body: dict[str, Any] = {
         "kind": "connect-proxy",
         "name": "p",
         "port": 21500,
