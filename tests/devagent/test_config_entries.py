@@ -105,7 +105,7 @@ def test_filter_expressions(dev_agent: DevAgent) -> None:
         }
     )
     agent.register({"Name": "db", "Port": 5432})
-    found = agent.ok("GET", "/v1/agent/services?filter=Kind%20%3D%3D%20%22connect-proxy%22")
+    found = agent.ok("GET", "/v1/agent/services?pretty&filter=Kind%20%3D%3D%20%22connect-proxy%22")
     assert list(found) == ["web-1-sidecar-proxy"]
     found = agent.ok(
         "GET", "/v1/agent/services?filter=" + "%22v1%22%20in%20Tags%20and%20Service%20%3D%3D%20web"

@@ -152,7 +152,12 @@ class Agent:
             dc = request.query.get("dc")
             if dc and dc != self.node.datacenter:
                 raise ServerError("No path to datacenter")
-            return await handler(request)
+            resp = await handler(request)
+            if "pretty" in request.query and isinstance(resp, web.Response):
+                body = resp.body
+                if resp.content_type == JSON and isinstance(body, bytes):
+                    resp.body = (json.dumps(json.loads(body), indent=4) + "\n").encode()
+            return resp
         except BadRequest as exc:
             return web.Response(status=400, text=str(exc))
         except BadQuery as exc:
