@@ -92,12 +92,8 @@ class Lifecycle:
         want = self.desired()
         have = self.read()
         operation = None
-        if want is None and have is not None:
-            operation = "remove"
-        elif want is not None and have is None:
-            operation = "create"
-        elif want is not None and have is not None and want != have:
-            operation = "update"
+        if want != have:  # {} is "nothing" too, for lifecycles over many objects
+            operation = "remove" if not want else "create" if not have else "update"
         result: dict[str, Any] = {"changed": operation is not None}
         if operation is not None:
             result["operation"] = operation
@@ -105,11 +101,11 @@ class Lifecycle:
             if self.module._diff:
                 result["diff"] = {"before": before, "after": after}
             if not self.module.check_mode:
-                if operation == "remove" and have is not None:
+                if operation == "remove" and have:
                     self.delete(have)
-                elif operation == "create" and want is not None:
+                elif operation == "create" and want:
                     self.create(want)
-                elif have is not None and want is not None:
+                elif have and want:
                     self.update(have, want)
         final = want if operation is not None else have
         result[self.result_key] = final

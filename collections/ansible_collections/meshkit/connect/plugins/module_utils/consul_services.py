@@ -47,14 +47,19 @@ def read_view(
     service_id: str,
     want: Service | None = None,
     checks: dict[str, Any] | None = None,
+    agent_services: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """The registration of ``service_id`` on the agent, or None when it is not registered.
 
     ``want`` decides what Consul may fill in freely (an auto sidecar port) and lets unchanged
     checks be proven through the fingerprint in Meta; ``checks`` is ``/v1/agent/checks`` when
-    the caller already has it.
+    the caller already has it, ``agent_services`` likewise ``/v1/agent/services`` (one request
+    for many services instead of two per service).
     """
-    svc = client.get(f"/v1/agent/service/{segment(service_id)}", missing_ok=True)
+    if agent_services is not None:
+        svc = agent_services.get(service_id)
+    else:
+        svc = client.get(f"/v1/agent/service/{segment(service_id)}", missing_ok=True)
     if not svc:
         return None
     view: dict[str, Any] = {"ID": svc.get("ID", service_id), "Name": svc.get("Service", "")}
@@ -83,9 +88,11 @@ def read_view(
             view["Checks"] = want_body["Checks"]
         else:
             view["Checks"] = [_check_view(c) for c in own]
-    sidecar = client.get(
-        f"/v1/agent/service/{segment(view['ID'] + '-sidecar-proxy')}", missing_ok=True
-    )
+    sidecar_id = f"{view['ID']}-sidecar-proxy"
+    if agent_services is not None:
+        sidecar = agent_services.get(sidecar_id)
+    else:
+        sidecar = client.get(f"/v1/agent/service/{segment(sidecar_id)}", missing_ok=True)
     if sidecar and sidecar.get("Kind") == "connect-proxy":
         view["Connect"] = {"SidecarService": _sidecar_view(sidecar, view, want)}
     return view

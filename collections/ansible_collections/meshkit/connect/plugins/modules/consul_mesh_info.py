@@ -140,7 +140,7 @@ def gather(module: AnsibleModule) -> dict[str, Any]:
     for sid in sorted(agent):
         if sid in sidecar_ids:
             continue
-        found = read_view(client, sid, wanted.get(sid), checks)
+        found = read_view(client, sid, wanted.get(sid), checks, agent)
         if found is not None:
             services[sid] = found
     result: dict[str, Any] = {

@@ -46,6 +46,15 @@ options:
         C(checks), C(sidecar), C(nomad)).
       - Required when O(state=present).
     type: dict
+  services:
+    description:
+      - Several items of C(meshkit_services), managed by one task, the services of one host.
+      - They are validated together, so listener clashes between them are refused too, and
+        one module run replaces a loop of many (much faster for a host with many services).
+      - With O(state=absent), each of them is deregistered.
+      - Mutually exclusive with O(service) and O(id).
+    type: list
+    elements: dict
   id:
     description:
       - Service ID to remove when O(state=absent) and O(service) is not given.
@@ -97,6 +106,11 @@ EXAMPLES = r"""
         port: auto
         admin_port: 19001
 
+- name: All services of this host in one task (validated together, listener clashes included)
+  meshkit.connect.consul_service:
+    services: "{{ meshkit_services }}"
+    prepared_queries: "{{ meshkit_prepared_queries }}"
+
 - name: Remove the web service and its sidecar
   meshkit.connect.consul_service:
     state: absent
@@ -117,11 +131,20 @@ service:
     Meta: {team: data}
     Connect: {SidecarService: {Proxy: {LocalServiceAddress: 127.0.0.1, LocalServicePort: 5432,
               Upstreams: []}}}
+services:
+  description: With O(services), the normalised registrations after the run, by service ID.
+  returned: when O(services) is given
+  type: dict
 operation:
   description: What was (or in check mode would be) done.
   returned: changed
   type: str
   sample: update
+sidecar_ports:
+  description: With O(services), the sidecars' public ports by service ID.
+  returned: when O(services) is given, not in check mode
+  type: dict
+  sample: {db: 21000, web: 21001}
 sidecar_port:
   description: The sidecar's public port as the agent holds it (auto-assigned ones included).
   returned: when the service has a sidecar and it is registered
@@ -182,12 +205,12 @@ class ServiceLifecycle(Lifecycle):
 
     def create(self, want: dict[str, Any]) -> None:
         if self.service is None:
-            raise AssertionError('service is known after read or parse')
+            raise AssertionError("service is known after read or parse")
         register(self.client, self.service)
 
     def update(self, have: dict[str, Any], want: dict[str, Any]) -> None:
         if self.service is None:
-            raise AssertionError('service is known after read or parse')
+            raise AssertionError("service is known after read or parse")
         register(self.client, self.service)
 
     def delete(self, have: dict[str, Any]) -> None:
@@ -196,10 +219,72 @@ class ServiceLifecycle(Lifecycle):
     def extra_result(self, final: dict[str, Any] | None) -> dict[str, Any]:
         if final is None or "Connect" not in final or self.module.check_mode:
             return {}
-        sidecar = self.client.get(
-            f"/v1/agent/service/{segment(self.service_id + '-sidecar-proxy')}", missing_ok=True
+        port = sidecar_port(self.client, self.service_id)
+        return {"sidecar_port": port} if port else {}
+
+
+def sidecar_port(client: Any, service_id: str) -> int | None:
+    path = f"/v1/agent/service/{segment(service_id + '-sidecar-proxy')}"
+    sidecar = client.get(path, missing_ok=True)
+    return int(sidecar["Port"]) if sidecar else None
+
+
+class ServicesLifecycle(Lifecycle):
+    """Many services in one run: the normalised object is ``{service id: registration}``."""
+
+    result_key = "services"
+
+    def __init__(self, module: AnsibleModule) -> None:
+        super().__init__(module)
+        params = module.params
+        ups = [
+            u
+            for svc in params["services"]
+            if isinstance(svc, dict)
+            for u in ((svc.get("sidecar") or {}).get("upstreams") or [])
+        ]
+        known = list(params["known_queries"])
+        if any(isinstance(u, dict) and u.get("destination_type") == "prepared_query" for u in ups):
+            known += [q.get("Name", "") for q in self.client.get("/v1/query") or []]
+        mesh = parse_mesh(
+            {"services": params["services"], "prepared_queries": params["prepared_queries"]},
+            source="consul_service",
+            known_queries=known,
         )
-        return {"sidecar_port": sidecar["Port"]} if sidecar else {}
+        self.services = {svc.id: svc for svc in mesh.services}
+
+    def desired(self) -> dict[str, Any] | None:
+        if self.module.params["state"] == "absent":
+            return {}
+        return {sid: desired_view(svc) for sid, svc in self.services.items()}
+
+    def read(self) -> dict[str, Any] | None:
+        checks = self.client.get("/v1/agent/checks") or {}
+        found = {
+            sid: read_view(self.client, sid, svc, checks) for sid, svc in self.services.items()
+        }
+        return {sid: view for sid, view in found.items() if view is not None}
+
+    def create(self, want: dict[str, Any]) -> None:
+        self.update({}, want)
+
+    def update(self, have: dict[str, Any], want: dict[str, Any]) -> None:
+        for sid in have:
+            if sid not in want:
+                deregister(self.client, sid)
+        for sid, view in want.items():
+            if have.get(sid) != view:
+                register(self.client, self.services[sid])
+
+    def delete(self, have: dict[str, Any]) -> None:
+        self.update(have, {})
+
+    def extra_result(self, final: dict[str, Any] | None) -> dict[str, Any]:
+        if not final or self.module.check_mode:
+            return {}
+        ports = {sid: sidecar_port(self.client, sid) for sid, view in final.items()
+                 if "Connect" in view}  # fmt: skip
+        return {"sidecar_ports": {sid: port for sid, port in ports.items() if port}}
 
 
 def main() -> None:
@@ -207,15 +292,20 @@ def main() -> None:
         argument_spec=connection_argspec(
             state={"type": "str", "choices": ["present", "absent"], "default": "present"},
             service={"type": "dict"},
+            services={"type": "list", "elements": "dict"},
             id={"type": "str"},
             prepared_queries={"type": "list", "elements": "dict", "default": []},
             known_queries={"type": "list", "elements": "str", "default": []},
         ),
-        required_if=[("state", "present", ["service"])],
-        required_one_of=[("service", "id")],
+        required_if=[("state", "present", ["service", "services"], True)],
+        required_one_of=[("service", "services", "id")],
+        mutually_exclusive=[("service", "services"), ("services", "id")],
         supports_check_mode=True,
     )
-    ServiceLifecycle(module).execute()
+    if module.params["services"] is not None:
+        ServicesLifecycle(module).execute()
+    else:
+        ServiceLifecycle(module).execute()
 
 
 if __name__ == "__main__":
