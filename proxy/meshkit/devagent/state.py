@@ -80,7 +80,7 @@ class State:
         connect = defn.get("Connect") or {}
         spec = connect.get("SidecarService")
         if spec is not None:
-            others = [s for s in self.services.values()]
+            others = list(self.services.values())
             side_def, side_checks = sidecar_mod.expand(svc, spec, token, others, self.port_range)
             try:
                 side = self._service(side_def, source)
