@@ -318,8 +318,11 @@ def test_token_without_service_write_is_a_clear_startup_error(tmp_path: Path) ->
             assert "403" in log and "service:write on 'web'" in log, log
             assert "leaf certificate for 'web'" in log and "CONSUL_HTTP_TOKEN" in log
             assert other["SecretID"] not in log, "the token leaked into the output"
-            # the same start with the right token works
-            env["CONSUL_HTTP_TOKEN"] = good["SecretID"]
+            # the same start with the right token (from a 0600 token file) works
+            token_file = tmp_path / "web.token"
+            pki.write_private(token_file, good["SecretID"] + "\n")
+            env.pop("CONSUL_HTTP_TOKEN")
+            env["CONSUL_HTTP_TOKEN_FILE"] = str(token_file)
             ok = ProxyProcess(tmp_path, "allowed", ["-sidecar-for", "web"], env).start()
             try:
                 ok.wait_ready()
