@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.devagent import dev_agent  # noqa: F401  (a fixture for the role tests)
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent

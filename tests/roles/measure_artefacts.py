@@ -82,7 +82,8 @@ def main() -> int:
         )  # fmt: skip
         install = time.monotonic() - started
         first, warm = starts([str(release / "bin" / "meshkit-proxy"), "-h"], args.runs, env)
-        rows.append(("wheelhouse + venv", seconds, int(art["size"]), du(release), install, first, warm))
+        size = int(str(art["size"]))
+        rows.append(("wheelhouse + venv", seconds, size, du(release), install, first, warm))
         # shiv
         try:
             seconds, art = build("shiv", work / "out-shiv", env)
@@ -95,10 +96,13 @@ def main() -> int:
             install = time.monotonic() - started
             shiv_env = {**env, "SHIV_ROOT": str(work / "shiv-root")}
             first, warm = starts([args.python, str(target), "-h"], args.runs, shiv_env)
-            rows.append(("shiv zipapp", seconds, int(art["size"]), int(art["size"])
-                         + du(work / "shiv-root"), install, first, warm))  # fmt: skip
-    print("| kind | build (s) | artefact (MiB) | on host (MiB) | install (s) | first start (s) "
-          "| start, median (s) |")
+            size = int(str(art["size"]))
+            disk = size + du(work / "shiv-root")
+            rows.append(("shiv zipapp", seconds, size, disk, install, first, warm))
+    print(
+        "| kind | build (s) | artefact (MiB) | on host (MiB) | install (s) | first start (s) "
+        "| start, median (s) |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for kind, b, size, disk, inst, first, warm in rows:
         print(f"| {kind} | {b:.1f} | {size / 2**20:.1f} | {disk / 2**20:.1f} | {inst:.2f} "

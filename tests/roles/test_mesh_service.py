@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.roles.conftest import HERE, Run, playbook
-from tests.support.devagent import DevAgent, dev_agent  # noqa: F401  (the fixture)
+from tests.support.devagent import DevAgent
 
 WEB: dict[str, Any] = {
     "name": "web", "id": "web-1", "port": 18080, "checks": [],

@@ -1,0 +1,57 @@
+"""The nomad_jobs role submits the model's jobs through meshkit.connect.nomad_job (Nomad double)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.nomad.conftest import job_settings, mesh_data
+from tests.roles.conftest import HERE, playbook
+from tests.roles.test_mesh_service import recap
+from tests.support.nomad_double import NomadDouble
+
+
+@pytest.fixture
+def nomad() -> Iterator[NomadDouble]:
+    double = NomadDouble()
+    double.serve()
+    try:
+        yield double
+    finally:
+        double.close()
+
+
+def model() -> dict[str, Any]:
+    """The Nomad tests' mesh, minus the user's consul-template text: passed with -e it would be
+    templated by Ansible (in an inventory it needs !unsafe, see the role's README)."""
+    data = copy.deepcopy(mesh_data("native"))
+    del data["meshkit_services"][0]["nomad"]["task"]["templates"]
+    return data
+
+
+def test_submit_unchanged_then_stop(tmp_path, nomad):
+    base = {
+        "role_under_test": "nomad_jobs",
+        **model(),
+        "meshkit_nomad_jobs": [job_settings()],
+        "nomad_jobs_address": nomad.address,
+        "nomad_jobs_wait_timeout": 20,
+    }
+    first = playbook(HERE / "role_entry.yml", base, tmp_path)
+    assert first.rc == 0, first.output
+    assert recap(first)["changed"] == 1
+    assert nomad.jobs["shop"].job["ID"] == "shop"
+    writes = len(nomad.writes())
+
+    again = playbook(HERE / "role_entry.yml", base, tmp_path)
+    assert again.rc == 0, again.output
+    assert recap(again)["changed"] == 0
+    assert len(nomad.writes()) == writes
+
+    stop = playbook(HERE / "role_entry.yml", {**base, "nomad_jobs_state": "absent"}, tmp_path)
+    assert stop.rc == 0, stop.output
+    assert recap(stop)["changed"] == 1
+    assert nomad.jobs["shop"].job["Stop"] is True
