@@ -34,6 +34,7 @@ class CheckRunner:
         self._session: aiohttp.ClientSession | None = None
         self._reaper: asyncio.Task[None] | None = None
         self.stopping = False
+        self._keys: dict[str, tuple[Check, str]] = {}
 
     def start(self) -> None:
         self.state.on_checks_changed = self.sync
@@ -59,8 +60,16 @@ class CheckRunner:
     def sync(self) -> None:
         """Start tasks for new or changed checks, cancel those for removed ones."""
         wanted: dict[str, str] = {}
+        keys: dict[str, tuple[Check, str]] = {}
         for chk in self.state.checks.values():
-            wanted[chk.check_id] = json.dumps([chk.type, chk.definition], sort_keys=True)
+            seen = self._keys.get(chk.check_id)
+            if seen is not None and seen[0] is chk:
+                key = seen[1]  # same object: definition unchanged, skip re-serialising
+            else:
+                key = json.dumps([chk.type, chk.definition], sort_keys=True)
+            keys[chk.check_id] = (chk, key)
+            wanted[chk.check_id] = key
+        self._keys = keys
         for check_id, (key, task) in list(self.tasks.items()):
             if wanted.get(check_id) != key:
                 task.cancel()

@@ -117,6 +117,7 @@ def build(args: argparse.Namespace) -> tuple[Agent, str, int]:
     cluster_id = store.get("meta", "cluster_id") or str(uuid.uuid4())
     store.put("meta", "node_id", node_id)
     store.put("meta", "cluster_id", cluster_id)
+    store.commit()
     node_addr = host if not ipaddress.ip_address(host).is_unspecified else "127.0.0.1"
     node = Node(id=node_id, name=args.node, address=node_addr, datacenter=args.datacenter)
     state = State(store, node, (args.sidecar_min_port, args.sidecar_max_port))

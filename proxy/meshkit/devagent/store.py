@@ -71,13 +71,25 @@ class Store:
 
     # -- rows ---------------------------------------------------------------------------------
 
+    def _begin(self) -> None:
+        # Rows written for one operation commit together at its bump(): on disk a change is
+        # all there or not there, even if the process dies half way.
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN")
+
+    def commit(self) -> None:
+        if self.db.in_transaction:
+            self.db.execute("COMMIT")
+
     def put(self, bucket: str, key: str, value: Any) -> None:
+        self._begin()
         self.db.execute(
             "INSERT OR REPLACE INTO kv (bucket, key, value) VALUES (?, ?, ?)",
             (bucket, key, json.dumps(value, sort_keys=True)),
         )
 
     def delete(self, bucket: str, key: str) -> None:
+        self._begin()
         self.db.execute("DELETE FROM kv WHERE bucket = ? AND key = ?", (bucket, key))
 
     def items(self, bucket: str) -> dict[str, Any]:
@@ -99,6 +111,7 @@ class Store:
             self.tables[t] = self.index
         self.put("meta", "index", self.index)
         self.put("meta", "tables", self.tables)
+        self.commit()
         self.notifier.notify()
         return self.index
 
@@ -107,4 +120,5 @@ class Store:
         return max([self.tables.get(t, 0) for t in tables] + [1])
 
     def close(self) -> None:
+        self.commit()
         self.db.close()
