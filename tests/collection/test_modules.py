@@ -265,3 +265,34 @@ def test_filters_render_and_validate(dev_agent: DevAgent, tmp_path: Path) -> Non
     }
     msg = play.task("invalid")["msg"]
     assert "not a loopback address" in msg and "inside 21000-21255" in msg
+
+
+def test_consul_service_many_services_lifecycle(dev_agent: DevAgent, tmp_path: Path) -> None:  # noqa: F811
+    web = {"name": "web", "port": 8080, "sidecar": {"upstreams": [
+        {"destination_name": "db", "local_bind_port": 9193}]}}  # fmt: skip
+    both = [DB, web]
+    mod = "meshkit.connect.consul_service"
+    tasks: list[dict[str, Any]] = [
+        {"name": "create", mod: {"services": both}},
+        {"name": "again", mod: {"services": both}},
+        {"name": "change", mod: {"services": [DB, with_changes(web, tags=["v2"])]}},
+        {"name": "check", "check_mode": True,
+         mod: {"services": [with_changes(DB, port=5433), with_changes(web, tags=["v2"])]}},
+        read(dev_agent, "/v1/agent/service/db", "after check"),
+        {"name": "clash", "ignore_errors": True,
+         mod: {"services": [DB, with_changes(web, port=5432)]}},
+        {"name": "absent", mod: {"state": "absent", "services": both}},
+        {"name": "absent again", mod: {"state": "absent", "services": both}},
+        read(dev_agent, "/v1/agent/services", "gone"),
+    ]  # fmt: skip
+    play = run_play(tmp_path, tasks, dev_agent.address)
+    assert_lifecycle(play, {"web"})
+    assert play.task("create")["sidecar_ports"] == {"db": 21000, "web": 21001}
+    assert play.task("change")["diff"] == {
+        "before": {"web": {"Tags": []}},
+        "after": {"web": {"Tags": ["v2"]}},
+    }
+    assert set(play.task("check")["diff"]["after"]) == {"db"}
+    assert play.task("after check")["json"]["Port"] == 5432
+    assert "clashes with service 'db' port" in play.task("clash")["msg"]
+    assert play.task("gone")["json"] == {}
