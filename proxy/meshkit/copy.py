@@ -141,13 +141,10 @@ class Leg(asyncio.Protocol):
         self.lost = True
         peer = self.peer
         if peer is not None and not peer.lost:
+            # A reset travels on as a reset; a clean close lets the peer flush what it holds.
             if exc is not None:
                 peer.abort()
-            elif not self.eof_in:
-                # Closed without a clean end of stream: nothing more will come either way.
-                peer.close()
             else:
-                # We finished cleanly; the peer may still be sending to us, but we are gone.
                 peer.close()
         if self.on_lost is not None:
             self.on_lost(self, exc)

@@ -73,7 +73,9 @@ class InboundConn:
         if exc is not None:
             reason = handshake_reason(exc)
             metrics.inc("handshake_failures_total", (*self.labels, ("reason", reason)))
-            log.warning("inbound handshake failed (%s): %s", reason, exc)
+            # A bare connect-and-close is what TCP health checks do: count it, keep logs quiet.
+            level = logging.DEBUG if reason == "eof" else logging.WARNING
+            log.log(level, "inbound handshake failed (%s): %s", reason, exc)
             return
         leg.hold()
         try:

@@ -85,9 +85,8 @@ class UpstreamConn:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + spec.connect_timeout_ms / 1000.0
         try:
-            targets = list(
-                await asyncio.wait_for(spec.resolver.targets(), spec.connect_timeout_ms / 1000.0)
-            )
+            async with asyncio.timeout_at(deadline):  # no extra task, unlike wait_for
+                targets = list(await spec.resolver.targets())
         except Exception as exc:
             proxy.metrics.inc("dial_failures_total", self.labels)
             log.error("upstream %s: no targets: %s", spec.name, exc)
