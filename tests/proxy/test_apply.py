@@ -152,3 +152,39 @@ def test_admin_endpoints(tmp_path: Path, ca: ThrowawayCA, app: EchoApp) -> None:
     finally:
         code = inbound.stop()
     assert code == 0
+
+
+def test_json_logs_and_ready_during_drain(tmp_path: Path, ca: ThrowawayCA, app: EchoApp) -> None:
+    import json
+
+    db, web = ca.leaf("db"), ca.leaf("web")
+    public = free_port()
+    inbound = start_proxy(
+        tmp_path,
+        "db-proxy",
+        inbound_config("db", db, [ca.root_file()], app.port, public),
+        "-log-json",
+    )
+    from tests.proxy.harness import tls_client_context
+
+    ctx = tls_client_context(web.cert, web.key, ca.root_file())
+    held = ctx.wrap_socket(socket.create_connection(("127.0.0.1", public), timeout=5))
+    try:
+        held.sendall(b"hi")
+        assert held.recv(2) == b"hi"
+        inbound.signal(signal.SIGTERM)
+        # Draining: not ready any more, but the admin listener still answers.
+        assert wait_until(lambda: inbound.get("/ready")[0] == 503, timeout=5)
+        assert "draining" in inbound.get("/ready")[1]
+        held.sendall(b"yo")
+        assert held.recv(2) == b"yo"
+    finally:
+        held.close()
+    inbound.proc.wait(10)
+    assert inbound.proc.returncode == 0
+    lines = [line for line in inbound.logs().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]
+    assert {"@timestamp", "@level", "@module", "@message"} <= set(records[0])
+    assert any("closed after" in r["@message"] for r in records)
+    key_body = db.key.read_text().splitlines()[1]
+    assert all(key_body not in line and "PRIVATE KEY" not in line for line in lines)
