@@ -6,10 +6,14 @@ import json
 import random
 from typing import Any
 
+import pytest
+
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import parse_mesh
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_render import (
     CHECKS_META_KEY,
     agent_config_file,
+    agent_parent_registration,
+    agent_proxy_registration,
     agent_registration,
     checks_fingerprint,
     intention_body,
@@ -155,3 +159,21 @@ def test_intention_bodies_and_config_entries() -> None:
     assert [e["Name"] for e in entries] == ["api", "db"]
     assert [s["Name"] for s in entries[1]["Sources"]] == ["api", "web", "*"]
     assert all(e["Kind"] == "service-intentions" for e in entries)
+
+
+def test_standalone_proxy_registration_mirrors_the_sidecar() -> None:
+    web = parse_mesh(good()).services[1]
+    proxy = agent_proxy_registration(web)
+    nested = agent_registration(web)["Connect"]["SidecarService"]
+    assert proxy["Kind"] == "connect-proxy" and proxy["ID"] == "web-sidecar-proxy"
+    assert proxy["Port"] == nested["Port"] == 21500
+    assert proxy["Proxy"]["Upstreams"] == nested["Proxy"]["Upstreams"]
+    assert proxy["Proxy"]["DestinationServiceID"] == "web"
+    assert [c["Name"] for c in proxy["Checks"]] == [
+        "Connect Sidecar Listening",
+        "Connect Sidecar Aliasing web",
+    ]
+    assert "Connect" not in agent_parent_registration(web)
+    db = parse_mesh(good()).services[0]  # auto port: only sidecar_service gets one
+    with pytest.raises(ValueError, match="fixed sidecar port"):
+        agent_proxy_registration(db)

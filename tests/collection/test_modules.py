@@ -123,7 +123,7 @@ def test_consul_service_refuses_invalid_model_and_writes_nothing(
     assert play.returncode != 0
     result = play.task("bad")
     assert [r["status"] for r in play.results] == ["failed"]
-    assert "2 problem(s)" in result["msg"]
+    assert len(result["problems"]) == 2 and "2 problem(s)" in result["msg"]
     assert "service 'db' upstream 'cache' local_bind_address 10.1.2.3" in result["msg"]
     assert "prepared query 'nowhere'" in result["msg"]
     assert dev_agent.get("/v1/agent/services")[2] == {}
@@ -296,3 +296,27 @@ def test_consul_service_many_services_lifecycle(dev_agent: DevAgent, tmp_path: P
     assert play.task("after check")["json"]["Port"] == 5432
     assert "clashes with service 'db' port" in play.task("clash")["msg"]
     assert play.task("gone")["json"] == {}
+
+
+def test_consul_service_standalone_proxy(dev_agent: DevAgent, tmp_path: Path) -> None:  # noqa: F811
+    fixed = with_changes(DB, sidecar={"port": 21500, "upstreams": [
+        {"destination_name": "cache", "local_bind_port": 9191}]})  # fmt: skip
+    mod = "meshkit.connect.consul_service"
+    standalone = {"registration": "standalone_proxy"}
+    tasks: list[dict[str, Any]] = [
+        {"name": "auto port refused", "ignore_errors": True, mod: {"service": DB, **standalone}},
+        {"name": "create", mod: {"service": fixed, **standalone}},
+        {"name": "again", mod: {"service": fixed, **standalone}},
+        {"name": "same as nested", mod: {"service": fixed}},
+        read(dev_agent, "/v1/agent/service/db-sidecar-proxy", "proxy"),
+        {"name": "absent", mod: {"state": "absent", "id": "db"}},
+        read(dev_agent, "/v1/agent/service/db-sidecar-proxy", "proxy gone"),
+    ]
+    play = run_play(tmp_path, tasks, dev_agent.address)
+    assert "needs a fixed port" in play.task("auto port refused")["msg"]
+    assert play.task("create")["changed"] and not play.task("again")["changed"]
+    assert not play.task("same as nested")["changed"]  # both forms read back the same
+    proxy = play.task("proxy")["json"]
+    assert proxy["Kind"] == "connect-proxy" and proxy["Port"] == 21500
+    assert proxy["Proxy"]["DestinationServiceID"] == "db"
+    assert play.task("absent")["changed"] and play.task("proxy gone")["status"] == 404

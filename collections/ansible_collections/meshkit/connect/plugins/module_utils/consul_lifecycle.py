@@ -9,6 +9,8 @@ change. Check mode stops before any write; the diff holds exactly the fields tha
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
@@ -80,12 +82,8 @@ class Lifecycle:
         return {}
 
     def execute(self) -> None:
-        try:
+        with failures_reported(self.module):
             result = self._run()
-        except MeshError as err:
-            self.module.fail_json(msg=str(err), problems=[str(p) for p in err.problems])
-        except ConsulError as err:
-            self.module.fail_json(msg=str(err), status=err.status)
         self.module.exit_json(**result)
 
     def _run(self) -> dict[str, Any]:
@@ -111,3 +109,21 @@ class Lifecycle:
         result[self.result_key] = final
         result.update(self.extra_result(final))
         return result
+
+
+@contextmanager
+def failures_reported(module: AnsibleModule) -> Iterator[None]:
+    """Turn a refused model or a Consul error into ``fail_json`` with every detail."""
+    try:
+        yield
+    except MeshError as err:
+        module.fail_json(msg=str(err), problems=[str(p) for p in err.problems])
+    except ConsulError as err:
+        module.fail_json(msg=str(err), status=err.status)
+
+
+def run_lifecycle(cls: type[Lifecycle], module: AnsibleModule) -> None:
+    """Build the lifecycle (parsing and validating its input) and run it, failing cleanly."""
+    with failures_reported(module):
+        lifecycle = cls(module)
+    lifecycle.execute()

@@ -18,6 +18,8 @@ from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import 
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import Service
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_render import (
     CHECKS_META_KEY,
+    agent_parent_registration,
+    agent_proxy_registration,
     agent_registration,
     checks_fingerprint,
 )
@@ -145,13 +147,20 @@ def _upstream_view(up: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def register(client: ConsulClient, service: Service) -> None:
-    client.put(
-        "/v1/agent/service/register",
-        agent_registration(service),
-        query={"replace-existing-checks": "true"},
-    )
+def register(client: ConsulClient, service: Service, *, standalone_proxy: bool = False) -> None:
+    """Register the service with its sidecar nested (``sidecar_service``), or with the sidecar
+    as a separate ``connect-proxy`` registration (``standalone_proxy``)."""
+    query = {"replace-existing-checks": "true"}
+    if not standalone_proxy or service.sidecar is None:
+        client.put("/v1/agent/service/register", agent_registration(service), query=query)
+        return
+    client.put("/v1/agent/service/register", agent_parent_registration(service), query=query)
+    client.put("/v1/agent/service/register", agent_proxy_registration(service), query=query)
 
 
 def deregister(client: ConsulClient, service_id: str) -> None:
+    """Deregister the service and its proxy (a standalone proxy does not go with it)."""
     client.put(f"/v1/agent/service/deregister/{segment(service_id)}")
+    proxy = f"{service_id}-sidecar-proxy"
+    if client.get(f"/v1/agent/service/{segment(proxy)}", missing_ok=True):
+        client.put(f"/v1/agent/service/deregister/{segment(proxy)}")

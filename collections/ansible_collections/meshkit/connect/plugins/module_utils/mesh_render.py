@@ -158,6 +158,46 @@ def agent_registration(service: Service) -> dict[str, Any]:
     return _service(service, api=True)
 
 
+def agent_parent_registration(service: Service) -> dict[str, Any]:
+    """The service's API body without its ``Connect`` block (for a standalone proxy)."""
+    body = agent_registration(service)
+    body.pop("Connect", None)
+    return body
+
+
+def agent_proxy_registration(service: Service) -> dict[str, Any]:
+    """The sidecar as a standalone ``connect-proxy`` registration (CamelCase API body).
+
+    Registers what ``sidecar_service`` would have made, with the same ID, name and default
+    checks, for proxies whose lifecycle is managed apart from the service's. Consul assigns
+    no port to such a registration, so the sidecar's port must be fixed.
+    """
+    side = service.sidecar
+    if side is None or side.port is None:
+        raise ValueError(f"service {service.name!r}: a standalone proxy needs a fixed sidecar port")
+    address = side.address or service.address
+    proxy = _proxy(service, side, api=True)
+    return {
+        "Kind": "connect-proxy",
+        "ID": service.sidecar_id,
+        "Name": service.sidecar_name,
+        "Port": side.port,
+        "Address": address,
+        "Tags": list(service.tags),
+        "Meta": service_meta(service),
+        "Proxy": {
+            "DestinationServiceName": service.name,
+            "DestinationServiceID": service.id,
+            **proxy,
+        },
+        "Checks": [
+            {"Name": "Connect Sidecar Listening", "TCP": f"{address}:{side.port}",
+             "Interval": "10s"},
+            {"Name": f"Connect Sidecar Aliasing {service.id}", "AliasService": service.id},
+        ],
+    }  # fmt: skip
+
+
 def agent_config_service(service: Service) -> dict[str, Any]:
     """One service in the snake_case form of an agent config file."""
     return _service(service, api=False)

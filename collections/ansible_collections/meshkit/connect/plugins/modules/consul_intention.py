@@ -104,6 +104,7 @@ from ansible_collections.meshkit.connect.plugins.module_utils.consul_intentions 
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_lifecycle import (
     Lifecycle,
     connection_argspec,
+    run_lifecycle,
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import parse_mesh
 
@@ -162,7 +163,7 @@ def main() -> None:
         ),
         supports_check_mode=True,
     )
-    IntentionLifecycle(module).execute()
+    run_lifecycle(IntentionLifecycle, module)
 
 
 if __name__ == "__main__":

@@ -82,7 +82,6 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import ConsulError
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_intentions import (
     list_views,
     view,
@@ -90,6 +89,7 @@ from ansible_collections.meshkit.connect.plugins.module_utils.consul_intentions 
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_lifecycle import (
     client_for,
     connection_argspec,
+    failures_reported,
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_queries import (
     list_queries,
@@ -100,7 +100,6 @@ from ansible_collections.meshkit.connect.plugins.module_utils.consul_services im
     read_view,
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import (
-    MeshError,
     parse_mesh,
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_render import (
@@ -170,12 +169,8 @@ def main() -> None:
         argument_spec=connection_argspec(mesh={"type": "dict"}),
         supports_check_mode=True,
     )
-    try:
+    with failures_reported(module):
         result = gather(module)
-    except MeshError as err:
-        module.fail_json(msg=str(err), problems=[str(p) for p in err.problems])
-    except ConsulError as err:
-        module.fail_json(msg=str(err), status=err.status)
     module.exit_json(**result)
 
 

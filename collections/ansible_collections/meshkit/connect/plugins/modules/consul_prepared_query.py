@@ -89,6 +89,7 @@ from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import 
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_lifecycle import (
     Lifecycle,
     connection_argspec,
+    run_lifecycle,
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_queries import (
     find_query,
@@ -136,12 +137,12 @@ class QueryLifecycle(Lifecycle):
 
     def update(self, have: dict[str, Any], want: dict[str, Any]) -> None:
         if self.id is None:
-            raise AssertionError('id is known after read or parse')
+            raise AssertionError("id is known after read or parse")
         self.client.put(f"/v1/query/{segment(self.id)}", dict(want, ID=self.id))
 
     def delete(self, have: dict[str, Any]) -> None:
         if self.id is None:
-            raise AssertionError('id is known after read or parse')
+            raise AssertionError("id is known after read or parse")
         self.client.delete(f"/v1/query/{segment(self.id)}")
         self.id = None
 
@@ -160,7 +161,7 @@ def main() -> None:
         required_one_of=[("query", "name")],
         supports_check_mode=True,
     )
-    QueryLifecycle(module).execute()
+    run_lifecycle(QueryLifecycle, module)
 
 
 if __name__ == "__main__":

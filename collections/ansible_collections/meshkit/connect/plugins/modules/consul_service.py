@@ -59,6 +59,19 @@ options:
     description:
       - Service ID to remove when O(state=absent) and O(service) is not given.
     type: str
+  registration:
+    description:
+      - V(sidecar_service) nests the sidecar in the service's registration
+        (C(connect.sidecar_service)); Consul then fills its defaults, may assign its port, and
+        removes it with the service.
+      - V(standalone_proxy) registers the sidecar as its own C(connect-proxy) service, with the
+        same ID (C(<id>-sidecar-proxy)), name and default checks, for proxies whose lifecycle is
+        managed apart from the app's. Its C(sidecar.port) must be a fixed number.
+      - Both read back the same, so switching between them is a change only if something else
+        differs; O(state=absent) removes a standalone proxy too.
+    type: str
+    choices: [sidecar_service, standalone_proxy]
+    default: sidecar_service
   prepared_queries:
     description:
       - The mesh's C(meshkit_prepared_queries), so upstreams of type C(prepared_query) can be
@@ -152,6 +165,7 @@ sidecar_port:
   sample: 21000
 """
 
+from collections.abc import Sequence
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
@@ -160,6 +174,7 @@ from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import 
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_lifecycle import (
     Lifecycle,
     connection_argspec,
+    run_lifecycle,
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_services import (
     deregister,
@@ -168,6 +183,8 @@ from ansible_collections.meshkit.connect.plugins.module_utils.consul_services im
     register,
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import (
+    MeshError,
+    Problem,
     Service,
     parse_mesh,
 )
@@ -194,6 +211,7 @@ class ServiceLifecycle(Lifecycle):
             )
             self.service = mesh.services[0]
         self.service_id = self.service.id if self.service is not None else params["id"]
+        self.standalone = standalone_proxy(module, [self.service] if self.service else [])
 
     def desired(self) -> dict[str, Any] | None:
         if self.module.params["state"] == "absent" or self.service is None:
@@ -206,12 +224,12 @@ class ServiceLifecycle(Lifecycle):
     def create(self, want: dict[str, Any]) -> None:
         if self.service is None:
             raise AssertionError("service is known after read or parse")
-        register(self.client, self.service)
+        register(self.client, self.service, standalone_proxy=self.standalone)
 
     def update(self, have: dict[str, Any], want: dict[str, Any]) -> None:
         if self.service is None:
             raise AssertionError("service is known after read or parse")
-        register(self.client, self.service)
+        register(self.client, self.service, standalone_proxy=self.standalone)
 
     def delete(self, have: dict[str, Any]) -> None:
         deregister(self.client, self.service_id)
@@ -221,6 +239,21 @@ class ServiceLifecycle(Lifecycle):
             return {}
         port = sidecar_port(self.client, self.service_id)
         return {"sidecar_port": port} if port else {}
+
+
+def standalone_proxy(module: AnsibleModule, services: Sequence[Service]) -> bool:
+    """Whether proxies register on their own; refuses auto ports (sidecar_service only)."""
+    if module.params["registration"] != "standalone_proxy":
+        return False
+    problems = [
+        Problem(f"services ({svc.name}).sidecar.port", "a standalone connect-proxy needs a fixed "
+                "port (Consul assigns ports only to sidecar_service)", "set sidecar.port")
+        for svc in services
+        if svc.sidecar is not None and svc.sidecar.port is None
+    ]  # fmt: skip
+    if problems:
+        raise MeshError(problems, "consul_service")
+    return True
 
 
 def sidecar_port(client: Any, service_id: str) -> int | None:
@@ -252,6 +285,7 @@ class ServicesLifecycle(Lifecycle):
             known_queries=known,
         )
         self.services = {svc.id: svc for svc in mesh.services}
+        self.standalone = standalone_proxy(module, mesh.services)
 
     def desired(self) -> dict[str, Any] | None:
         if self.module.params["state"] == "absent":
@@ -274,7 +308,7 @@ class ServicesLifecycle(Lifecycle):
                 deregister(self.client, sid)
         for sid, view in want.items():
             if have.get(sid) != view:
-                register(self.client, self.services[sid])
+                register(self.client, self.services[sid], standalone_proxy=self.standalone)
 
     def delete(self, have: dict[str, Any]) -> None:
         self.update(have, {})
@@ -293,6 +327,11 @@ def main() -> None:
             state={"type": "str", "choices": ["present", "absent"], "default": "present"},
             service={"type": "dict"},
             services={"type": "list", "elements": "dict"},
+            registration={
+                "type": "str",
+                "choices": ["sidecar_service", "standalone_proxy"],
+                "default": "sidecar_service",
+            },
             id={"type": "str"},
             prepared_queries={"type": "list", "elements": "dict", "default": []},
             known_queries={"type": "list", "elements": "str", "default": []},
@@ -303,9 +342,9 @@ def main() -> None:
         supports_check_mode=True,
     )
     if module.params["services"] is not None:
-        ServicesLifecycle(module).execute()
+        run_lifecycle(ServicesLifecycle, module)
     else:
-        ServiceLifecycle(module).execute()
+        run_lifecycle(ServiceLifecycle, module)
 
 
 if __name__ == "__main__":
