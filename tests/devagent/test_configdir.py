@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 from tests.support.devagent import ROOT, DevAgent
@@ -114,3 +117,36 @@ def test_non_loopback_bind_needs_a_flag(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "-allow-non-loopback" in result.stderr
+
+
+def test_ipv6_loopback_and_clean_exit_on_sigterm(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "meshkit.cli",
+            "dev-agent",
+            "-http-addr",
+            "[::1]:0",
+            "-ready-file",
+            str(ready),
+        ],
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT / "proxy"), "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not (ready.exists() and ready.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        address = ready.read_text().strip()
+        assert address.startswith("[::1]:")
+        with urllib.request.urlopen(f"http://{address}/v1/status/leader", timeout=10) as resp:
+            assert json.loads(resp.read()) == "[::1]:8300"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert b"stopped" in err

@@ -155,6 +155,9 @@ def build(args: argparse.Namespace) -> tuple[Agent, str, int]:
 
 async def serve(agent: Agent, host: str, port: int, ready_file: Path | None) -> None:
     loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     agent.runner.start()
     runner = web.AppRunner(agent.app(), access_log=None, handle_signals=False)
     await runner.setup()
@@ -170,13 +173,6 @@ async def serve(agent: Agent, host: str, port: int, ready_file: Path | None) -> 
         agent.node.name,
         agent.ca.trust_domain,
     )
-    if ready_file is not None:
-        tmp = ready_file.with_name(ready_file.name + ".tmp")
-        tmp.write_text(shown + "\n")
-        tmp.replace(ready_file)
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
 
     def on_hup() -> None:
         if agent.reload_hook is None:
@@ -189,6 +185,11 @@ async def serve(agent: Agent, host: str, port: int, ready_file: Path | None) -> 
             log.error("SIGHUP: reload refused, keeping the running configuration: %s", exc)
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
+    # Announce readiness only once every signal handler is in place.
+    if ready_file is not None:
+        tmp = ready_file.with_name(ready_file.name + ".tmp")
+        tmp.write_text(shown + "\n")
+        tmp.replace(ready_file)
 
     async def prune() -> None:
         while True:

@@ -342,11 +342,15 @@ class Agent:
         self.need_any_read(request)
         return reply([self._member()])
 
+    def _server_addr(self) -> str:
+        host = self.node.address
+        return f"[{host}]:8300" if ":" in host else f"{host}:8300"
+
     async def status_leader(self, request: web.Request) -> web.Response:
-        return reply(f"{self.node.address}:8300")
+        return reply(self._server_addr())
 
     async def status_peers(self, request: web.Request) -> web.Response:
-        return reply([f"{self.node.address}:8300"])
+        return reply([self._server_addr()])
 
     async def agent_services(self, request: web.Request) -> web.Response:
         r = self.rights(request)
