@@ -53,7 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not cmd.static:
         try:
             mode = importlib.import_module("meshkit.consul.mode")
-        except ImportError:
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("meshkit.consul", "meshkit.consul.mode"):
+                raise  # a real bug or a missing dependency: show it, do not hide it
             print(
                 "meshkit-proxy: Consul mode not available in this build; use -config FILE",
                 file=sys.stderr,
