@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import cast
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 from OpenSSL import SSL
 
 from bench.certs import BenchCerts, LeafFiles, make_certs
@@ -75,7 +76,9 @@ def stdlib_pair(certs: BenchCerts, tls: str, tickets: bool) -> Callable[[], str]
     return once
 
 
-def _pyopenssl_ctx(leaf: LeafFiles, roots: Path, tls: str, tickets: bool) -> SSL.Context:
+def _pyopenssl_ctx(
+    leaf: LeafFiles, roots: Path, tls: str, tickets: bool, p256: bool = False
+) -> SSL.Context:
     ctx = SSL.Context(SSL.TLS_METHOD)
     ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
     if tls == "1.2":
@@ -86,6 +89,9 @@ def _pyopenssl_ctx(leaf: LeafFiles, roots: Path, tls: str, tickets: bool) -> SSL
     ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, None)
     if not tickets:
         ctx.set_options(SSL.OP_NO_TICKET)
+    if p256:
+        # The only group pyOpenSSL can pin: skips the default hybrid X25519MLKEM768 key share.
+        ctx.set_tmp_ecdh(ec.SECP256R1())
     return ctx
 
 
@@ -96,9 +102,11 @@ def _san_uri(conn: SSL.Connection) -> str:
     return str(san.value.get_values_for_type(x509.UniformResourceIdentifier)[0])
 
 
-def pyopenssl_pair(certs: BenchCerts, tls: str, tickets: bool) -> Callable[[], str]:
-    sctx = _pyopenssl_ctx(certs.server, certs.roots, tls, tickets)
-    cctx = _pyopenssl_ctx(certs.client, certs.roots, tls, tickets)
+def pyopenssl_pair(
+    certs: BenchCerts, tls: str, tickets: bool, p256: bool = False
+) -> Callable[[], str]:
+    sctx = _pyopenssl_ctx(certs.server, certs.roots, tls, tickets, p256)
+    cctx = _pyopenssl_ctx(certs.client, certs.roots, tls, tickets, p256)
 
     def once() -> str:
         client = SSL.Connection(cctx, None)
@@ -173,6 +181,8 @@ def main(argv: list[str] | None = None) -> None:
                     us, what = measure(factory(certs, tls, tickets), args.count)
                     label = f"{name} (OpenSSL {lib})"
                     print(f"{label:<28} {tls:>4} {tickets!s:>8} {us:>17.0f}  {what}", flush=True)
+        us, what = measure(pyopenssl_pair(certs, "1.3", False, p256=True), args.count)
+        print(f"{'pyOpenSSL, P-256 key share':<28} {'1.3':>4} {'False':>8} {us:>17.0f}  {what}")
 
 
 if __name__ == "__main__":
