@@ -63,16 +63,22 @@ def run_load(mode: str, port: int, conns: int, seconds: float, procs: int) -> li
             for share, out in zip(shares, outs, strict=True)
         ]
         results = []
-        for child, out in zip(children, outs, strict=True):
-            try:
-                _, err = child.communicate(timeout=seconds + 90)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                _, err = child.communicate()
-            if child.returncode != 0 or not out.exists():
-                tail = err.decode(errors="replace")[-800:]
-                raise RuntimeError(f"load generator {mode} failed ({child.returncode}): {tail}")
-            results.append(json.loads(out.read_text()))
+        try:
+            for child, out in zip(children, outs, strict=True):
+                try:
+                    _, err = child.communicate(timeout=seconds + 90)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    _, err = child.communicate()
+                if child.returncode != 0 or not out.exists():
+                    tail = err.decode(errors="replace")[-800:]
+                    raise RuntimeError(f"load generator {mode} failed ({child.returncode}): {tail}")
+                results.append(json.loads(out.read_text()))
+        finally:
+            for child in children:  # interrupted or failed: no load process outlives us
+                if child.poll() is None:
+                    child.kill()
+                    child.wait()
     return results
 
 

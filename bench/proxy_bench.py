@@ -111,12 +111,13 @@ def measure_pair(pair: pairs.RunningPair, sizes: measure.Sizes) -> dict[str, flo
 
 @contextlib.contextmanager
 def stopping_on_signals() -> Iterator[None]:
-    """SIGTERM and SIGHUP unwind like Ctrl-C, so every `finally` stops its processes."""
+    """SIGINT, SIGTERM and SIGHUP unwind as KeyboardInterrupt, so every `finally` stops its
+    processes (SIGINT explicitly too: a shell starting us in the background ignores it)."""
 
     def unwind(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
-    old = {s: signal.signal(s, unwind) for s in (signal.SIGTERM, signal.SIGHUP)}
+    old = {s: signal.signal(s, unwind) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:

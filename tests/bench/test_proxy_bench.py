@@ -7,8 +7,12 @@ never a timed assertion about the proxies.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -113,3 +117,49 @@ def test_every_meshkit_variant_gets_a_ratio_and_floors() -> None:
     checks = floors(med, chosen)
     assert {c["pair"] for c in checks} == {"meshkit", "meshkit:w2"}
     assert len(checks) == 2 * len(FLOORS)
+
+
+def _processes_with(marker: str) -> list[str]:
+    """Command lines of live processes whose environment carries `marker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker.encode() in (entry / "environ").read_bytes():
+                found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_interrupt_stops_every_process(tmp_path: Path) -> None:
+    if not Path("/usr/sbin/haproxy").exists():
+        pytest.skip("haproxy is not installed (./run installs it)")
+    marker = f"MESHKIT_BENCH_TEST_{uuid.uuid4().hex}"
+    env = {**os.environ, marker: "1"}
+    log = tmp_path / "stderr.txt"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, str(SCRIPT), "--quick", "--rounds", "3", "--only", "haproxy"],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=env,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            # Interrupt in the middle of round 2, while haproxy and a load generator run.
+            while "round 1: haproxy" not in log.read_text() and time.monotonic() < deadline:
+                assert proc.poll() is None, log.read_text()
+                time.sleep(0.2)
+            time.sleep(2.0)
+            assert len(_processes_with(marker)) > 1, "nothing running to interrupt"
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(60) == 130, log.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert "interrupted" in log.read_text()
+    assert _processes_with(marker) == []
