@@ -19,8 +19,6 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from cryptography import x509
-
 from meshkit.tls import Engine, HandshakeError, Side, TLSRecordError
 
 # How much a leg keeps unsent before pausing its peer.
@@ -320,5 +318,5 @@ class TLSLeg(Leg):
             callback(self, exc or ConnectionResetError("connection closed during TLS handshake"))
         super().connection_lost(exc)
 
-    def peer_certificate(self) -> x509.Certificate | None:
-        return self.engine.peer_certificate() if self.engine is not None else None
+    def peer_der(self) -> bytes | None:
+        return self.engine.peer_der() if self.engine is not None else None

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from meshkit.authz import decide
 from meshkit.copy import Leg, TLSLeg
 from meshkit.failures import handshake_reason
-from meshkit.tls import IdentityError, PeerIdentity, peer_identity
+from meshkit.tls import IdentityError, PeerIdentity, identity_of
 
 if TYPE_CHECKING:
     from meshkit.config import PublicListener
@@ -79,7 +79,7 @@ class InboundConn:
             return
         leg.hold()
         try:
-            ident = peer_identity(leg.peer_certificate())
+            ident = identity_of(leg.peer_der())
         except (IdentityError, ValueError) as err:
             metrics.inc("handshake_failures_total", (*self.labels, ("reason", "bad_identity")))
             log.warning("inbound peer refused: %s", err)

@@ -96,12 +96,17 @@ class OpenSSLEngine:
         return True
 
     def take_output(self) -> bytes:
-        chunks = []
-        while (n := lib.BIO_read(self.wbio, _WIRE_PTR, len(_WIRE))) > 0:
-            chunks.append(bytes(_WIRE_VIEW[:n]))
-        if not chunks:
+        size = len(_WIRE)
+        n = lib.BIO_read(self.wbio, _WIRE_PTR, size)
+        if n <= 0:
             return b""
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        first = bytes(_WIRE_VIEW[:n])
+        if n < size:
+            return first  # the common case: everything in one read
+        chunks = [first]
+        while (n := lib.BIO_read(self.wbio, _WIRE_PTR, size)) > 0:
+            chunks.append(bytes(_WIRE_VIEW[:n]))
+        return b"".join(chunks)
 
     def read(self) -> tuple[bytes, bool]:
         ssl_ = self.ssl
@@ -132,9 +137,12 @@ class OpenSSLEngine:
 
     def write(self, data: bytes) -> None:
         ssl_ = self.ssl
-        src = ffi.from_buffer(data)
         total = len(data)
-        sent = 0
+        n = lib.SSL_write(ssl_, data, total)  # memory BIO: normally all of it at once
+        if n == total:
+            return
+        src = ffi.from_buffer(data)
+        sent = max(n, 0)
         while sent < total:
             n = lib.SSL_write(ssl_, src + sent, total - sent)
             if n <= 0:
@@ -148,8 +156,9 @@ class OpenSSLEngine:
         lib.SSL_shutdown(self.ssl)
         lib.ERR_clear_error()
 
-    def peer_certificate(self) -> x509.Certificate | None:
-        return self.conn.get_peer_certificate(as_cryptography=True)
+    def peer_der(self) -> bytes | None:
+        cert = self.conn.get_peer_certificate()
+        return crypto.dump_certificate(crypto.FILETYPE_ASN1, cert) if cert is not None else None
 
     def version(self) -> str:
         return str(self.conn.get_protocol_version_name())

@@ -9,6 +9,7 @@ identity taken from the first URI SAN of the leaf.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import ssl
 import tempfile
@@ -59,7 +60,7 @@ class Engine(Protocol):
     def read(self) -> tuple[bytes, bool]: ...  # (plaintext, end of stream); TLSRecordError
     def write(self, data: bytes) -> None: ...  # TLSRecordError
     def shutdown(self) -> None: ...  # queue close_notify; reading may continue
-    def peer_certificate(self) -> x509.Certificate | None: ...
+    def peer_der(self) -> bytes | None: ...  # the verified peer leaf, DER
     def version(self) -> str: ...
 
 
@@ -122,6 +123,24 @@ def client_context(chain_pem: str, key_pem: str, roots_pem: tuple[str, ...]) -> 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     _base(ctx, chain_pem, key_pem, roots_pem)
     return ctx
+
+
+def identity_of(der: bytes | None) -> PeerIdentity:
+    """The peer identity of a verified leaf, parsed once per distinct certificate."""
+    if not der:
+        raise IdentityError("peer presented no certificate")
+    return identity_from_der(der)
+
+
+@functools.lru_cache(maxsize=1024)
+def identity_from_der(der: bytes) -> PeerIdentity:
+    """`peer_identity` cached by the certificate's DER.
+
+    Every connection from a peer presents the same leaf until it rotates; the identity is a
+    pure function of the DER (chain and validity were checked by OpenSSL in this handshake),
+    so parsing it once per leaf saves ~75 µs per handshake and side.
+    """
+    return peer_identity(der)
 
 
 def peer_identity(cert: x509.Certificate | bytes | None) -> PeerIdentity:
@@ -239,9 +258,8 @@ class StdlibEngine:
         except ssl.SSLError as exc:
             raise TLSRecordError(str(exc)) from exc
 
-    def peer_certificate(self) -> x509.Certificate | None:
-        der = self.obj.getpeercert(binary_form=True)
-        return x509.load_der_x509_certificate(der) if der else None
+    def peer_der(self) -> bytes | None:
+        return self.obj.getpeercert(binary_form=True)
 
     def version(self) -> str:
         return self.obj.version() or ""

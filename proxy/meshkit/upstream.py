@@ -16,7 +16,7 @@ from meshkit.copy import Leg, TLSLeg
 from meshkit.failures import PeerMismatch, handshake_reason
 from meshkit.inbound import splice
 from meshkit.resolver import Target
-from meshkit.tls import IdentityError, peer_identity
+from meshkit.tls import IdentityError, identity_of
 
 if TYPE_CHECKING:
     from meshkit.config import UpstreamListener
@@ -134,7 +134,7 @@ class UpstreamConn:
 
         def verify(leg: TLSLeg) -> BaseException | None:
             try:
-                ident = peer_identity(leg.peer_certificate())
+                ident = identity_of(leg.peer_der())
             except IdentityError as exc:
                 return exc
             if not ident.service.same_service(target.expected):
