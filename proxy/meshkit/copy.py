@@ -21,6 +21,13 @@ from typing import Any
 
 from meshkit.tls import Engine, HandshakeError, Side, TLSRecordError
 
+# Every socket reads into this one buffer: the loop is single-threaded and each read is
+# consumed (encrypted, fed to the TLS engine, or copied) before the callback returns, so an
+# idle connection holds no read buffer of its own.
+READ_SIZE = 256 * 1024
+_READ_BUF = bytearray(READ_SIZE)
+_READ_VIEW = memoryview(_READ_BUF)
+
 # How much a leg keeps unsent before pausing its peer.
 HIGH_WATER = 1024 * 1024
 LOW_WATER = 256 * 1024
@@ -28,8 +35,10 @@ LOW_WATER = 256 * 1024
 PENDING_LIMIT = 256 * 1024
 
 
-class Leg(asyncio.Protocol):
+class Leg(asyncio.BufferedProtocol):
     """A plain TCP socket of a spliced pair."""
+
+    encrypts = False  # True for TLS legs: `send` consumes its argument before returning
 
     __slots__ = (
         "eof_in",
@@ -79,6 +88,18 @@ class Leg(asyncio.Protocol):
             self.transport.pause_reading()
 
     # -- receiving ------------------------------------------------------------------------
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _READ_VIEW
+
+    def buffer_updated(self, nbytes: int) -> None:
+        peer = self.peer
+        if peer is not None and peer.encrypts:
+            # A TLS peer consumes the bytes before returning: no copy of the shared buffer.
+            self.nbytes += nbytes
+            peer.send(_READ_VIEW[:nbytes])
+        else:
+            self._forward(bytes(_READ_VIEW[:nbytes]))
+
     def data_received(self, data: bytes) -> None:
         self._forward(data)
 
@@ -107,7 +128,7 @@ class Leg(asyncio.Protocol):
         self._maybe_close()
 
     # -- sending --------------------------------------------------------------------------
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes | memoryview) -> None:
         if not self.lost:
             self.transport.write(data)
 
@@ -158,6 +179,8 @@ class Leg(asyncio.Protocol):
 
 class TLSLeg(Leg):
     """A TLS socket of a spliced pair; the TLS engine runs over memory buffers."""
+
+    encrypts = True
 
     __slots__ = (
         "_timeout",
@@ -243,7 +266,10 @@ class TLSLeg(Leg):
             self.timer = None
 
     # -- receiving ------------------------------------------------------------------------
-    def data_received(self, data: bytes) -> None:
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(_READ_VIEW[:nbytes])  # the engine copies it into its BIO
+
+    def data_received(self, data: bytes | memoryview) -> None:
         engine = self.engine
         assert engine is not None
         engine.feed(data)
@@ -286,7 +312,7 @@ class TLSLeg(Leg):
             if out:
                 self.transport.write(out)
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes | memoryview) -> None:
         engine = self.engine
         if self.lost or self.eof_out or engine is None:
             return

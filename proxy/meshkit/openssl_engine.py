@@ -76,8 +76,9 @@ class OpenSSLEngine:
         self.rbio = conn._into_ssl
         self.wbio = conn._from_ssl
 
-    def feed(self, data: bytes) -> None:
-        lib.BIO_write(self.rbio, data, len(data))
+    def feed(self, data: bytes | memoryview) -> None:
+        src = data if isinstance(data, bytes) else ffi.from_buffer(data)
+        lib.BIO_write(self.rbio, src, len(data))
 
     def handshake(self) -> bool:
         try:
@@ -135,10 +136,11 @@ class OpenSSLEngine:
             return b"", eof
         return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), eof
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         ssl_ = self.ssl
         total = len(data)
-        n = lib.SSL_write(ssl_, data, total)  # memory BIO: normally all of it at once
+        src0 = data if isinstance(data, bytes) else ffi.from_buffer(data)
+        n = lib.SSL_write(ssl_, src0, total)  # memory BIO: normally all of it at once
         if n == total:
             return
         src = ffi.from_buffer(data)

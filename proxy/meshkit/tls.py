@@ -54,11 +54,11 @@ class TLSRecordError(Exception):
 class Engine(Protocol):
     """One TLS connection over memory buffers; the socket I/O is the caller's."""
 
-    def feed(self, data: bytes) -> None: ...
+    def feed(self, data: bytes | memoryview) -> None: ...
     def handshake(self) -> bool: ...  # True when complete; raises HandshakeError
     def take_output(self) -> bytes: ...  # wire bytes to send, b"" if none
     def read(self) -> tuple[bytes, bool]: ...  # (plaintext, end of stream); TLSRecordError
-    def write(self, data: bytes) -> None: ...  # TLSRecordError
+    def write(self, data: bytes | memoryview) -> None: ...  # TLSRecordError
     def shutdown(self) -> None: ...  # queue close_notify; reading may continue
     def peer_der(self) -> bytes | None: ...  # the verified peer leaf, DER
     def version(self) -> str: ...
@@ -208,7 +208,7 @@ class StdlibEngine:
         self.outgoing = ssl.MemoryBIO()
         self.obj = ctx.wrap_bio(self.incoming, self.outgoing, server_side=server_side)
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | memoryview) -> None:
         self.incoming.write(data)
 
     def handshake(self) -> bool:
@@ -244,7 +244,7 @@ class StdlibEngine:
             return b"", eof
         return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), eof
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         try:
             self.obj.write(data)
         except ssl.SSLError as exc:
