@@ -96,3 +96,36 @@ def test_check_mode_on_a_fresh_host_predicts_registration(tmp_path):
     assert run.rc == 0, run.output
     assert recap(run)["changed"] == 1
     assert "would register web, db" in run.output
+
+
+@pytest.mark.slow
+def test_config_file_method_replaces_the_api_registration(tmp_path):
+    config_dir = tmp_path / "consul.d"
+    config_dir.mkdir()
+    with DevAgent(tmp_path / "agent", config_dir=config_dir) as agent:
+        api = converge(tmp_path, agent, [DB])
+        assert api.rc == 0, api.output
+        assert "db-1" in agent.ok("GET", "/v1/agent/services")
+
+        by_file = converge(
+            tmp_path, agent, [DB],
+            mesh_service_method="config_file", mesh_service_config_dir=str(config_dir),
+        )  # fmt: skip
+        assert by_file.rc == 0, by_file.output
+        written = config_dir / "meshkit-db-1.json"
+        assert '"sidecar_service"' in written.read_text()
+        services = agent.ok("GET", "/v1/agent/services")
+        assert services["db-1"]["Port"] == 18090
+        assert services["db-1-sidecar-proxy"]["Port"] == 21001
+
+        again = converge(
+            tmp_path, agent, [DB],
+            mesh_service_method="config_file", mesh_service_config_dir=str(config_dir),
+        )  # fmt: skip
+        assert again.rc == 0, again.output
+        assert recap(again)["changed"] == 0, again.stdout
+
+        back = converge(tmp_path, agent, [DB], mesh_service_config_dir=str(config_dir))
+        assert back.rc == 0, back.output
+        assert not written.exists()
+        assert "db-1" in agent.ok("GET", "/v1/agent/services")
