@@ -24,7 +24,7 @@ description:
   - Needs root (or C(CAP_SYS_PTRACE)) to name processes owned by other users; sockets whose
     owner cannot be read are reported with pid V(null).
 author:
-  - meshkit contributors
+  - meshkit contributors (@meshkit)
 options:
   services:
     description:
@@ -60,9 +60,10 @@ options:
 attributes:
   check_mode:
     support: full
-    details: The module only reads; it behaves the same in check mode.
+    description: The module only reads; it behaves the same in check mode.
   diff_mode:
     support: none
+    description: Nothing is changed, so there is nothing to diff.
 notes:
   - Only sockets in the module's own network namespace are seen, which is the host's when the
     module runs there.
