@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-
-from tests.roles.conftest import ROOT
 
 pytestmark = pytest.mark.skipif(
     shutil.which("systemd-analyze") is None, reason="needs systemd-analyze"
@@ -51,7 +50,9 @@ def prefix(tmp_path: Path) -> Path:
     meshkit-proxy executable, which `systemd-analyze verify` insists on)."""
     root = tmp_path / "opt"
     (root / "releases").mkdir(parents=True)
-    venv = Path(ROOT / ".venv")
+    venv = Path(sys.prefix)  # the virtualenv running the tests, with meshkit installed
+    if not (venv / "bin" / "meshkit-proxy").exists():
+        pytest.skip(f"no meshkit-proxy in {venv}: install the checkout (pip install -e .)")
     (root / "current").symlink_to(venv)
     (root / "releases" / "r1").symlink_to(venv)
     return root
