@@ -77,7 +77,7 @@ def load_state(paths: LabPaths) -> tuple[LabSpec, dict[str, Any]] | None:
             isolated=bool(data["spec"]["isolated"]),
             source=str(paths.state_file),
         )
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, LabError):
         return None
     return spec, data
 
@@ -88,6 +88,7 @@ def machine_alive(paths: LabPaths, name: str) -> bool:
 
 def up(spec: LabSpec, *, recreate: bool = False, keep_on_failure: bool = False) -> LabPaths:
     paths = LabPaths(spec.name)
+    check_prerequisites(need_debootstrap=not image.image_cached())
     existing = load_state(paths)
     if existing is not None and not recreate:
         old, _ = existing
@@ -102,8 +103,7 @@ def up(spec: LabSpec, *, recreate: bool = False, keep_on_failure: bool = False) 
             f"`meshkit lab down --name {spec.name}` first (or pass --recreate)"
         )
     if existing is not None or paths.state.exists() or net.lab_namespaces(paths):
-        down(spec.name, quiet=True)
-    check_prerequisites(need_debootstrap=not image.image_cached())
+        down(spec.name, quiet=True)  # a stopped, crashed or --recreate'd lab of this name
     if not spec.isolated:
         net.check_gateway_free()
     started = time.monotonic()
