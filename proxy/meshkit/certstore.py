@@ -114,6 +114,13 @@ class CertStore:
         for callback in list(self.listeners):
             callback()
 
+    def clear(self) -> None:
+        """Forget the material (it must no longer be presented); `loaded` turns False and new
+        inbound connections are refused until the next `update`."""
+        self.server = self.client = self.material = None
+        self.leaf_uri, self.leaf_serial = "", ""
+        log.info("TLS material cleared")
+
 
 def split_pems(text: str) -> tuple[str, ...]:
     """Each certificate of a PEM bundle on its own."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from meshkit.authz import decide
 from meshkit.copy import Leg, TLSLeg
@@ -27,6 +27,13 @@ def splice(a: Leg, b: Leg) -> None:
     a.peer, b.peer = b, a
     a.join(b)
     b.join(a)
+
+
+class _Refusal(asyncio.Protocol):
+    """Closes an accepted socket at once: there is no certificate to present."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        cast(asyncio.Transport, transport).abort()
 
 
 class InboundConn:
@@ -55,7 +62,16 @@ class InboundConn:
         self.task: asyncio.Task[None] | None = None
         self.finished = False
         side = proxy.certs.server
-        assert side is not None, "public listener opened before TLS material was loaded"
+        if side is None:
+            # Only a race with a certificate change can get here; refuse, never crash the loop.
+            self.finished = True
+            proxy.metrics.inc("connections_total", self.labels)
+            reason = ("reason", "no_tls_material")
+            proxy.metrics.inc("handshake_failures_total", (*self.labels, reason))
+            log.warning("inbound connection refused: no TLS material loaded")
+            # The runtime only hands `remote` to the event loop as the protocol.
+            self.remote = cast(TLSLeg, _Refusal())
+            return
         self.remote = TLSLeg(
             side,
             on_handshake=self._handshaken,

@@ -31,6 +31,12 @@ METRICS: dict[str, tuple[str, str]] = {
         "gauge",
         "1 when the control plane answered last time (Consul mode).",
     ),
+    "consul_watch_healthy": ("gauge", "1 when the Consul watch's last request succeeded."),
+    "consul_watch_failures": ("gauge", "Consecutive failed requests of the Consul watch."),
+    "consul_watch_age_seconds": (
+        "gauge",
+        "Seconds since the Consul watch last succeeded (-1: never).",
+    ),
 }
 
 

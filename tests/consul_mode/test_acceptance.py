@@ -85,6 +85,11 @@ def test_traffic_flows_through_service_and_prepared_query_upstreams(mesh: Mesh) 
             "meshkit_proxy_upstream_tx_bytes_total", upstream=upstream, dst_type=dst_type
         )
         assert sent is not None and sent > 0, upstream
+    status, text = web.admin("/metrics")
+    assert status == 200
+    for name in ("healthy", "failures", "age_seconds"):
+        assert f"# TYPE meshkit_proxy_consul_watch_{name} gauge" in text, text
+    assert web.metric("meshkit_proxy_consul_watch_healthy", watch="ca-roots") == 1
 
 
 @pytest.mark.parametrize("authz", ["local", "agent"])
