@@ -1,8 +1,9 @@
 """`meshkit-proxy` command line: the flags of `consul connect proxy`, plus ours.
 
 Go's flag package conventions are kept so operators can swap binaries: `-flag` and `--flag`,
-`-flag=value` and `-flag value`, booleans as `-flag` or `-flag=false`. Environment defaults
-follow Consul (`CONNECT_PROXY_ID`, `CONSUL_HTTP_ADDR`, ...). The result is a typed
+`-flag=value` and `-flag value`, booleans as `-flag` or `-flag=false`. `CONNECT_PROXY_ID` and
+`CONNECT_SIDECAR_FOR` default the identity flags; the `CONSUL_*` variables are left to
+`meshkit.consul.settings` (fields here hold flags only). The result is a typed
 `CommandLine`; every problem is a `FlagError` (exit 2).
 """
 
@@ -11,6 +12,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
 
 from meshkit.config import parse_hostport
 from meshkit.logs import parse_level
@@ -85,10 +89,17 @@ class CommandLine:
     event_loop: str = "auto"  # auto (uvloop when importable), uvloop, asyncio
     tls_engine: str = "auto"  # auto (openssl when importable), openssl, stdlib
     help: bool = False
+    # the -config file's top-level `mode:` (static unless it says consul), read at parse time
+    config_mode: str = "static"
 
     @property
     def static(self) -> bool:
-        return self.config is not None
+        return self.config is not None and self.config_mode == "static"
+
+    @property
+    def consul_file(self) -> str | None:
+        """The -config file when it drives Consul mode (`mode: consul`)."""
+        return self.config if self.config_mode == "consul" else None
 
 
 # flag name -> (field, kind); kind: str, bool, hostport, upstream, int
@@ -126,17 +137,12 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "h": ("help", "bool"),
 }
 
+# Only the proxy's identity comes from the environment here. The CONSUL_* connection variables
+# are read by meshkit.consul.settings.resolve, which must know a flag from a variable to apply
+# Consul's precedence (-token-file > -token > CONSUL_HTTP_TOKEN_FILE > CONSUL_HTTP_TOKEN).
 _ENV: dict[str, str] = {
     "proxy_id": "CONNECT_PROXY_ID",
     "sidecar_for": "CONNECT_SIDECAR_FOR",
-    "http_addr": "CONSUL_HTTP_ADDR",
-    "token": "CONSUL_HTTP_TOKEN",
-    "token_file": "CONSUL_HTTP_TOKEN_FILE",
-    "ca_file": "CONSUL_CACERT",
-    "ca_path": "CONSUL_CAPATH",
-    "client_cert": "CONSUL_CLIENT_CERT",
-    "client_key": "CONSUL_CLIENT_KEY",
-    "tls_server_name": "CONSUL_TLS_SERVER_NAME",
 }
 
 USAGE = """usage: meshkit-proxy [flags]
@@ -146,6 +152,7 @@ Static mode (certificates and targets from files):
                 [-upstream NAME[.service|.query]:[ADDR:]PORT ...] [-admin-bind 127.0.0.1:PORT]
 Consul mode (everything from the local agent):
   meshkit-proxy -proxy-id ID | -sidecar-for SERVICE_ID | -service NAME [-register] ...
+  meshkit-proxy -config FILE   (a file with `mode: consul`: service, listeners, upstreams)
 
 Flags (also as --flag, -flag=value):
   -service NAME            service this proxy represents
@@ -157,7 +164,7 @@ Flags (also as --flag, -flag=value):
   -log-json                JSON log lines
   -http-addr, -token, -token-file, -ca-file, -ca-path, -client-cert, -client-key,
   -tls-server-name, -datacenter, -stale   Consul HTTP client (Consul mode)
-  -config FILE             static-mode YAML (see docs/proxy.md)
+  -config FILE             static-mode YAML, or Consul mode's with `mode: consul` (docs/proxy.md)
   -admin-bind HOST:PORT    loopback admin listener (/metrics, /ready, /health)
   -authz local|agent       Consul mode: intentions cache or the agent's authorize call
   -allow-non-loopback-service  permit a non-loopback -service-addr (traffic bypasses the mesh)
@@ -211,12 +218,29 @@ def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> CommandL
     for fld, var in _ENV.items():
         if fld not in values and env.get(var):
             values[fld] = env[var]
+    if isinstance(values.get("config"), str):
+        values["config_mode"] = config_file_mode(str(values["config"]))
     known = {f.name for f in fields(CommandLine)}
     assert set(values) <= known
     cmd = CommandLine(upstreams=tuple(upstreams), **values)  # type: ignore[arg-type]
     if not cmd.help:
         _check(cmd)
     return cmd
+
+
+def config_file_mode(path: str) -> str:
+    """`consul` when the file's top level says `mode: consul`, else `static`.
+
+    Only the switch is read here; an unreadable or invalid file is left to the loader of the
+    mode it falls into (static), which reports every problem with the file's name.
+    """
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return "static"
+    if isinstance(raw, dict) and raw.get("mode") == "consul":
+        return "consul"
+    return "static"
 
 
 def _convert(name: str, kind: str, value: str) -> object:
@@ -255,6 +279,27 @@ def _check(cmd: CommandLine) -> None:
     if cmd.static:
         if cmd.proxy_id or cmd.sidecar_for:
             raise FlagError("-config (static mode) cannot be combined with -proxy-id/-sidecar-for")
+        return
+    if cmd.consul_file:
+        given = [
+            flag
+            for flag, used in (
+                ("-service", cmd.service),
+                ("-listen", cmd.listen),
+                ("-service-addr", cmd.service_addr),
+                ("-upstream", cmd.upstreams),
+                ("-proxy-id", cmd.proxy_id),
+                ("-sidecar-for", cmd.sidecar_for),
+                ("-register", cmd.register),
+                ("-bind-address", cmd.bind_address),
+            )
+            if used
+        ]
+        if given:
+            raise FlagError(
+                f"-config {cmd.config} (mode: consul) says who this proxy is and what it "
+                f"listens on; drop {', '.join(given)} or put it in the file"
+            )
         return
     if cmd.listen and not (cmd.service and cmd.service_addr):
         raise FlagError("-listen requires -service and -service-addr")

@@ -100,8 +100,8 @@ def test_token_never_in_repr_and_missing_file_is_clear(tmp_path: Path) -> None:
 
 
 def test_command_line_keeps_consuls_precedence(tmp_path: Path) -> None:
-    """flags.py folds CONSUL_* variables into its CommandLine; Consul mode undoes that so
-    `-token` still beats CONSUL_HTTP_TOKEN_FILE, as in Consul's CLI."""
+    """The command line holds flags only, so `-token` still beats CONSUL_HTTP_TOKEN_FILE (as in
+    Consul's CLI) and the environment's token is used when no flag is given."""
     from meshkit import flags
     from meshkit.consul.mode import settings_from
 
@@ -110,7 +110,16 @@ def test_command_line_keeps_consuls_precedence(tmp_path: Path) -> None:
     cmd = flags.parse(["-proxy-id", "p", "-token", "from-flag"], env=env)
     s = settings_from(cmd, env)
     assert (s.token, s.token_source, s.unix_path) == ("from-flag", "-token", "/run/consul.sock")
+    assert cmd.token == "from-flag" and cmd.token_file is None and cmd.http_addr is None
     cmd = flags.parse(["-proxy-id", "p"], env=env)
-    assert settings_from(cmd, env).token == "from-env-file"
+    s = settings_from(cmd, env)
+    assert (s.token, s.token_source) == ("from-env-file", "CONSUL_HTTP_TOKEN_FILE")
+    env = {"CONSUL_HTTP_TOKEN": "env-token"}
+    s = settings_from(flags.parse(["-proxy-id", "p"], env=env), env)
+    assert (s.token, s.token_source) == ("env-token", "CONSUL_HTTP_TOKEN")
+    # a flag whose value happens to equal the variable is still a flag
+    env = {"CONSUL_HTTP_TOKEN": "same", "CONSUL_HTTP_TOKEN_FILE": env_file}
+    s = settings_from(flags.parse(["-proxy-id", "p", "-token", "same"], env=env), env)
+    assert (s.token, s.token_source) == ("same", "-token")
     cmd = flags.parse(["-proxy-id", "p", "-http-addr", "https://127.0.0.1:8501"], env=env)
     assert settings_from(cmd, env).base_url == "https://127.0.0.1:8501"

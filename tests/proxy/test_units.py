@@ -62,7 +62,9 @@ def test_environment_defaults_and_flag_precedence() -> None:
     env = {"CONNECT_PROXY_ID": "from-env", "CONSUL_HTTP_TOKEN": "tok"}
     assert parse([], env=env).proxy_id == "from-env"
     assert parse(["-proxy-id", "flag"], env=env).proxy_id == "flag"
-    assert parse([], env=env).token == "tok"
+    # CONSUL_* variables stay out of the command line: Consul mode's settings layer them
+    # under the flags with Consul's precedence (tests/consul_mode/test_settings.py)
+    assert parse([], env=env).token is None
 
 
 @pytest.mark.parametrize(

@@ -14,14 +14,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from meshkit.config import ConfigError, ProxyConfig, PublicListener, UpstreamListener
+from meshkit.config import (
+    DEFAULT_DRAIN_TIMEOUT_MS,
+    ConfigError,
+    ProxyConfig,
+    PublicListener,
+    UpstreamListener,
+)
+from meshkit.consul import configfile
 from meshkit.consul.agent_config import (
     AgentConfigError,
     Registration,
@@ -31,6 +37,7 @@ from meshkit.consul.agent_config import (
 )
 from meshkit.consul.certs import ConsulCerts
 from meshkit.consul.client import ConsulClient, ConsulError, ConsulHTTPError, ConsulUnavailable
+from meshkit.consul.configfile import ConsulFile
 from meshkit.consul.discovery import ConsulResolver
 from meshkit.consul.intentions import AgentAuthorizer, IntentionsAuthorizer
 from meshkit.consul.register import Registrar, SelfRegistration
@@ -49,46 +56,25 @@ T = TypeVar("T")
 
 STARTUP_DEADLINE_S = 30.0
 STATUS_INTERVAL_S = 0.5
-DRAIN_TIMEOUT_S = 15.0
-
-# Env vars that flags.py folds into CommandLine fields; a field equal to its variable came
-# from the environment, and settings.resolve applies Consul's precedence to those itself.
-_FLAG_ENV = {
-    "http_addr": "CONSUL_HTTP_ADDR",
-    "token": "CONSUL_HTTP_TOKEN",
-    "token_file": "CONSUL_HTTP_TOKEN_FILE",
-    "ca_file": "CONSUL_CACERT",
-    "ca_path": "CONSUL_CAPATH",
-    "client_cert": "CONSUL_CLIENT_CERT",
-    "client_key": "CONSUL_CLIENT_KEY",
-    "tls_server_name": "CONSUL_TLS_SERVER_NAME",
-}
 
 
 class StartupError(RuntimeError):
     """The proxy cannot start; the message says why and what to change."""
 
 
-def settings_from(cmd: CommandLine, env: dict[str, str] | None = None) -> Settings:
-    env = dict(os.environ) if env is None else env
-
-    def flag(name: str) -> str | None:
-        value = getattr(cmd, name, None)
-        if value is None or value == "" or value == env.get(_FLAG_ENV[name]):
-            return None
-        return str(value)
-
+def settings_from(cmd: CommandLine, env: Mapping[str, str] | None = None) -> Settings:
+    """The command line holds flags only; `resolve` layers them over the environment."""
     flags = HTTPFlags(
-        http_addr=flag("http_addr"),
-        token=flag("token"),
-        token_file=flag("token_file"),
-        ca_file=flag("ca_file"),
-        ca_path=flag("ca_path"),
-        client_cert=flag("client_cert"),
-        client_key=flag("client_key"),
-        tls_server_name=flag("tls_server_name"),
-        datacenter=getattr(cmd, "datacenter", None) or None,
-        stale=bool(getattr(cmd, "stale", False)),
+        http_addr=cmd.http_addr or None,
+        token=cmd.token or None,
+        token_file=cmd.token_file or None,
+        ca_file=cmd.ca_file or None,
+        ca_path=cmd.ca_path or None,
+        client_cert=cmd.client_cert or None,
+        client_key=cmd.client_key or None,
+        tls_server_name=cmd.tls_server_name or None,
+        datacenter=cmd.datacenter or None,
+        stale=cmd.stale,
     )
     return resolve(flags, env)
 
@@ -141,8 +127,9 @@ class ConsulMode:
         *,
         settings: Settings | None = None,
         policy: Policy | None = None,
+        file: ConsulFile | None = None,
     ) -> None:
-        self.cmd, self.proxy = cmd, proxy
+        self.cmd, self.proxy, self.file = cmd, proxy, file
         self.settings = settings or settings_from(cmd)
         self.policy = policy or Policy()
         self.client = ConsulClient(self.settings)
@@ -191,6 +178,8 @@ class ConsulMode:
                     ) from exc
                 log.info("-sidecar-for %s: proxy service ID %s", parent, self.proxy_id)
             reg = await self._fetch_registration(deadline)
+        elif self.file is not None:
+            reg = self.file.registration
         else:
             reg = self._registration_from_flags()
         self.registration = reg
@@ -390,16 +379,20 @@ class ConsulMode:
                 )
                 for spec in reg.upstreams
             )
-        source = (
-            f"Consul registration {self.proxy_id!r}" if self.proxy_id else "command line (Consul)"
-        )
+        file = self.file
+        if self.proxy_id:
+            source = f"Consul registration {self.proxy_id!r}"
+        else:
+            source = file.source if file else "command line (Consul)"
         return ProxyConfig(
             service=reg.service,
             public=public,
             upstreams=upstreams,
             authorizer=self.authorizer,
-            admin=getattr(self.cmd, "admin_bind", None),
-            allow_non_loopback_service=bool(getattr(self.cmd, "allow_non_loopback_service", False)),
+            admin=self.cmd.admin_bind or (file.admin if file else None),
+            allow_non_loopback_service=self.cmd.allow_non_loopback_service
+            or (file.allow_non_loopback_service if file else False),
+            drain_timeout_ms=file.drain_timeout_ms if file else DEFAULT_DRAIN_TIMEOUT_MS,
             source=source,
         )
 
@@ -503,11 +496,26 @@ class ConsulMode:
 async def serve(cmd: CommandLine, *, ready: asyncio.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT; then drain, deregister and return the exit code."""
     from meshkit.admin import AdminServer
+    from meshkit.certstore import CertStore
     from meshkit.runtime import Proxy
 
-    proxy = Proxy()
     try:
-        mode = ConsulMode(cmd, proxy)
+        certs = CertStore(cmd.tls_engine)
+    except ImportError as exc:
+        print(f"meshkit-proxy: -tls-engine {cmd.tls_engine}: {exc}", flush=True, file=_stderr())
+        return 2
+    log.debug("TLS engine: %s", certs.engine)
+    proxy = Proxy(certs)
+    file: ConsulFile | None = None
+    if cmd.consul_file:
+        try:
+            file = configfile.load(cmd.consul_file)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                print(f"meshkit-proxy: {problem}", flush=True, file=_stderr())
+            return 2
+    try:
+        mode = ConsulMode(cmd, proxy, file=file)
     except SettingsError as exc:
         log.error("%s", exc)
         print(f"meshkit-proxy: {exc}", flush=True, file=_stderr())
@@ -518,7 +526,7 @@ async def serve(cmd: CommandLine, *, ready: asyncio.Event | None = None) -> int:
     except StartupError as exc:
         print(f"meshkit-proxy: {exc}", flush=True, file=_stderr())
         return 1
-    admin_bind = getattr(cmd, "admin_bind", None)
+    admin_bind = cmd.admin_bind or (file.admin if file else None)
     if admin_bind is not None:
         admin = AdminServer(proxy)
         await admin.start(*admin_bind)
@@ -531,12 +539,17 @@ async def serve(cmd: CommandLine, *, ready: asyncio.Event | None = None) -> int:
     loop.add_signal_handler(
         signal.SIGHUP, lambda: log.info("SIGHUP: Consul mode follows the agent live; no reload")
     )
-    log.info("serving as %s (Consul mode)", mode.registration.service if mode.registration else "?")
+    log.info(
+        "serving as %s (Consul mode%s)",
+        mode.registration.service if mode.registration else "?",
+        f", from {file.source}" if file else "",
+    )
     if ready is not None:
         ready.set()
     await stop.wait()
     log.info("shutting down: draining open connections")
-    cut = await proxy.drain(DRAIN_TIMEOUT_S)
+    drain_ms = proxy.config.drain_timeout_ms if proxy.config else DEFAULT_DRAIN_TIMEOUT_MS
+    cut = await proxy.drain(drain_ms / 1000.0)
     if cut:
         log.warning("%d connection(s) cut at the drain deadline", cut)
     await mode.close()
