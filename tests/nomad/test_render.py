@@ -25,6 +25,8 @@ from ansible_collections.meshkit.connect.plugins.module_utils.nomad_settings imp
     parse_job_settings,
 )
 from meshkit import flags
+from meshkit.consul import configfile
+from meshkit.consul.configfile import ConsulFile
 from meshkit.flags import CommandLine
 from tests.nomad.conftest import USER_TEMPLATE, job_settings, mesh_data
 from tests.support.nomad_double import FIXTURES, fixture
@@ -161,48 +163,96 @@ def proxy_command_line(args: list[str], **nomad_env: str) -> CommandLine:
     return flags.parse(filled, env={})
 
 
-def test_native_proxy_args_are_meshkit_proxy_consul_mode_flags() -> None:
-    _, _, api = render("native")
-    web = next(g for g in api["TaskGroups"] if g["Name"] == "web")
-    proxy = next(t for t in web["Tasks"] if t["Name"] == "meshkit-proxy")
-    cmd = proxy_command_line(
-        proxy["Config"]["args"], NOMAD_IP_mesh="10.0.0.5", NOMAD_PORT_mesh="25000"
+def proxy_task(api: dict[str, Any], group: str = "web") -> dict[str, Any]:
+    tg = next(g for g in api["TaskGroups"] if g["Name"] == group)
+    return dict(next(t for t in tg["Tasks"] if t["Name"] == "meshkit-proxy"))
+
+
+def proxy_file(
+    task: dict[str, Any], tmp_path: Path, **nomad_env: str
+) -> tuple[CommandLine, ConsulFile]:
+    """The native proxy as Nomad starts it: the template rendered (only consul-template's
+    `env` function is used), written under the task dir, and `-config` parsed by the proxy."""
+    (tpl,) = task["Templates"]
+    assert tpl["DestPath"] == "local/meshkit-proxy.yaml" and tpl["ChangeMode"] == "restart"
+    text = re.sub(
+        r'\{\{ env "([A-Za-z_]+)" \}\}', lambda m: nomad_env[m.group(1)], tpl["EmbeddedTmpl"]
     )
-    assert cmd.service == "web" and not cmd.static
-    assert cmd.listen == ("10.0.0.5", 25000)
-    assert cmd.service_addr == ("127.0.0.1", 8080)
-    assert [(u.name, u.dst_type, u.host, u.port) for u in cmd.upstreams] == [
-        ("db", "service", "127.0.0.1", 9191),
-        ("db-nearest", "prepared_query", "127.0.0.1", 9192),
+    assert "{{" not in text, text
+    (tmp_path / "local").mkdir(exist_ok=True)
+    (tmp_path / tpl["DestPath"]).write_text(text)
+    cmd = proxy_command_line(task["Config"]["args"], NOMAD_TASK_DIR=str(tmp_path / "local"))
+    assert cmd.consul_file == str(tmp_path / "local" / "meshkit-proxy.yaml") and not cmd.static
+    return cmd, configfile.load(cmd.consul_file)
+
+
+def test_native_proxy_runs_from_a_templated_consul_mode_file(tmp_path: Path) -> None:
+    _, _, api = render("native")
+    proxy = proxy_task(api)
+    _, file = proxy_file(proxy, tmp_path, NOMAD_IP_mesh="10.0.0.5", NOMAD_PORT_mesh="25000")
+    reg = file.registration
+    assert reg.service == "web"
+    assert (reg.bind_host, reg.bind_port) == ("10.0.0.5", 25000)
+    assert (reg.local_host, reg.local_port) == ("127.0.0.1", 8080)
+    assert [
+        (u.name, u.dst_type, u.bind_host, u.bind_port, u.datacenter) for u in reg.upstreams
+    ] == [
+        ("db", "service", "127.0.0.1", 9191, ""),
+        ("db-nearest", "prepared_query", "127.0.0.1", 9192, ""),
     ]
     assert proxy["Env"] == {"CONSUL_HTTP_ADDR": "127.0.0.1:8500"}
+    web = next(g for g in api["TaskGroups"] if g["Name"] == "web")
     assert web["Networks"][0] == {"Mode": "host", "DynamicPorts": [{"Label": "mesh"}]}
     assert web["Services"][0]["TaskName"] == "meshkit-proxy"
 
 
-def test_native_bridge_mode_uses_the_alloc_socket_and_a_fixed_inside_port() -> None:
+def test_native_bridge_mode_uses_the_alloc_socket_and_a_fixed_inside_port(tmp_path: Path) -> None:
     _, _, api = render("native", groups={"web": {"network_mode": "bridge", "mesh_port": 20500}})
     web = next(g for g in api["TaskGroups"] if g["Name"] == "web")
     assert web["Networks"][0] == {
         "Mode": "bridge",
         "DynamicPorts": [{"Label": "mesh", "To": 20500}],
     }
-    proxy = next(t for t in web["Tasks"] if t["Name"] == "meshkit-proxy")
+    proxy = proxy_task(api)
     assert proxy["Env"]["CONSUL_HTTP_ADDR"] == "unix://${NOMAD_ALLOC_DIR}/tmp/consul_http.sock"
-    assert proxy_command_line(proxy["Config"]["args"]).listen == ("0.0.0.0", 20500)
+    reg = proxy_file(proxy, tmp_path)[1].registration
+    assert (reg.bind_host, reg.bind_port) == ("0.0.0.0", 20500)
 
 
-def test_native_refuses_what_proxy_flags_cannot_carry() -> None:
+def test_native_carries_datacenter_and_config_in_the_file(tmp_path: Path) -> None:
     data = mesh_data("native")
     web = data["meshkit_services"][0]
     web["sidecar"]["upstreams"][0]["datacenter"] = "dc2"
-    web["sidecar"]["config"] = {"handshake_timeout_ms": 5000}
+    web["sidecar"]["upstreams"][0]["config"] = {"connect_timeout_ms": 2500}
+    web["sidecar"]["config"] = {"handshake_timeout_ms": 5000, "local_connect_timeout_ms": "750"}
+    web["sidecar"]["admin_port"] = 19001
+    spec = build_job(parse_mesh(data), parse_job_settings(job_settings()))
+    hcl_text = to_hcl(spec)
+    hcl2.loads(hcl_text)  # still HCL that python-hcl2 reads
+    file = proxy_file(proxy_task(to_api(spec)), tmp_path, NOMAD_IP_mesh="::1", NOMAD_PORT_mesh="1")[
+        1
+    ]
+    reg = file.registration
+    assert (reg.handshake_timeout_ms, reg.local_connect_timeout_ms) == (5000, 750)
+    db = reg.upstreams[0]
+    assert (db.name, db.datacenter, db.connect_timeout_ms) == ("db", "dc2", 2500)
+    assert file.admin == ("127.0.0.1", 19001)
+    # the user's own template on the app task is still there, untouched
+    app = next(t for t in to_api(spec)["TaskGroups"][0]["Tasks"] if t["Name"] == "web")
+    assert app["Templates"][0]["EmbeddedTmpl"] == USER_TEMPLATE
+
+
+def test_native_refuses_config_keys_the_proxy_file_cannot_carry() -> None:
+    data = mesh_data("native")
+    web = data["meshkit_services"][0]
+    web["sidecar"]["upstreams"][0]["config"] = {"protocol": "http"}
+    web["sidecar"]["config"] = {"handshake_timeout_ms": 5000, "envoy_stats_tags": []}
     with pytest.raises(NomadSettingsError) as err:
         build_job(parse_mesh(data), parse_job_settings(job_settings()))
     paths = [p.path for p in err.value.problems]
     assert paths == [
-        "services.web.sidecar.upstreams[0] (db).datacenter",
-        "services.web.sidecar.config",
+        "services.web.sidecar.config.envoy_stats_tags",
+        "services.web.sidecar.upstreams[0] (db).config.protocol",
     ]
     assert all("nomad.pattern: sidecar" in p.fix for p in err.value.problems)
 

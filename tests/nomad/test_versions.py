@@ -79,7 +79,9 @@ def test_native_pattern_needs_no_gate_for_prepared_queries() -> None:
     """meshkit-proxy resolves the query itself, so an old Nomad is fine for native."""
     job = build(one_service("native", PQ), "0.12.0")
     proxy = job["TaskGroups"][0]["Tasks"][1]
-    assert "db-nearest.query:127.0.0.1:9191" in proxy["Config"]["args"]
+    assert proxy["Config"]["args"] == ["-config", "${NOMAD_TASK_DIR}/meshkit-proxy.yaml"]
+    data = proxy["Templates"][0]["EmbeddedTmpl"]
+    assert '  - destination_name: "db-nearest"\n    destination_type: "prepared_query"\n' in data
 
 
 def test_default_bind_address_is_not_sent_so_old_nomad_accepts_it() -> None:

@@ -76,7 +76,7 @@ EOH
     task "meshkit-proxy" {
       driver = "raw_exec"
       config {
-        args = ["-service", "web", "-listen", "$${NOMAD_IP_mesh}:$${NOMAD_PORT_mesh}", "-service-addr", "127.0.0.1:8080", "-upstream", "db:127.0.0.1:9191", "-upstream", "db-nearest.query:127.0.0.1:9192"]
+        args = ["-config", "$${NOMAD_TASK_DIR}/meshkit-proxy.yaml"]
         command = "/usr/local/bin/meshkit-proxy"
       }
       env {
@@ -85,6 +85,28 @@ EOH
       resources {
         cpu = 100
         memory = 64
+      }
+      template {
+        data = <<EOH
+# Written by Nomad from the meshkit mesh model; meshkit-proxy -config reads it.
+mode: consul
+service: "web"
+public_listener:
+  bind_address: "{{ env "NOMAD_IP_mesh" }}"
+  bind_port: {{ env "NOMAD_PORT_mesh" }}
+  local_service_address: "127.0.0.1:8080"
+upstreams:
+  - destination_name: "db"
+    destination_type: "service"
+    local_bind_address: "127.0.0.1"
+    local_bind_port: 9191
+  - destination_name: "db-nearest"
+    destination_type: "prepared_query"
+    local_bind_address: "127.0.0.1"
+    local_bind_port: 9192
+EOH
+        destination = "local/meshkit-proxy.yaml"
+        change_mode = "restart"
       }
     }
   }
@@ -144,7 +166,7 @@ EOH
     task "meshkit-proxy" {
       driver = "raw_exec"
       config {
-        args = ["-service", "db", "-listen", "$${NOMAD_IP_mesh}:$${NOMAD_PORT_mesh}", "-service-addr", "127.0.0.1:5432"]
+        args = ["-config", "$${NOMAD_TASK_DIR}/meshkit-proxy.yaml"]
         command = "/usr/local/bin/meshkit-proxy"
       }
       env {
@@ -153,6 +175,20 @@ EOH
       resources {
         cpu = 100
         memory = 64
+      }
+      template {
+        data = <<EOH
+# Written by Nomad from the meshkit mesh model; meshkit-proxy -config reads it.
+mode: consul
+service: "db"
+public_listener:
+  bind_address: "{{ env "NOMAD_IP_mesh" }}"
+  bind_port: {{ env "NOMAD_PORT_mesh" }}
+  local_service_address: "127.0.0.1:5432"
+upstreams: []
+EOH
+        destination = "local/meshkit-proxy.yaml"
+        change_mode = "restart"
       }
     }
   }

@@ -7,6 +7,7 @@ API JSON without deciding anything, so the two forms cannot drift apart.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,51 +120,84 @@ class JobSpec:
     restart: RestartPolicy | None
 
 
-def native_proxy_args(
-    service: Service, group: GroupSettings, path: str
-) -> tuple[list[str], list[Problem]]:
-    """meshkit-proxy's Consul-mode flags for a native service (`consul connect proxy -service`).
+PROXY_CONFIG_FILE = "local/meshkit-proxy.yaml"  # relative to the task dir: NOMAD_TASK_DIR
+# What meshkit-proxy's Consul-mode file can carry from the model's `config` mappings.
+NATIVE_PROXY_CONFIG_KEYS = ("handshake_timeout_ms", "local_connect_timeout_ms")
+NATIVE_UPSTREAM_CONFIG_KEYS = ("connect_timeout_ms",)
 
-    The proxy fetches its leaf for `-service` from the agent, terminates mTLS on `-listen` and
-    forwards to the app on loopback; upstreams are `-upstream NAME[.query]:ADDR:PORT`. Nomad
-    fills `${NOMAD_IP_mesh}`/`${NOMAD_PORT_mesh}` when it starts the task.
+
+def _yaml_scalar(value: Any) -> str:
+    """A YAML scalar that means exactly `value` (JSON scalars are YAML)."""
+    return json.dumps(value)
+
+
+def _config_entries(
+    config: Mapping[str, Any], allowed: tuple[str, ...], where: str, problems: list[Problem]
+) -> list[tuple[str, Any]]:
+    for key in sorted(config):
+        if key not in allowed:
+            problems.append(
+                Problem(
+                    f"{where}.{key}",
+                    "the native pattern writes this config into meshkit-proxy's file, which "
+                    f"knows only {', '.join(allowed)}",
+                    "drop the key, or use nomad.pattern: sidecar (Consul keeps Proxy.Config)",
+                )
+            )
+    return [(k, config[k]) for k in allowed if k in config]
+
+
+def native_proxy_file(
+    service: Service, group: GroupSettings, path: str
+) -> tuple[str, list[Problem]]:
+    """meshkit-proxy's Consul-mode config file (`mode: consul`) for a native service.
+
+    A Nomad `template` block writes it, so the listener address comes from consul-template's
+    `{{ env "NOMAD_IP_mesh" }}` when the task starts; everything else is data from the model,
+    including what flags cannot carry (upstream datacenter and config, sidecar.config).
     """
     problems: list[Problem] = []
     sidecar = service.sidecar
     if group.effective_network_mode == "bridge":
-        listen = f"0.0.0.0:{group.mesh_port}"
+        bind_address, bind_port = _yaml_scalar("0.0.0.0"), str(group.mesh_port)
     else:
-        listen = f"${{NOMAD_IP_{MESH_PORT_LABEL}}}:${{NOMAD_PORT_{MESH_PORT_LABEL}}}"
+        bind_address = f'"{{{{ env "NOMAD_IP_{MESH_PORT_LABEL}" }}}}"'
+        bind_port = f'{{{{ env "NOMAD_PORT_{MESH_PORT_LABEL}" }}}}'
     local_address = (sidecar.local_service_address if sidecar else "") or "127.0.0.1"
     local_port = (sidecar.local_service_port if sidecar else 0) or service.port or 0
-    args = ["-service", service.name, "-listen", listen]
-    args += ["-service-addr", f"{local_address}:{local_port}"]
-    for i, up in enumerate(sidecar.upstreams if sidecar else ()):
+    lines = [
+        "# Written by Nomad from the meshkit mesh model; meshkit-proxy -config reads it.",
+        "mode: consul",
+        f"service: {_yaml_scalar(service.name)}",
+        "public_listener:",
+        f"  bind_address: {bind_address}",
+        f"  bind_port: {bind_port}",
+        f"  local_service_address: {_yaml_scalar(f'{local_address}:{local_port}')}",
+    ]
+    proxy_config = sidecar.config if sidecar else {}
+    for key, value in _config_entries(
+        proxy_config, NATIVE_PROXY_CONFIG_KEYS, f"{path}.sidecar.config", problems
+    ):
+        lines.append(f"  {key}: {_yaml_scalar(value)}")
+    ups = sidecar.upstreams if sidecar else ()
+    lines.append("upstreams:" if ups else "upstreams: []")
+    for i, up in enumerate(ups):
         upath = f"{path}.sidecar.upstreams[{i}] ({up.destination_name})"
-        for key, used in (("datacenter", up.datacenter), ("config", up.config)):
-            if used:
-                problems.append(
-                    Problem(
-                        f"{upath}.{key}",
-                        f"the native pattern passes upstreams as meshkit-proxy -upstream flags, "
-                        f"which carry no {key}",
-                        f"use nomad.pattern: sidecar (Nomad tells Consul the {key}) or drop it",
-                    )
-                )
-        name = up.destination_name + (".query" if up.destination_type == "prepared_query" else "")
-        address = up.local_bind_address or "127.0.0.1"
-        args += ["-upstream", f"{name}:{address}:{up.local_bind_port}"]
-    if sidecar and sidecar.config:
-        problems.append(
-            Problem(
-                f"{path}.sidecar.config",
-                "the native pattern has no proxy registration to carry Proxy.Config",
-                "use nomad.pattern: sidecar, or leave sidecar.config empty for this service",
-            )
+        lines.append(f"  - destination_name: {_yaml_scalar(up.destination_name)}")
+        lines.append(f"    destination_type: {_yaml_scalar(up.destination_type or 'service')}")
+        if up.datacenter:
+            lines.append(f"    datacenter: {_yaml_scalar(up.datacenter)}")
+        lines.append(
+            f"    local_bind_address: {_yaml_scalar(up.local_bind_address or '127.0.0.1')}"
         )
+        lines.append(f"    local_bind_port: {up.local_bind_port}")
+        for key, value in _config_entries(
+            up.config, NATIVE_UPSTREAM_CONFIG_KEYS, f"{upath}.config", problems
+        ):
+            lines.append(f"    {key}: {_yaml_scalar(value)}")
     if sidecar and sidecar.admin_port:
-        args += ["-admin-bind", f"127.0.0.1:{sidecar.admin_port}"]
-    return args, problems
+        lines += ["admin:", f"  bind: {_yaml_scalar(f'127.0.0.1:{sidecar.admin_port}')}"]
+    return "\n".join(lines) + "\n", problems
 
 
 def _upstreams(
@@ -259,15 +293,19 @@ def _group(
         _gate(problems, "native", settings, f"{path}.nomad.pattern")
         if mode == "bridge":
             _gate(problems, "native_bridge", settings, f"{path}.nomad.network_mode")
-        args, arg_problems = native_proxy_args(service, group, path)
-        problems += arg_problems
+        file_text, file_problems = native_proxy_file(service, group, path)
+        problems += file_problems
         tasks.append(
             TaskSpec(
                 name=PROXY_TASK,
                 driver=proxy.driver,
-                config={"command": proxy.command, "args": args},
+                config={
+                    "command": proxy.command,
+                    "args": ["-config", "${NOMAD_TASK_DIR}/meshkit-proxy.yaml"],
+                },
                 env={"CONSUL_HTTP_ADDR": _consul_addr(proxy, pattern, mode)},
                 resources=proxy.resources,
+                templates=(Template(data=file_text, destination=PROXY_CONFIG_FILE),),
             )
         )
         ports = (
