@@ -32,6 +32,13 @@ _WIRE = bytearray(READ_CHUNK + 64 * 1024)
 _WIRE_VIEW = memoryview(_WIRE)
 _WIRE_PTR = ffi.from_buffer(_WIRE)
 
+KEY_SHARE_GROUPS = b"X25519:P-256"
+# Below this many bytes the shared scratch buffers and a `bytes` copy are cheaper than an
+# allocation of its own.
+_LARGE = 16 * 1024
+_raw_alloc = ffi.new_allocator(should_clear_after_alloc=False)
+_PTR_OUT = ffi.new("char **")
+_PTR_IN = ffi.new("char **")
 _ZERO_RETURN = lib.SSL_ERROR_ZERO_RETURN
 _WANT_READ = lib.SSL_ERROR_WANT_READ
 
@@ -55,6 +62,10 @@ def _context(
     flags = SSL.VERIFY_PEER | (SSL.VERIFY_FAIL_IF_NO_PEER_CERT if server else 0)
     ctx.set_verify(flags, None)
     ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
+    # Plain X25519 (P-256 as fallback): OpenSSL 4.0 otherwise offers and negotiates the hybrid
+    # X25519MLKEM768 key share, measured ~15% dearer per mutual handshake (docs/benchmark.md).
+    if lib.SSL_CTX_set1_curves_list(ctx._context, KEY_SHARE_GROUPS) != 1:
+        raise RuntimeError("OpenSSL rejected the key share group list")
     ctx.set_options(SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION)
     if server:
         ctx.set_options(SSL.OP_NO_TICKET)
@@ -81,10 +92,16 @@ class OpenSSLEngine:
         lib.BIO_write(self.rbio, src, len(data))
 
     def handshake(self) -> bool:
-        try:
-            self.conn.do_handshake()
-        except SSL.WantReadError:
+        # The raw call: pyOpenSSL's `do_handshake` raises (and we catch) WantReadError on
+        # every flight; its error translation is only needed when the handshake fails.
+        ssl_ = self.ssl
+        result = lib.SSL_do_handshake(ssl_)
+        if result == 1:
+            return True
+        if lib.SSL_get_error(ssl_, result) == _WANT_READ:
             return False
+        try:
+            self.conn._raise_ssl_error(ssl_, result)
         except SSL.Error as exc:
             code = lib.SSL_get_verify_result(self.ssl)
             text = " ".join(str(part) for err in exc.args[0] for part in err) if exc.args else ""
@@ -94,23 +111,53 @@ class OpenSSLEngine:
             else:
                 reason = alert_reason(upper)
             raise HandshakeError(reason, text or "TLS handshake failed") from exc
-        return True
+        raise HandshakeError("protocol", "TLS handshake failed")
 
     def take_output(self) -> bytes:
-        size = len(_WIRE)
-        n = lib.BIO_read(self.wbio, _WIRE_PTR, size)
-        if n <= 0:
+        wbio = self.wbio
+        pending = lib.BIO_get_mem_data(wbio, _PTR_OUT)
+        if pending <= 0:
             return b""
-        first = bytes(_WIRE_VIEW[:n])
-        if n < size:
-            return first  # the common case: everything in one read
-        chunks = [first]
-        while (n := lib.BIO_read(self.wbio, _WIRE_PTR, size)) > 0:
-            chunks.append(bytes(_WIRE_VIEW[:n]))
-        return b"".join(chunks)
+        if pending >= _LARGE:
+            # Bulk: one copy out of the BIO into memory nobody else uses (no zero-fill, no
+            # second copy into `bytes`); the transport keeps it alive until it is sent.
+            buf = _raw_alloc("char[]", pending)
+            n = lib.BIO_read(wbio, buf, pending)
+            return ffi.buffer(buf, max(n, 0))  # type: ignore[no-any-return]
+        n = lib.BIO_read(wbio, _WIRE_PTR, pending)
+        return bytes(_WIRE_VIEW[:n]) if n > 0 else b""
 
     def read(self) -> tuple[bytes, bool]:
         ssl_ = self.ssl
+        # Plaintext is never longer than the ciphertext waiting in the BIO plus what OpenSSL
+        # already decrypted; bulk reads go straight into a buffer of their own (no extra copy).
+        cap = lib.BIO_get_mem_data(self.rbio, _PTR_IN) + lib.SSL_pending(ssl_)
+        if cap < _LARGE:
+            return self._read_small(ssl_)
+        cap = min(cap, READ_CHUNK)
+        buf = _raw_alloc("char[]", cap)
+        got = 0
+        eof = False
+        while got < cap:
+            n = lib.SSL_read(ssl_, buf + got, cap - got)
+            if n > 0:
+                got += n
+                continue
+            err = lib.SSL_get_error(ssl_, n)
+            if err == _ZERO_RETURN:
+                eof = True
+            elif err != _WANT_READ:
+                lib.ERR_clear_error()
+                raise TLSRecordError(f"TLS record error (SSL_get_error {err})")
+            break
+        data: bytes = ffi.buffer(buf, got) if got else b""
+        if got == cap and not eof:
+            more, eof = self._read_small(ssl_)
+            if more:
+                data = b"".join((data, more))
+        return data, eof
+
+    def _read_small(self, ssl_: object) -> tuple[bytes, bool]:
         got = 0
         size = READ_CHUNK
         eof = False
