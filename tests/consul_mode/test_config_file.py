@@ -4,6 +4,8 @@ writes with a `template` block): parsing, flag conflicts, and traffic on the rea
 from __future__ import annotations
 
 import contextlib
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -161,7 +163,9 @@ def test_proxy_from_file_carries_traffic_through_a_service_upstream(
                 "drain_timeout_ms": 1000,
             },
         )
-        web = ProxyProcess(tmp_path, "web", ["-config", str(path)], env).start()
+        # -tls-engine reaches Consul mode: web on Python's ssl, api on the default (openssl)
+        args = ["-config", str(path), "-tls-engine", "stdlib"]
+        web = ProxyProcess(tmp_path, "web", args, env).start()
         proxies.append(web)
         web.wait_ready()
         wait_until(
@@ -176,7 +180,17 @@ def test_proxy_from_file_carries_traffic_through_a_service_upstream(
         )
         assert sent is not None and sent > 0
         assert str(path) in web.log()  # the file is named as the config's source
+        assert "TLS engine: stdlib" in web.log() and "TLS engine: openssl" in api.log()
+        # SIGTERM with a connection held open: cut at the file's 1 s drain, not the 15 s default
+        held = socket.create_connection(("127.0.0.1", upstream), timeout=5)
+        held.sendall(b"E")
+        assert held.recv(4) == b"api:"
+        t0 = time.monotonic()
         assert web.stop() == 0
+        took = time.monotonic() - t0
+        held.close()
+        assert took < 10, f"stop took {took:.1f}s; the file says drain_timeout_ms: 1000"
+        assert "1 connection(s) cut at the drain deadline" in web.log()
     finally:
         for proxy in proxies:
             proxy.stop(timeout=5)
