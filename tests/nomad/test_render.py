@@ -246,6 +246,7 @@ def test_native_refuses_config_keys_the_proxy_file_cannot_carry() -> None:
     data = mesh_data("native")
     web = data["meshkit_services"][0]
     web["sidecar"]["upstreams"][0]["config"] = {"protocol": "http"}
+    web["sidecar"]["upstreams"][1]["config"] = {"connect_timeout_ms": '{{ env "X" }}'}
     web["sidecar"]["config"] = {"handshake_timeout_ms": 5000, "envoy_stats_tags": []}
     with pytest.raises(NomadSettingsError) as err:
         build_job(parse_mesh(data), parse_job_settings(job_settings()))
@@ -253,8 +254,10 @@ def test_native_refuses_config_keys_the_proxy_file_cannot_carry() -> None:
     assert paths == [
         "services.web.sidecar.config.envoy_stats_tags",
         "services.web.sidecar.upstreams[0] (db).config.protocol",
+        "services.web.sidecar.upstreams[1] (db-nearest).config.connect_timeout_ms",
     ]
-    assert all("nomad.pattern: sidecar" in p.fix for p in err.value.problems)
+    assert all("nomad.pattern: sidecar" in p.fix for p in err.value.problems[:2])
+    assert "not a number of milliseconds" in err.value.problems[2].message
 
 
 def test_sidecar_task_runs_meshkit_proxy_with_the_nomad_proxy_id() -> None:

@@ -8,6 +8,7 @@ API JSON without deciding anything, so the two forms cannot drift apart.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,6 +125,7 @@ PROXY_CONFIG_FILE = "local/meshkit-proxy.yaml"  # relative to the task dir: NOMA
 # What meshkit-proxy's Consul-mode file can carry from the model's `config` mappings.
 NATIVE_PROXY_CONFIG_KEYS = ("handshake_timeout_ms", "local_connect_timeout_ms")
 NATIVE_UPSTREAM_CONFIG_KEYS = ("connect_timeout_ms",)
+_MS_RE = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 
 
 def _yaml_scalar(value: Any) -> str:
@@ -144,7 +146,21 @@ def _config_entries(
                     "drop the key, or use nomad.pattern: sidecar (Consul keeps Proxy.Config)",
                 )
             )
-    return [(k, config[k]) for k in allowed if k in config]
+    out: list[tuple[str, Any]] = []
+    for key in (k for k in allowed if k in config):
+        value = config[key]
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        if not numeric and not (isinstance(value, str) and _MS_RE.match(value)):
+            problems.append(
+                Problem(
+                    f"{where}.{key}",
+                    f"{value!r} is not a number of milliseconds",
+                    "write a number, e.g. 5000",
+                )
+            )
+            continue
+        out.append((key, value))
+    return out
 
 
 def native_proxy_file(
