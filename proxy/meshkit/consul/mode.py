@@ -4,9 +4,10 @@ come from the local Consul agent, and every change is applied live.
 Three ways to say who we are, as `consul connect proxy` has them (precedence in this order):
 `-proxy-id ID`, `-sidecar-for SERVICE_ID` (agent mode: follow our own registration with a
 hash-blocking watch) and `-service NAME` (flag mode: listeners from the flags, optionally
-`-register`ed). Startup problems are reported once, clearly, with exit code 1; afterwards
-Consul failures only degrade to fail-static (last good state kept, reported on /metrics and
-/ready) and recover by themselves.
+`-register`ed); or a `-config` file with `mode: consul` (file mode: flag mode plus what flags
+cannot say, such as an upstream's datacenter; see configfile.py). Startup problems are
+reported once, clearly, with exit code 1; afterwards Consul failures only degrade to
+fail-static (last good state kept, reported on /metrics and /ready) and recover by themselves.
 """
 
 from __future__ import annotations
