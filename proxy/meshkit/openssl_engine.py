@@ -3,8 +3,9 @@
 Measured cheaper than Python's `ssl` (Debian's OpenSSL 3.0) for the mutual handshake
 (docs/benchmark.md: ~1.9 ms against ~3.0 ms per pair of ends), and it lets us prefer
 AES-128-GCM in TLS 1.3. The handshake goes through pyOpenSSL; records go through the raw
-`SSL_read`/`SSL_write`/`BIO_*` calls into one shared scratch buffer (the event loop is single
-threaded and every read is copied out before returning), so an idle connection holds no buffer.
+`SSL_read`/`SSL_write`/`BIO_*` calls: small ones into one shared scratch buffer (the event loop
+is single threaded and every read is copied out before returning), bulk ones straight into a
+buffer handed to the transport. Either way an idle connection holds no buffer.
 """
 
 from __future__ import annotations
