@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import procstat
-from bench.pairs import RunningPair
+from bench.pairs import RunningPair, die_with_parent
 
 ROOT = Path(__file__).resolve().parent.parent
 GIB = 1 << 30
@@ -59,6 +59,7 @@ def run_load(mode: str, port: int, conns: int, seconds: float, procs: int) -> li
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
+                preexec_fn=die_with_parent,
             )
             for share, out in zip(shares, outs, strict=True)
         ]
@@ -168,6 +169,7 @@ def idle_memory(pair: RunningPair, sizes: Sizes) -> dict[str, float]:
         [sys.executable, "-m", "bench.loadgen", "idle", "--port", str(pair.port),
          "--conns", str(sizes.idle_conns), "--seconds", "120"],
         cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=die_with_parent,
     )  # fmt: skip
     try:
         assert holder.stdout is not None

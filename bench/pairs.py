@@ -9,6 +9,7 @@ new connection is a full mutual handshake for every pair.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shlex
 import signal
@@ -79,6 +80,16 @@ class PairContext:
 Launcher = Callable[[PairContext], RunningPair]
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """`preexec_fn`: SIGTERM this child when the benchmark process dies, even by SIGKILL, so
+    no proxy or app outlives an aborted run (its `finally` blocks never ran)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def spawn(
     argv: Sequence[str | Path], log: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
@@ -91,6 +102,7 @@ def spawn(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             env=env,
+            preexec_fn=die_with_parent,
         )
 
 

@@ -134,7 +134,10 @@ def _processes_with(marker: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_interrupt_stops_every_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_interrupt_stops_every_process(tmp_path: Path, sig: signal.Signals) -> None:
+    """SIGINT unwinds through every `finally`; even SIGKILL, which runs none, leaves nothing
+    behind because every child is started with a parent-death signal."""
     if not Path("/usr/sbin/haproxy").exists():
         pytest.skip("haproxy is not installed (./run installs it)")
     marker = f"MESHKIT_BENCH_TEST_{uuid.uuid4().hex}"
@@ -155,11 +158,16 @@ def test_interrupt_stops_every_process(tmp_path: Path) -> None:
                 time.sleep(0.2)
             time.sleep(2.0)
             assert len(_processes_with(marker)) > 1, "nothing running to interrupt"
-            proc.send_signal(signal.SIGINT)
-            assert proc.wait(60) == 130, log.read_text()
+            proc.send_signal(sig)
+            expected = 130 if sig == signal.SIGINT else -signal.SIGKILL
+            assert proc.wait(60) == expected, log.read_text()
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    assert "interrupted" in log.read_text()
+    if sig == signal.SIGINT:
+        assert "interrupted" in log.read_text()
+    deadline = time.monotonic() + 20
+    while _processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert _processes_with(marker) == []
