@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from meshkit.config import parse_hostport
+from meshkit.consul.settings import HTTPFlags
 from meshkit.logs import parse_level
 from meshkit.resolver import PREPARED_QUERY, SERVICE
 
@@ -69,17 +70,8 @@ class CommandLine:
     log_json: bool = False
     bind_address: str | None = None
     pprof_addr: str | None = None
-    # Consul HTTP client flags
-    http_addr: str | None = None
-    token: str | None = field(default=None, repr=False)
-    token_file: str | None = None
-    ca_file: str | None = None
-    ca_path: str | None = None
-    client_cert: str | None = None
-    client_key: str | None = None
-    tls_server_name: str | None = None
-    datacenter: str | None = None
-    stale: bool = False
+    # Consul HTTP client flags, layered over the CONSUL_* environment by consul.settings.resolve
+    http: HTTPFlags = field(default_factory=HTTPFlags)
     # meshkit's own
     config: str | None = None
     admin_bind: tuple[str, int] | None = None
@@ -137,6 +129,8 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "h": ("help", "bool"),
 }
 
+_HTTP_FIELDS = frozenset(f.name for f in fields(HTTPFlags))
+
 # Only the proxy's identity comes from the environment here. The CONSUL_* connection variables
 # are read by meshkit.consul.settings.resolve, which must know a flag from a variable to apply
 # Consul's precedence (-token-file > -token > CONSUL_HTTP_TOKEN_FILE > CONSUL_HTTP_TOKEN).
@@ -177,6 +171,7 @@ Flags (also as --flag, -flag=value):
 def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> CommandLine:
     env = os.environ if env is None else env
     values: dict[str, object] = {}
+    http: dict[str, object] = {}
     upstreams: list[UpstreamFlag] = []
     args = list(argv)
     i = 0
@@ -200,9 +195,10 @@ def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> CommandL
                 lowered = value.lower()
                 if lowered not in ("true", "false", "1", "0", "t", "f"):
                     raise FlagError(f"-{name}: invalid boolean value {value!r}")
-                values[target] = lowered in ("true", "1", "t")
+                flag = lowered in ("true", "1", "t")
             else:
-                values[target] = True
+                flag = True
+            (http if target in _HTTP_FIELDS else values)[target] = flag
             continue
         if not has_value:
             if i >= len(args):
@@ -213,6 +209,10 @@ def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> CommandL
         if kind == "upstream":
             assert isinstance(values_or_err, UpstreamFlag)
             upstreams.append(values_or_err)
+        elif target in _HTTP_FIELDS:
+            # An empty flag value counts as not given, as in Consul's CLI.
+            if values_or_err:
+                http[target] = values_or_err
         else:
             values[target] = values_or_err
     for fld, var in _ENV.items():
@@ -222,7 +222,11 @@ def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> CommandL
         values["config_mode"] = config_file_mode(str(values["config"]))
     known = {f.name for f in fields(CommandLine)}
     assert set(values) <= known
-    cmd = CommandLine(upstreams=tuple(upstreams), **values)  # type: ignore[arg-type]
+    cmd = CommandLine(
+        upstreams=tuple(upstreams),
+        http=HTTPFlags(**http),  # type: ignore[arg-type]
+        **values,  # type: ignore[arg-type]
+    )
     if not cmd.help:
         _check(cmd)
     return cmd

@@ -109,7 +109,7 @@ def test_identity_flags_conflict_with_the_file(tmp_path: Path) -> None:
         flags.parse(["-config", str(path), "-service", "x", "-upstream", "db:1"], env={})
     # Consul connection flags and -admin-bind are fine
     cmd = flags.parse(["-config", str(path), "-token", "t", "-admin-bind", "127.0.0.1:1"], env={})
-    assert cmd.token == "t" and cmd.consul_file == str(path)
+    assert cmd.http.token == "t" and cmd.consul_file == str(path)
 
 
 @pytest.fixture

@@ -110,7 +110,7 @@ def test_command_line_keeps_consuls_precedence(tmp_path: Path) -> None:
     cmd = flags.parse(["-proxy-id", "p", "-token", "from-flag"], env=env)
     s = settings_from(cmd, env)
     assert (s.token, s.token_source, s.unix_path) == ("from-flag", "-token", "/run/consul.sock")
-    assert cmd.token == "from-flag" and cmd.token_file is None and cmd.http_addr is None
+    assert cmd.http == HTTPFlags(token="from-flag")
     cmd = flags.parse(["-proxy-id", "p"], env=env)
     s = settings_from(cmd, env)
     assert (s.token, s.token_source) == ("from-env-file", "CONSUL_HTTP_TOKEN_FILE")

@@ -430,7 +430,7 @@ def test_sidecar_reads_the_service_identity_token_when_consul_acls_are_on() -> N
     cmd = proxy_command_line(
         task["Config"]["args"], NOMAD_ALLOC_ID="a", NOMAD_GROUP_NAME="web", NOMAD_SECRETS_DIR="/s"
     )
-    assert cmd.token_file == "/s/si_token"
+    assert cmd.http.token_file == "/s/si_token"
     assert (
         "-token-file"
         not in render("sidecar")[2]["TaskGroups"][0]["Services"][0]["Connect"]["SidecarTask"][

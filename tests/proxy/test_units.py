@@ -53,7 +53,8 @@ def test_all_consul_flags_are_accepted() -> None:
         env={},
     )  # fmt: skip
     assert cmd.proxy_id == "web-proxy" and cmd.log_level == "debug" and cmd.log_json
-    assert cmd.http_addr == "127.0.0.1:8500" and cmd.datacenter == "dc2" and cmd.stale
+    assert cmd.http.http_addr == "127.0.0.1:8500" and cmd.http.datacenter == "dc2"
+    assert cmd.http.stale
     assert cmd.admin_bind == ("127.0.0.1", 19000) and cmd.authz == "local" and cmd.workers == 2
     assert "secret" not in repr(cmd)
 
@@ -64,7 +65,7 @@ def test_environment_defaults_and_flag_precedence() -> None:
     assert parse(["-proxy-id", "flag"], env=env).proxy_id == "flag"
     # CONSUL_* variables stay out of the command line: Consul mode's settings layer them
     # under the flags with Consul's precedence (tests/consul_mode/test_settings.py)
-    assert parse([], env=env).token is None
+    assert parse([], env=env).http.token is None
 
 
 @pytest.mark.parametrize(

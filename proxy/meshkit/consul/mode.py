@@ -42,7 +42,7 @@ from meshkit.consul.configfile import ConsulFile
 from meshkit.consul.discovery import ConsulResolver
 from meshkit.consul.intentions import AgentAuthorizer, IntentionsAuthorizer
 from meshkit.consul.register import Registrar, SelfRegistration
-from meshkit.consul.settings import HTTPFlags, Settings, SettingsError, resolve
+from meshkit.consul.settings import Settings, SettingsError, resolve
 from meshkit.consul.watch import Mode, Policy, Watch, WatchGroup
 from meshkit.spiffe import SpiffeError, parse_service_uri
 
@@ -65,19 +65,7 @@ class StartupError(RuntimeError):
 
 def settings_from(cmd: CommandLine, env: Mapping[str, str] | None = None) -> Settings:
     """The command line holds flags only; `resolve` layers them over the environment."""
-    flags = HTTPFlags(
-        http_addr=cmd.http_addr or None,
-        token=cmd.token or None,
-        token_file=cmd.token_file or None,
-        ca_file=cmd.ca_file or None,
-        ca_path=cmd.ca_path or None,
-        client_cert=cmd.client_cert or None,
-        client_key=cmd.client_key or None,
-        tls_server_name=cmd.tls_server_name or None,
-        datacenter=cmd.datacenter or None,
-        stale=cmd.stale,
-    )
-    return resolve(flags, env)
+    return resolve(cmd.http, env)
 
 
 def explain(exc: ConsulError, what: str, settings: Settings, service: str = "") -> str:

@@ -24,7 +24,7 @@ class HTTPFlags:
     """The HTTP client flags of Consul's CLI; None means "not given on the command line"."""
 
     http_addr: str | None = None
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)  # a secret: never in a repr or log
     token_file: str | None = None
     ca_file: str | None = None
     ca_path: str | None = None
