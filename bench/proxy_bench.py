@@ -83,30 +83,33 @@ FLOORS = (
 )
 
 
-def measure_pair(pair: pairs.RunningPair, sizes: measure.Sizes) -> dict[str, float]:
-    """Every metric of one pair, fresh from start: memory first, before any load shaped it."""
-    mem = measure.idle_memory(pair, sizes)
-    b1 = measure.bulk(pair, 1, sizes)
-    b8 = measure.bulk(pair, 8, sizes)
-    r1 = measure.rr_single(pair, sizes)
-    r64 = measure.rr_many(pair, 64, sizes)
-    nc = measure.new_conns(pair, 16, sizes)
-    return {
-        "bulk1_gbps": b1["gbps"],
-        "bulk8_gbps": b8["gbps"],
-        "rr1_p50_us": r1["p50_us"],
-        "rr1_p99_us": r1["p99_us"],
-        "rr64_rps": r64["rps"],
-        "rr64_p99_us": r64["p99_us"],
-        "conns_per_s": nc["cps"],
-        "idle_kib": mem["idle_kib"],
-        "loaded_kib": mem["loaded_kib"],
-        "kib_per_conn": mem["kib_per_conn"],
-        "pair_kib_per_conn": mem["pair_kib_per_conn"],
-        "cpu_s_per_gib": (b1["cpu_s_per_gib"] + b8["cpu_s_per_gib"]) / 2,
-        "cpu_us_per_req": r64["cpu_us_per_req"],
-        "cpu_us_per_conn": nc["cpu_us_per_conn"],
-    }
+PHASES = ("memory", "bulk", "rr", "conns")
+
+
+def measure_pair(
+    pair: pairs.RunningPair, sizes: measure.Sizes, phases: tuple[str, ...] = PHASES
+) -> dict[str, float]:
+    """The metrics of the chosen phases for one pair, fresh from start: memory first, before
+    any load shaped it."""
+    out: dict[str, float] = {}
+    if "memory" in phases:
+        mem = measure.idle_memory(pair, sizes)
+        out |= {k: mem[k] for k in ("idle_kib", "loaded_kib", "kib_per_conn", "pair_kib_per_conn")}
+    if "bulk" in phases:
+        b1 = measure.bulk(pair, 1, sizes)
+        b8 = measure.bulk(pair, 8, sizes)
+        out["bulk1_gbps"], out["bulk8_gbps"] = b1["gbps"], b8["gbps"]
+        out["cpu_s_per_gib"] = (b1["cpu_s_per_gib"] + b8["cpu_s_per_gib"]) / 2
+    if "rr" in phases:
+        r1 = measure.rr_single(pair, sizes)
+        r64 = measure.rr_many(pair, 64, sizes)
+        out["rr1_p50_us"], out["rr1_p99_us"] = r1["p50_us"], r1["p99_us"]
+        out["rr64_rps"], out["rr64_p99_us"] = r64["rps"], r64["p99_us"]
+        out["cpu_us_per_req"] = r64["cpu_us_per_req"]
+    if "conns" in phases:
+        nc = measure.new_conns(pair, 16, sizes)
+        out["conns_per_s"], out["cpu_us_per_conn"] = nc["cps"], nc["cpu_us_per_conn"]
+    return out
 
 
 @contextlib.contextmanager
@@ -158,7 +161,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     pair = launchers[name](ctx)
                     try:
                         pairs.wait_ready(pair)
-                        results[name] = measure_pair(pair, sizes)
+                        results[name] = measure_pair(pair, sizes, args.phases)
                     except RuntimeError as exc:
                         failures.append(f"round {number} {name}: {exc}")
                         print(f"round {number}: {name} FAILED: {exc}", file=sys.stderr, flush=True)
@@ -178,7 +181,11 @@ def medians(rounds: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, fl
     names = {n for r in rounds for n in r}
     for name in names:
         runs = [r[name] for r in rounds if name in r]
-        out[name] = {m.key: statistics.median(run[m.key] for run in runs) for m in METRICS}
+        out[name] = {
+            m.key: statistics.median(run[m.key] for run in runs)
+            for m in METRICS
+            if all(m.key in run for run in runs)
+        }
     return out
 
 
@@ -195,6 +202,8 @@ def render(med: dict[str, dict[str, float]], chosen: list[str], n_rounds: int) -
     head = [f"metric (median of {n_rounds} rounds)", *names, *(f"{n}/haproxy" for n in ratios)]
     rows = [head]
     for m in METRICS:
+        if not all(m.key in med[n] for n in names):
+            continue  # a phase left out with --phases
         row = [m.label]
         for n in names:
             value = med[n][m.key]
@@ -223,6 +232,8 @@ def floors(med: dict[str, dict[str, float]], chosen: list[str]) -> list[dict[str
     out = []
     for name in meshkit_pairs(med, chosen):
         for f in FLOORS:
+            if f.key not in med[name] or f.key not in med["haproxy"]:
+                continue
             m, h = med[name][f.key], med["haproxy"][f.key]
             out.append(
                 {
@@ -281,6 +292,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help='another meshkit pair in the same rounds, e.g. --variant "stdlib=-tls-engine stdlib"',
     )
     parser.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help=f"comma-separated subset of {','.join(PHASES)} (default: all)",
+    )
+    parser.add_argument(
         "--seconds", type=float, default=0.0, help="seconds per load phase (default 4, quick 0.5)"
     )
     args = parser.parse_args(argv)
@@ -293,6 +309,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not 0 <= args.seconds <= 60:
         parser.error("--seconds must be 0..60")
     args.only = only
+    phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
+    if not phases or any(p not in PHASES for p in phases):
+        parser.error(f"--phases: choose from {','.join(PHASES)}")
+    args.phases = phases
     variants: list[tuple[str, list[str]]] = []
     for text in args.variant:
         label, sep, flags = text.partition("=")
