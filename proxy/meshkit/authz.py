@@ -3,6 +3,10 @@
 One small interface so the static allow/deny lists of static mode and Consul's intentions
 (agent mode) plug into the same inbound path. The caller treats any exception as a denial:
 an authorizer that cannot decide must never let a peer through.
+
+`decide_now` is the fast path: an authorizer whose answer is already in memory (static lists,
+the watched intentions cache) gives it synchronously, so the inbound path needs no task or
+coroutine for the decision; one that must ask over the network returns None and is awaited.
 """
 
 from __future__ import annotations
@@ -23,6 +27,19 @@ class Decision:
 
 class Authorizer(Protocol):
     async def authorize(self, peer: ServiceID, serial: str) -> Decision: ...
+
+    def decide_now(self, peer: ServiceID, serial: str) -> Decision | None: ...
+
+
+def decide_now(authorizer: Authorizer, peer: ServiceID, serial: str) -> Decision | None:
+    """The synchronous decision if the authorizer has one, failing closed like `decide`."""
+    try:
+        decision = authorizer.decide_now(peer, serial)
+    except Exception as exc:  # fail closed, whatever went wrong
+        return Decision(False, f"authorizer error: {type(exc).__name__}: {exc}")
+    if decision is None or isinstance(decision, Decision):
+        return decision
+    return Decision(False, "authorizer returned no decision")
 
 
 async def decide(authorizer: Authorizer, peer: ServiceID, serial: str) -> Decision:
@@ -71,4 +88,7 @@ class StaticAuthorizer:
         return Decision(False, f"source {service!r} matches no allow rule (default deny)")
 
     async def authorize(self, peer: ServiceID, serial: str) -> Decision:
+        return self.check(peer.service)
+
+    def decide_now(self, peer: ServiceID, serial: str) -> Decision:
         return self.check(peer.service)

@@ -245,12 +245,17 @@ class TLSLeg(Leg):
             if failure is not None:
                 self._handshake_failed(failure)
                 return
-        self._flush()
         self.handshake_done = True
         self._cancel_timer()
         callback, self.on_handshake = self.on_handshake, None
         if callback is not None:
+            # A callback that joins the legs at once sends the first data in the same write
+            # as our last flight (the client's Finished): one segment instead of two.
             callback(self, None)
+        # What is left: a client's last flight, which must go now, or a TLS 1.3 server's
+        # session tickets, which nobody waits for and which ride with our next record.
+        if not self.side.server_side or engine.version() != "TLSv1.3":
+            self._flush()
         # Application data may have arrived together with the peer's last flight.
         if not self.lost:
             self._read_tls()
@@ -295,9 +300,8 @@ class TLSLeg(Leg):
         except TLSRecordError:
             self.abort()
             return
-        out = engine.take_output()  # post-handshake messages (key updates)
-        if out and not self.lost:
-            self.transport.write(out)
+        # Post-handshake replies (a KeyUpdate answer) are not flushed here: TLS 1.3 only asks
+        # that they precede our next record, and `send`/`send_eof` flush the engine first.
         if data:
             self._forward(data)
         if eof:
@@ -314,7 +318,7 @@ class TLSLeg(Leg):
 
     # -- sending --------------------------------------------------------------------------
     def _flush(self) -> None:
-        if self.engine is not None and not self.lost:
+        if self.engine is not None and not self.lost and not self.transport.is_closing():
             out = self.engine.take_output()
             if out:
                 self.transport.write(out)

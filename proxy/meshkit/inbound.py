@@ -11,8 +11,9 @@ import logging
 import time
 from typing import TYPE_CHECKING, cast
 
-from meshkit.authz import decide
+from meshkit.authz import Decision, decide, decide_now
 from meshkit.copy import Leg, TLSLeg
+from meshkit.deadline import Deadline
 from meshkit.failures import handshake_reason
 from meshkit.tls import IdentityError, PeerIdentity, identity_of
 
@@ -93,7 +94,6 @@ class InboundConn:
             level = logging.DEBUG if reason == "eof" else logging.WARNING
             log.log(level, "inbound handshake failed (%s): %s", reason, exc)
             return
-        leg.hold()
         try:
             ident = identity_of(leg.peer_der())
         except (IdentityError, ValueError) as err:
@@ -102,39 +102,65 @@ class InboundConn:
             leg.abort()
             return
         self.peer_name = ident.service.uri
-        self.task = asyncio.get_running_loop().create_task(self._authorize_and_dial(ident))
+        # Until the app is joined, what the peer sends waits in the leg (bounded: the leg
+        # stops reading at `copy.PENDING_LIMIT`).
+        loop = asyncio.get_running_loop()
+        decision = decide_now(self.proxy.authorizer, ident.service, ident.serial)
+        if decision is None:  # the authorizer must ask over the network
+            self.task = loop.create_task(self._authorize_then_dial(ident))
+        elif self._admit(ident, decision):
+            self.task = loop.create_task(self._dial(ident))
 
-    async def _authorize_and_dial(self, ident: PeerIdentity) -> None:
+    def _admit(self, ident: PeerIdentity, decision: Decision) -> bool:
+        if decision.allowed:
+            return True
+        self.proxy.metrics.inc("authz_denials_total", self.labels)
+        log.warning("inbound from %s denied: %s", ident.service, decision.reason)
+        self.remote.abort()
+        return False
+
+    async def _authorize_then_dial(self, ident: PeerIdentity) -> None:
         try:
-            await self._authorize_and_dial_inner(ident)
+            decision = await decide(self.proxy.authorizer, ident.service, ident.serial)
+            if self._admit(ident, decision):
+                await self._dial_app(ident)
         finally:
             self._maybe_done()
 
-    async def _authorize_and_dial_inner(self, ident: PeerIdentity) -> None:
-        proxy, leg = self.proxy, self.remote
-        decision = await decide(proxy.authorizer, ident.service, ident.serial)
-        if not decision.allowed:
-            proxy.metrics.inc("authz_denials_total", self.labels)
-            log.warning("inbound from %s denied: %s", ident.service, decision.reason)
-            leg.abort()
-            return
+    async def _dial(self, ident: PeerIdentity) -> None:
+        try:
+            await self._dial_app(ident)
+        finally:
+            self._maybe_done()
+
+    async def _dial_app(self, ident: PeerIdentity) -> None:
+        """Connect to the local app within `local_connect_timeout_ms`, then splice."""
+        proxy, leg, spec = self.proxy, self.remote, self.spec
         if leg.lost:
             return
-        spec = self.spec
         loop = asyncio.get_running_loop()
+        deadline = Deadline(loop, spec.local_connect_timeout_ms / 1000.0)
+        failure: OSError | TimeoutError | None = None
         try:
-            async with asyncio.timeout(spec.local_connect_timeout_ms / 1000.0):
-                _, app = await loop.create_connection(
-                    lambda: Leg(self._lost), spec.local_host, spec.local_port
-                )
-        except (OSError, TimeoutError) as exc:
+            _, app = await loop.create_connection(
+                lambda: Leg(self._lost), spec.local_host, spec.local_port
+            )
+        except OSError as exc:
+            failure = exc
+        except asyncio.CancelledError:
+            if not deadline.claim():
+                raise
+            failure = TimeoutError("timeout")
+        finally:
+            deadline.cancel()
+        if failure is not None:
             proxy.metrics.inc("dial_failures_total", self.labels)
             log.error(
                 "inbound from %s: local app %s:%d unreachable: %s",
                 ident.service,
                 spec.local_host,
                 spec.local_port,
-                exc or "timeout",
+                failure,
             )
             leg.abort()
             return

@@ -28,6 +28,10 @@ class Target:
 class Resolver(Protocol):
     async def targets(self) -> Sequence[Target]: ...
 
+    def targets_now(self) -> Sequence[Target] | None:
+        """The candidates if they are in memory already; None when `targets()` must wait."""
+        ...
+
 
 @dataclass(frozen=True)
 class StaticResolver:
@@ -36,4 +40,7 @@ class StaticResolver:
     items: tuple[Target, ...]
 
     async def targets(self) -> Sequence[Target]:
+        return self.items
+
+    def targets_now(self) -> Sequence[Target]:
         return self.items

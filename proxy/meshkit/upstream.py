@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from meshkit.copy import Leg, TLSLeg
+from meshkit.deadline import Deadline
 from meshkit.failures import PeerMismatch, handshake_reason
 from meshkit.inbound import splice
 from meshkit.resolver import Target
@@ -27,7 +29,11 @@ log = logging.getLogger("meshkit.upstream")
 
 
 class _LocalLeg(Leg):
-    """The local client's socket; starts the dial once accepted."""
+    """The local client's socket; starts the dial once accepted.
+
+    It keeps reading while the dial runs: early bytes wait in `pending` (bounded by
+    `copy.PENDING_LIMIT`) and leave with the client's last handshake flight.
+    """
 
     __slots__ = ("conn",)
 
@@ -37,13 +43,14 @@ class _LocalLeg(Leg):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.hold()
         self.conn.start()
 
 
 class UpstreamConn:
     inbound = False
     __slots__ = (
+        "attempt",
+        "deadline",
         "finished",
         "labels",
         "local",
@@ -63,6 +70,8 @@ class UpstreamConn:
         self.local = _LocalLeg(self)
         self.remote: TLSLeg | None = None
         self.target: Target | None = None
+        self.attempt: tuple[Target, TLSLeg | None] | None = None  # the dial in flight
+        self.deadline: Deadline | None = None
         self.task: asyncio.Task[None] | None = None
         self.finished = False
 
@@ -81,54 +90,79 @@ class UpstreamConn:
             self._maybe_done()
 
     async def _connect_inner(self) -> None:
+        """Try the targets in order under one deadline for the whole dial."""
         proxy, spec = self.proxy, self.spec
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + spec.connect_timeout_ms / 1000.0
+        self.deadline = deadline = Deadline(loop, spec.connect_timeout_ms / 1000.0)
+        targets: Sequence[Target] = ()
         try:
-            async with asyncio.timeout_at(deadline):  # no extra task, unlike wait_for
-                targets = list(await spec.resolver.targets())
-        except Exception as exc:
+            found = spec.resolver.targets_now()
+            targets = found if found is not None else await spec.resolver.targets()
+            if not targets:
+                proxy.metrics.inc("dial_failures_total", self.labels)
+                log.error("upstream %s: resolver returned no targets", spec.name)
+            for target in targets:
+                if self.local.lost or await self._try(target):
+                    return
+            if targets:
+                log.error(
+                    "upstream %s: all %d target(s) failed or timed out", spec.name, len(targets)
+                )
+        except asyncio.CancelledError:
+            if not deadline.claim():
+                raise
+            self._timed_out(len(targets))
+        except Exception as exc:  # a resolver that failed
             proxy.metrics.inc("dial_failures_total", self.labels)
             log.error("upstream %s: no targets: %s", spec.name, exc)
-            self.local.abort()
-            return
-        if not targets:
-            proxy.metrics.inc("dial_failures_total", self.labels)
-            log.error("upstream %s: resolver returned no targets", spec.name)
-            self.local.abort()
-            return
-        for target in targets:
-            if self.local.lost:
-                return
-            if deadline - loop.time() <= 0:
-                break
-            leg = await self._try(target, deadline)
-            if leg is None:
-                continue
-            if self.local.lost:
-                leg.close()
-                return
-            self.remote, self.target = leg, target
-            log.debug("upstream %s: connected to %s:%d", spec.name, target.host, target.port)
-            splice(self.local, leg)
-            return
-        log.error("upstream %s: all %d target(s) failed or timed out", spec.name, len(targets))
+        finally:
+            deadline.cancel()
         self.local.abort()
 
-    async def _try(self, target: Target, deadline: float) -> TLSLeg | None:
+    def _timed_out(self, n_targets: int) -> None:
+        """The deadline passed: count what was in flight as the old per-step timeouts did."""
+        spec, metrics = self.spec, self.proxy.metrics
+        attempt, self.attempt = self.attempt, None
+        if attempt is None:  # still waiting for the resolver's first answer
+            metrics.inc("dial_failures_total", self.labels)
+            log.error("upstream %s: no targets within the connect timeout", spec.name)
+            return
+        target, leg = attempt
+        if leg is None:
+            metrics.inc("dial_failures_total", self.labels)
+            what = "dial"
+        else:
+            leg.abort()
+            metrics.inc("handshake_failures_total", (*self.labels, ("reason", "timeout")))
+            what = "handshake"
+        log.warning(
+            "upstream %s: %s with %s:%d timed out", spec.name, what, target.host, target.port
+        )
+        log.error(
+            "upstream %s: all %d target(s) failed or timed out (connect timeout %s ms)",
+            spec.name,
+            n_targets,
+            spec.connect_timeout_ms,
+        )
+
+    async def _try(self, target: Target) -> bool:
+        """One target: dial, handshake, check identity. True once the legs are joined."""
         proxy, spec = self.proxy, self.spec
         side = proxy.certs.client
         if side is None:
             proxy.metrics.inc("dial_failures_total", self.labels)
             log.error("upstream %s: no TLS material loaded yet", spec.name)
-            return None
+            return False
         loop = asyncio.get_running_loop()
-        budget = deadline - loop.time()
         done: asyncio.Future[BaseException | None] = loop.create_future()
 
         def handshaken(leg: TLSLeg, exc: BaseException | None) -> None:
             if exc is None:
-                leg.hold()
+                deadline = self.deadline
+                if deadline is not None and deadline.fired:
+                    exc = TimeoutError("connect timeout passed during the handshake")
+                else:
+                    self._join(leg, target)
             if not done.done():
                 done.set_result(exc)
 
@@ -146,30 +180,21 @@ class UpstreamConn:
         def factory() -> TLSLeg:
             return TLSLeg(side, handshaken, self._lost_remote, verify=verify)
 
-        leg: TLSLeg | None = None
+        self.attempt = (target, None)
         try:
-            async with asyncio.timeout(budget):
-                _, leg = await loop.create_connection(factory, target.host, target.port)
-        except (OSError, TimeoutError) as exc:
-            if leg is not None:
-                leg.abort()
+            _, leg = await loop.create_connection(factory, target.host, target.port)
+        except OSError as exc:
+            self.attempt = None
             proxy.metrics.inc("dial_failures_total", self.labels)
             log.warning(
-                "upstream %s: dial %s:%d failed: %s",
-                spec.name,
-                target.host,
-                target.port,
-                exc or "timeout",
+                "upstream %s: dial %s:%d failed: %s", spec.name, target.host, target.port, exc
             )
-            return None
-        failure: BaseException | None
-        try:
-            async with asyncio.timeout(max(deadline - loop.time(), 0.001)):
-                failure = await done
-        except TimeoutError as exc:
-            failure = exc
+            return False
+        self.attempt = (target, leg)
+        failure = await done
+        self.attempt = None
         if failure is None:
-            return leg
+            return True
         reason = handshake_reason(failure)
         proxy.metrics.inc("handshake_failures_total", (*self.labels, ("reason", reason)))
         log.warning(
@@ -181,7 +206,18 @@ class UpstreamConn:
             failure or "timeout",
         )
         leg.abort()
-        return None
+        return False
+
+    def _join(self, leg: TLSLeg, target: Target) -> None:
+        """Called from the handshake callback, so the first bytes leave with our Finished."""
+        if self.deadline is not None:
+            self.deadline.cancel()
+        self.remote, self.target = leg, target
+        if self.local.lost:
+            leg.close()
+            return
+        log.debug("upstream %s: connected to %s:%d", self.spec.name, target.host, target.port)
+        splice(self.local, leg)
 
     def _lost_remote(self, leg: Leg, exc: BaseException | None) -> None:
         if leg is self.remote:

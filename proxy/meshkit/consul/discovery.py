@@ -145,6 +145,12 @@ class ConsulResolver:
         """The cached instances, rotated; waits briefly only before the very first result."""
         if not self.watch.status.has_value:
             await self.watch.wait_changed(FIRST_RESULT_WAIT_S)
+        return self._rotated()
+
+    def targets_now(self) -> Sequence[Target] | None:
+        return self._rotated() if self.watch.status.has_value else None
+
+    def _rotated(self) -> Sequence[Target]:
         found = self.watch.value or ()
         if len(found) <= 1:
             return found

@@ -156,6 +156,10 @@ class IntentionsAuthorizer:
         self.default = Decision(allowed, reason or "default policy")
 
     async def authorize(self, peer: ServiceID, serial: str) -> Decision:
+        return self.decide_now(peer, serial)
+
+    def decide_now(self, peer: ServiceID, serial: str) -> Decision:
+        """Always answers from the cache, so the inbound path never waits on Consul."""
         if not self.watch.status.has_value or self.watch.value is None:
             return Decision(False, "intentions not loaded yet (fail closed)")
         return decide(self.watch.value, peer, self.default)
@@ -166,6 +170,9 @@ class AgentAuthorizer:
 
     def __init__(self, client: ConsulClient, destination: str, timeout_s: float = 2.0) -> None:
         self.client, self.destination, self.timeout_s = client, destination, timeout_s
+
+    def decide_now(self, peer: ServiceID, serial: str) -> None:
+        return None  # every decision is the agent's, over HTTP
 
     async def authorize(self, peer: ServiceID, serial: str) -> Decision:
         try:
