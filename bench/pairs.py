@@ -186,8 +186,14 @@ def stunnel(ctx: PairContext) -> RunningPair:
     return pair
 
 
-def meshkit(extra_args: Sequence[str] = (), name: str = "meshkit") -> Launcher:
-    """The meshkit pair in static mode, from YAML files in the format of docs/proxy.md."""
+def meshkit(
+    extra_args: Sequence[str] = (), name: str = "meshkit", source: Path | None = None
+) -> Launcher:
+    """The meshkit pair in static mode, from YAML files in the format of docs/proxy.md.
+
+    `source` is another checkout's `proxy/` directory (before/after runs in one invocation);
+    by default the proxy next to this script runs."""
+    src = source or PROXY_SRC
 
     def launch(ctx: PairContext) -> RunningPair:
         out_port, in_port = free_port(), free_port()
@@ -225,7 +231,7 @@ def meshkit(extra_args: Sequence[str] = (), name: str = "meshkit") -> Launcher:
             ],
         }
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROXY_SRC), env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
         pair = RunningPair(name, out_port)
         stem = name.replace(":", "-")
         for side, config in (("in", inbound), ("out", outbound)):

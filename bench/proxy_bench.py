@@ -138,8 +138,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if name in args.only:
             launchers[name] = pairs.LAUNCHERS[name](extra)
         if name == "meshkit":
-            for label, flags in args.variant:
-                launchers[f"meshkit:{label}"] = pairs.meshkit([*extra, *flags], f"meshkit:{label}")
+            for label, source, flags in args.variant:
+                launchers[f"meshkit:{label}"] = pairs.meshkit(
+                    [*extra, *flags], f"meshkit:{label}", source
+                )
     chosen = list(launchers)
     rounds: list[dict[str, dict[str, float]]] = []
     failures: list[str] = []
@@ -288,8 +290,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--variant",
         action="append",
         default=[],
-        metavar="LABEL=FLAGS",
-        help='another meshkit pair in the same rounds, e.g. --variant "stdlib=-tls-engine stdlib"',
+        metavar="LABEL[@CHECKOUT]=FLAGS",
+        help='another meshkit pair in the same rounds, e.g. --variant "stdlib=-tls-engine stdlib";'
+        " with @CHECKOUT, the proxy of another checkout of this repository (before/after runs:"
+        ' --variant "before@/tmp/old-checkout=")',
     )
     parser.add_argument(
         "--phases",
@@ -313,13 +317,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not phases or any(p not in PHASES for p in phases):
         parser.error(f"--phases: choose from {','.join(PHASES)}")
     args.phases = phases
-    variants: list[tuple[str, list[str]]] = []
+    variants: list[tuple[str, Path | None, list[str]]] = []
     for text in args.variant:
-        label, sep, flags = text.partition("=")
+        head, sep, flags = text.partition("=")
+        label, at, checkout = head.partition("@")
         if not sep or not label.strip().isidentifier():
-            parser.error(f"--variant {text!r}: expected LABEL=FLAGS with a word as label")
-        variants.append((label.strip(), shlex.split(flags)))
-    if len({label for label, _ in variants}) != len(variants):
+            parser.error(f"--variant {text!r}: expected LABEL[@CHECKOUT]=FLAGS, a word as label")
+        source = None
+        if at:
+            source = Path(checkout).expanduser().resolve() / "proxy"
+            if not (source / "meshkit" / "proxy_main.py").is_file():
+                parser.error(
+                    f"--variant {text!r}: {checkout} is not a checkout of this repository "
+                    "(no proxy/meshkit/proxy_main.py); make one with: git worktree add DIR COMMIT"
+                )
+        variants.append((label.strip(), source, shlex.split(flags)))
+    if len({label for label, _, _ in variants}) != len(variants):
         parser.error("--variant: labels must differ")
     args.variant = variants
     return args

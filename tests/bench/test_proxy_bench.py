@@ -72,6 +72,8 @@ def test_quick_round_end_to_end(tmp_path: Path) -> None:
         (["--variant", "no-equals-sign"], "no-equals-sign"),
         (["--variant", "a=-workers 2", "--variant", "a=-workers 3"], "labels must differ"),
         (["--rounds", "0"], "--rounds"),
+        (["--variant", "old@/nonexistent-checkout="], "not a checkout"),
+        (["--phases", "conns,latency"], "--phases"),
     ],
 )
 def test_bad_options_are_refused_before_anything_starts(args: list[str], named: str) -> None:
