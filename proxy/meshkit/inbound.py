@@ -19,6 +19,7 @@ from meshkit.tls import IdentityError, PeerIdentity, identity_of
 
 if TYPE_CHECKING:
     from meshkit.config import PublicListener
+    from meshkit.spiffe import ServiceID
     from meshkit.runtime import Proxy
 
 log = logging.getLogger("meshkit.inbound")
@@ -45,7 +46,7 @@ class InboundConn:
         "app",
         "finished",
         "labels",
-        "peer_name",
+        "peer",
         "proxy",
         "remote",
         "spec",
@@ -59,7 +60,7 @@ class InboundConn:
         self.labels = proxy.inbound_labels
         self.started = time.monotonic()
         self.app: Leg | None = None
-        self.peer_name = "?"
+        self.peer: ServiceID | None = None  # spelled as a URI only when a line is logged
         self.task: asyncio.Task[None] | None = None
         self.finished = False
         side = proxy.certs.server
@@ -101,7 +102,7 @@ class InboundConn:
             log.warning("inbound peer refused: %s", err)
             leg.abort()
             return
-        self.peer_name = ident.service.uri
+        self.peer = ident.service
         # Until the app is joined, what the peer sends waits in the leg (bounded: the leg
         # stops reading at `copy.PENDING_LIMIT`).
         loop = asyncio.get_running_loop()
@@ -189,7 +190,7 @@ class InboundConn:
             up, down = self.byte_counts()
             log.debug(
                 "inbound from %s closed after %.3fs: %d bytes in, %d out",
-                self.peer_name,
+                self.peer or "?",
                 time.monotonic() - self.started,
                 up,
                 down,

@@ -2,8 +2,9 @@
 
 Measured cheaper than Python's `ssl` (Debian's OpenSSL 3.0) for the mutual handshake
 (docs/benchmark.md: ~1.9 ms against ~3.0 ms per pair of ends), and it lets us prefer
-AES-128-GCM in TLS 1.3. The handshake goes through pyOpenSSL; records go through the raw
-`SSL_read`/`SSL_write`/`BIO_*` calls: small ones into one shared scratch buffer (the event loop
+AES-128-GCM in TLS 1.3. Contexts are built with pyOpenSSL; each connection is a raw `SSL`
+object, and handshakes and records go through the raw `SSL_*`/`BIO_*` calls: small records
+into one shared scratch buffer (the event loop
 is single threaded and every read is copied out before returning), bulk ones straight into a
 buffer handed to the transport. Either way an idle connection holds no buffer.
 """
@@ -40,6 +41,7 @@ _LARGE = 16 * 1024
 _raw_alloc = ffi.new_allocator(should_clear_after_alloc=False)
 _PTR_OUT = ffi.new("char **")
 _PTR_IN = ffi.new("char **")
+_PTR_DER = ffi.new("char **")
 _ZERO_RETURN = lib.SSL_ERROR_ZERO_RETURN
 _MODE_NO_AUTO_CHAIN = 0x8  # SSL_MODE_NO_AUTO_CHAIN (ssl.h); the bindings do not name it
 _WANT_READ = lib.SSL_ERROR_WANT_READ
@@ -67,7 +69,7 @@ def _context(
     # trust store on every handshake (one ECDSA verify, ~10% of the proxy's CPU per new
     # connection) and sends the root, which the peer already holds. The leaf file's own
     # intermediates still go out (`add_extra_chain_cert` above), as Consul's proxy sends them.
-    ctx.set_mode(SSL.MODE_RELEASE_BUFFERS | _MODE_NO_AUTO_CHAIN)
+    ctx.set_mode(SSL.MODE_RELEASE_BUFFERS | _MODE_NO_AUTO_CHAIN | lib.SSL_MODE_AUTO_RETRY)
     # Plain X25519 (P-256 as fallback): OpenSSL 4.0 otherwise offers and negotiates the hybrid
     # X25519MLKEM768 key share, measured ~15% dearer per mutual handshake (docs/benchmark.md).
     if lib.SSL_CTX_set1_curves_list(ctx._context, KEY_SHARE_GROUPS) != 1:
@@ -80,44 +82,60 @@ def _context(
 
 
 class OpenSSLEngine:
-    __slots__ = ("conn", "rbio", "ssl", "wbio")
+    """One `SSL` object over two memory BIOs, driven through the raw calls.
+
+    pyOpenSSL's `Connection` is skipped: its constructor registers every connection in a
+    weak-value map (for Python callbacks we do not use) and its accessors wrap each result
+    in objects; per new connection that was ~4% of a proxy's CPU.
+    """
+
+    __slots__ = ("rbio", "ssl", "wbio")
 
     def __init__(self, ctx: SSL.Context, server_side: bool) -> None:
-        conn = SSL.Connection(ctx, None)
+        raw = lib.SSL_new(ctx._context)
+        if raw == ffi.NULL:
+            raise MemoryError("SSL_new failed")
+        ssl_ = ffi.gc(raw, lib.SSL_free)  # frees the BIOs too
+        rbio = lib.BIO_new(lib.BIO_s_mem())
+        wbio = lib.BIO_new(lib.BIO_s_mem())
+        if rbio == ffi.NULL or wbio == ffi.NULL:
+            for bio in (rbio, wbio):
+                if bio != ffi.NULL:
+                    lib.BIO_free(bio)
+            raise MemoryError("BIO_new failed")
+        lib.SSL_set_bio(ssl_, rbio, wbio)
         if server_side:
-            conn.set_accept_state()
+            lib.SSL_set_accept_state(ssl_)
         else:
-            conn.set_connect_state()
-        self.conn = conn
-        self.ssl = conn._ssl
-        self.rbio = conn._into_ssl
-        self.wbio = conn._from_ssl
+            lib.SSL_set_connect_state(ssl_)
+        self.ssl = ssl_
+        self.rbio = rbio
+        self.wbio = wbio
 
     def feed(self, data: bytes | memoryview) -> None:
         src = data if isinstance(data, bytes) else ffi.from_buffer(data)
         lib.BIO_write(self.rbio, src, len(data))
 
     def handshake(self) -> bool:
-        # The raw call: pyOpenSSL's `do_handshake` raises (and we catch) WantReadError on
-        # every flight; its error translation is only needed when the handshake fails.
         ssl_ = self.ssl
         result = lib.SSL_do_handshake(ssl_)
         if result == 1:
             return True
-        if lib.SSL_get_error(ssl_, result) == _WANT_READ:
+        err = lib.SSL_get_error(ssl_, result)
+        if err == _WANT_READ:
             return False
-        try:
-            self.conn._raise_ssl_error(ssl_, result)
-        except SSL.Error as exc:
-            code = lib.SSL_get_verify_result(self.ssl)
-            text = " ".join(str(part) for err in exc.args[0] for part in err) if exc.args else ""
+        text = _error_queue_text()
+        if err == lib.SSL_ERROR_SSL:
             upper = text.upper().replace(" ", "_")
+            code = lib.SSL_get_verify_result(ssl_)
             if code != 0 and "CERTIFICATE_VERIFY_FAILED" in upper:
                 reason = verify_code_reason(code)
             else:
                 reason = alert_reason(upper)
-            raise HandshakeError(reason, text or "TLS handshake failed") from exc
-        raise HandshakeError("protocol", "TLS handshake failed")
+            raise HandshakeError(reason, text or "TLS handshake failed")
+        if err in (lib.SSL_ERROR_SYSCALL, _ZERO_RETURN):
+            raise HandshakeError("eof", text or "peer closed during the TLS handshake")
+        raise HandshakeError("protocol", text or f"TLS handshake failed (SSL_get_error {err})")
 
     def take_output(self) -> bytes:
         wbio = self.wbio
@@ -212,11 +230,37 @@ class OpenSSLEngine:
         lib.ERR_clear_error()
 
     def peer_der(self) -> bytes | None:
-        cert = self.conn.get_peer_certificate()
-        return crypto.dump_certificate(crypto.FILETYPE_ASN1, cert) if cert is not None else None
+        cert = lib.SSL_get_peer_certificate(self.ssl)  # a new reference, or NULL
+        if cert == ffi.NULL:
+            return None
+        bio = lib.BIO_new(lib.BIO_s_mem())
+        try:
+            if bio == ffi.NULL or lib.i2d_X509_bio(bio, cert) != 1:
+                lib.ERR_clear_error()
+                return None
+            n = lib.BIO_get_mem_data(bio, _PTR_DER)
+            return bytes(ffi.buffer(_PTR_DER[0], n)) if n > 0 else None
+        finally:
+            if bio != ffi.NULL:
+                lib.BIO_free(bio)
+            lib.X509_free(cert)
 
     def version(self) -> str:
-        return str(self.conn.get_protocol_version_name())
+        return ffi.string(lib.SSL_get_version(self.ssl)).decode()  # type: ignore[no-any-return]
+
+
+def _error_queue_text() -> str:
+    """OpenSSL's queued errors as "library reason" pairs; empties the queue."""
+    parts: list[str] = []
+    for _ in range(16):  # the queue is short; bounded anyway
+        code = lib.ERR_get_error()
+        if code == 0:
+            break
+        for text in (lib.ERR_lib_error_string(code), lib.ERR_reason_error_string(code)):
+            if text != ffi.NULL:
+                parts.append(ffi.string(text).decode(errors="replace"))
+    lib.ERR_clear_error()
+    return " ".join(parts)
 
 
 class OpenSSLSide:
