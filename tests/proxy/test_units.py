@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from meshkit.authz import Decision, StaticAuthorizer, decide
+from meshkit.authz import Decision, StaticAuthorizer, decide, decide_now
 from meshkit.config import parse_hostport, parse_ms
 from meshkit.flags import FlagError, UpstreamFlag, parse
 from meshkit.spiffe import ServiceID, service_id
@@ -129,5 +129,32 @@ def test_authorizer_errors_deny() -> None:
         async def authorize(self, peer: ServiceID, serial: str) -> Decision:
             raise RuntimeError("agent unreachable")
 
+        def decide_now(self, peer: ServiceID, serial: str) -> Decision | None:
+            return None
+
     decision = asyncio.run(decide(Broken(), WEB, "01"))
     assert not decision.allowed and "agent unreachable" in decision.reason
+    assert decide_now(Broken(), WEB, "01") is None  # no answer in memory: the caller awaits
+
+
+def test_synchronous_decisions_fail_closed_and_match_the_awaited_ones() -> None:
+    class Raises:
+        async def authorize(self, peer: ServiceID, serial: str) -> Decision:
+            return Decision(True, "unused")
+
+        def decide_now(self, peer: ServiceID, serial: str) -> Decision | None:
+            raise KeyError("cache torn")
+
+    class Garbage(Raises):
+        def decide_now(self, peer: ServiceID, serial: str) -> Decision | None:
+            return "yes"  # type: ignore[return-value]
+
+    torn = decide_now(Raises(), WEB, "01")
+    assert torn is not None and not torn.allowed and "cache torn" in torn.reason
+    garbage = decide_now(Garbage(), WEB, "01")
+    assert garbage is not None and not garbage.allowed
+    rules = StaticAuthorizer.from_lists(["web"], ["billing"])
+    for name in ("web", "billing", "other"):
+        peer = ServiceID("td.consul", "default", "dc1", name)
+        now = decide_now(rules, peer, "01")
+        assert now == asyncio.run(rules.authorize(peer, "01"))
