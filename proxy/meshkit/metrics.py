@@ -37,7 +37,16 @@ METRICS: dict[str, tuple[str, str]] = {
         "gauge",
         "Seconds since the Consul watch last succeeded (-1: never).",
     ),
+    "workers": ("gauge", "Worker processes configured (-workers; 1 in Consul mode)."),
+    "workers_up": (
+        "gauge",
+        "Worker processes that answered this scrape (worker 0 included); below `workers` "
+        "when one is stuck.",
+    ),
 }
+
+# Per-process states, not amounts: across workers the minimum (ready only when all are ready).
+STATE_GAUGES = frozenset({"ready", "control_plane_reachable", "consul_watch_healthy"})
 
 
 def labels(service: str, upstream: str = "", dst_type: str = "local", **extra: str) -> Labels:
@@ -109,25 +118,29 @@ class Metrics:
             self.counters[(name, lbl)] += 0
 
     def render(self) -> str:
-        counters, gauges = self.snapshot()
-        by_name: dict[str, list[tuple[Labels, float]]] = defaultdict(list)
-        for (name, lbl), count in counters.items():
-            by_name[name].append((lbl, float(count)))
-        for (name, lbl), gvalue in gauges.items():
-            by_name[name].append((lbl, gvalue))
-        lines: list[str] = []
-        for name in sorted(by_name):
-            kind, text = METRICS.get(name, ("untyped", name))
-            full = PREFIX + name
-            lines.append(f"# HELP {full} {text}")
-            lines.append(f"# TYPE {full} {kind}")
-            for lbl, value in sorted(by_name[name]):
-                inner = ",".join(f'{k}="{_escape(v)}"' for k, v in lbl)
-                number = float(value)
-                shown = str(int(number)) if number.is_integer() else repr(number)
-                series = f"{full}{{{inner}}}" if inner else full
-                lines.append(f"{series} {shown}")
-        return "\n".join(lines) + "\n"
+        return render(*self.snapshot())
+
+
+def render(counters: dict[tuple[str, Labels], int], gauges: dict[tuple[str, Labels], float]) -> str:
+    """Prometheus text for one process's snapshot or the sum over the workers."""
+    by_name: dict[str, list[tuple[Labels, float]]] = defaultdict(list)
+    for (name, lbl), count in counters.items():
+        by_name[name].append((lbl, float(count)))
+    for (name, lbl), gvalue in gauges.items():
+        by_name[name].append((lbl, gvalue))
+    lines: list[str] = []
+    for name in sorted(by_name):
+        kind, text = METRICS.get(name, ("untyped", name))
+        full = PREFIX + name
+        lines.append(f"# HELP {full} {text}")
+        lines.append(f"# TYPE {full} {kind}")
+        for lbl, value in sorted(by_name[name]):
+            inner = ",".join(f'{k}="{_escape(v)}"' for k, v in lbl)
+            number = float(value)
+            shown = str(int(number)) if number.is_integer() else repr(number)
+            series = f"{full}{{{inner}}}" if inner else full
+            lines.append(f"{series} {shown}")
+    return "\n".join(lines) + "\n"
 
 
 def _escape(value: str) -> str:
