@@ -2,6 +2,11 @@
 
 Three GET endpoints with `Connection: close` do not justify an HTTP framework in every proxy
 process (import time and memory count per worker); requests are bounded in size and time.
+
+With static mode's worker processes, worker 0 runs the only admin listener and answers for
+all of them: `/metrics` sums every worker's counters and gauges, `/ready` is 200 only when
+every worker is ready, and a worker that does not answer within `workers.QUERY_TIMEOUT` is
+reported (`meshkit_proxy_workers_up`, the `/ready` reasons), never waited on.
 """
 
 from __future__ import annotations
@@ -9,6 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import TYPE_CHECKING
+
+from meshkit import metrics as m
+from meshkit.workers import WorkerPool, WorkerState, aggregate, local_state
 
 if TYPE_CHECKING:
     from meshkit.runtime import Proxy
@@ -20,8 +28,9 @@ REQUEST_TIMEOUT = 5.0
 
 
 class AdminServer:
-    def __init__(self, proxy: Proxy) -> None:
+    def __init__(self, proxy: Proxy, pool: WorkerPool | None = None) -> None:
         self.proxy = proxy
+        self.pool = pool
         self.server: asyncio.AbstractServer | None = None
 
     async def start(self, host: str, port: int) -> int:
@@ -34,16 +43,43 @@ class AdminServer:
         if self.server is not None:
             self.server.close()
 
-    def respond(self, method: str, path: str) -> tuple[int, str, str]:
+    async def states(self) -> tuple[list[WorkerState], dict[int, str]]:
+        """Every worker's state that arrived in time, and why the others' did not."""
+        states = [local_state(self.proxy, 0)]
+        missing: dict[int, str] = {}
+        if self.pool is not None:
+            for child, answer in await self.pool.query_all():
+                if isinstance(answer, str):
+                    missing[child.index] = answer
+                else:
+                    states.append(answer)
+        if missing:
+            log.warning(
+                "workers not answering: %s",
+                "; ".join(f"worker {i}: {w}" for i, w in missing.items()),
+            )
+        return states, missing
+
+    async def respond(self, method: str, path: str) -> tuple[int, str, str]:
         path = path.split("?", 1)[0]
         if method not in ("GET", "HEAD"):
             return 405, "text/plain", "method not allowed\n"
-        proxy = self.proxy
         if path == "/metrics":
-            proxy.metrics.set("ready", (), 1 if proxy.ready else 0)
-            return 200, "text/plain; version=0.0.4; charset=utf-8", proxy.metrics.render()
+            states, missing = await self.states()
+            counters, gauges = aggregate(states)
+            workers = self.pool.count if self.pool is not None else 1
+            gauges[("workers", ())] = workers
+            gauges[("workers_up", ())] = len(states)
+            if missing:
+                gauges[("ready", ())] = 0
+            return 200, "text/plain; version=0.0.4; charset=utf-8", m.render(counters, gauges)
         if path == "/ready":
-            reasons = proxy.not_ready_reasons()
+            if self.pool is None:
+                reasons = self.proxy.not_ready_reasons()
+            else:
+                states, missing = await self.states()
+                found = [(s.worker, r) for s in states for r in s.reasons] + list(missing.items())
+                reasons = [f"worker {i}: {r}" for i, r in sorted(found, key=lambda x: x[0])]
             if reasons:
                 return 503, "text/plain", "not ready: " + "; ".join(reasons) + "\n"
             return 200, "text/plain", "ready\n"
@@ -61,7 +97,7 @@ class AdminServer:
             if len(parts) != 3:
                 raise ValueError("bad request line")
             method, path = parts[0], parts[1]
-            status, ctype, body = self.respond(method, path)
+            status, ctype, body = await self.respond(method, path)
             payload = body.encode()
             reason = {
                 200: "OK",

@@ -20,6 +20,7 @@ from meshkit.config import parse_hostport
 from meshkit.consul.settings import HTTPFlags
 from meshkit.logs import parse_level
 from meshkit.resolver import PREPARED_QUERY, SERVICE
+from meshkit.workers import WorkersSetting, parse_setting
 
 
 class FlagError(ValueError):
@@ -77,7 +78,8 @@ class CommandLine:
     admin_bind: tuple[str, int] | None = None
     authz: str | None = None  # "local" (intentions cache) or "agent" (authorize endpoint)
     allow_non_loopback_service: bool = False
-    workers: int = 1
+    # None: not on the command line (static mode: the file's `workers:`, else auto)
+    workers: WorkersSetting | None = None
     event_loop: str = "auto"  # auto (uvloop when importable), uvloop, asyncio
     tls_engine: str = "auto"  # auto (openssl when importable), openssl, stdlib
     help: bool = False
@@ -94,7 +96,7 @@ class CommandLine:
         return self.config if self.config_mode == "consul" else None
 
 
-# flag name -> (field, kind); kind: str, bool, hostport, upstream, int
+# flag name -> (field, kind); kind: str, bool, hostport, upstream, workers
 _FLAGS: dict[str, tuple[str, str]] = {
     "service": ("service", "str"),
     "listen": ("listen", "hostport"),
@@ -122,7 +124,7 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "admin-bind": ("admin_bind", "hostport"),
     "authz": ("authz", "choice:local,agent"),
     "allow-non-loopback-service": ("allow_non_loopback_service", "bool"),
-    "workers": ("workers", "int"),
+    "workers": ("workers", "workers"),
     "event-loop": ("event_loop", "choice:auto,uvloop,asyncio"),
     "tls-engine": ("tls_engine", "choice:auto,openssl,stdlib"),
     "help": ("help", "bool"),
@@ -162,7 +164,8 @@ Flags (also as --flag, -flag=value):
   -admin-bind HOST:PORT    loopback admin listener (/metrics, /ready, /health)
   -authz local|agent       Consul mode: intentions cache or the agent's authorize call
   -allow-non-loopback-service  permit a non-loopback -service-addr (traffic bypasses the mesh)
-  -workers N               processes sharing the listening ports (SO_REUSEPORT)
+  -workers N|auto          static mode: processes sharing the listening ports (SO_REUSEPORT);
+                           auto (default) = usable CPUs, cgroup quota, at most 4; 1 to 64
   -event-loop auto|uvloop|asyncio
   -tls-engine auto|openssl|stdlib  pyOpenSSL (the cryptography wheel's OpenSSL) or Python's ssl
 """
@@ -259,10 +262,11 @@ def _convert(name: str, kind: str, value: str) -> object:
             raise FlagError(f"-{name}: {exc}") from None
     if kind == "upstream":
         return UpstreamFlag.parse(value)
-    if kind == "int":
-        if not value.strip().isdigit() or int(value) < 1:
-            raise FlagError(f"-{name}: {value!r} is not a positive whole number")
-        return int(value)
+    if kind == "workers":
+        try:
+            return parse_setting(value)
+        except ValueError as exc:
+            raise FlagError(f"-{name}: {exc}") from None
     if kind == "level":
         try:
             parse_level(value)

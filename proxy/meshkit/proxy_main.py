@@ -13,14 +13,19 @@ import importlib
 import logging
 import os
 import signal
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
 
-from meshkit import flags, logs
+from meshkit import flags, logs, workers
 from meshkit.admin import AdminServer
 from meshkit.certstore import CertStore, FileWatcher, MaterialError
 from meshkit.config import ConfigError
 from meshkit.runtime import ApplyError, Proxy
+
+if TYPE_CHECKING:
+    from meshkit.staticfile import StaticSetup
 
 log = logging.getLogger("meshkit.proxy")
 
@@ -105,48 +110,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as exc:
         print(f"meshkit-proxy: -tls-engine {cmd.tls_engine}: {exc}", file=sys.stderr)
         return 2
-    if cmd.workers > 1:
-        return _run_workers(cmd, setup)
+    try:
+        count, why = workers.choose(setup.workers, setup.config)
+    except workers.WorkersError as exc:
+        print(f"meshkit-proxy: {exc}", file=sys.stderr)
+        return 2
+    log.info("%d worker%s (%s)", count, "s" if count != 1 else "", why)
+    if count > 1:
+        return _run_workers(cmd, setup, count)
     return asyncio.run(run_static(cmd, setup))
 
 
-def _run_workers(cmd: flags.CommandLine, setup: object) -> int:
-    """Fork N processes that share the listening ports (SO_REUSEPORT); the first has admin."""
-    children: list[int] = []
-    for index in range(1, cmd.workers):
-        pid = os.fork()
-        if pid == 0:
-            code = asyncio.run(run_static(cmd, setup, worker=index))
-            os._exit(code)
-        children.append(pid)
+def _run_workers(cmd: flags.CommandLine, setup: StaticSetup, count: int) -> int:
+    """Fork workers 1..N-1 (SO_REUSEPORT on every listener); this process is worker 0.
 
-    def forward(signum: int, _frame: object) -> None:
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
+    Forking happens before any event loop exists; each child runs its own loop. Whatever way
+    worker 0's loop ends, the `finally` stops and reaps every child (no zombies, no orphans).
+    """
+    pool = workers.WorkerPool(count)
 
-    for sig in (signal.SIGHUP,):
-        signal.signal(sig, forward)
-    code = asyncio.run(run_static(cmd, setup, worker=0, children=children))
-    for pid in children:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    for pid in children:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
-    return code
+    def child(index: int, sock: socket.socket) -> int:
+        return asyncio.run(run_static(cmd, setup, worker=index, control=sock))
+
+    try:
+        pool.spawn(child)
+        return asyncio.run(run_static(cmd, setup, worker=0, pool=pool))
+    finally:
+        pool.shutdown()
 
 
 async def run_static(
     cmd: flags.CommandLine,
-    setup: object,
+    setup: StaticSetup,
     *,
     worker: int = 0,
-    children: Sequence[int] = (),
+    pool: workers.WorkerPool | None = None,
+    control: socket.socket | None = None,
 ) -> int:
-    from meshkit.staticfile import StaticSetup, load
+    """One worker's life: load, listen, serve, drain. Worker 0 also watches the pool."""
+    from meshkit.staticfile import load
 
-    assert isinstance(setup, StaticSetup)
     certs = CertStore(cmd.tls_engine)
     watcher = FileWatcher(setup.files, certs)
     try:
@@ -155,13 +158,13 @@ async def run_static(
         files = ", ".join(str(p) for p in setup.files.paths())
         print(f"meshkit-proxy: {setup.config.source}: tls: {exc} (files: {files})", file=sys.stderr)
         return 2
-    proxy = Proxy(certs, reuse_port=cmd.workers > 1)
+    proxy = Proxy(certs, reuse_port=pool is not None or control is not None)
     try:
         await proxy.apply(setup.config)
     except (ApplyError, ConfigError) as exc:
         print(f"meshkit-proxy: {exc}", file=sys.stderr)
         return 1
-    admin = AdminServer(proxy)
+    admin = AdminServer(proxy, pool)
     if setup.config.admin is not None and worker == 0:
         try:
             await admin.start(*setup.config.admin)
@@ -172,17 +175,23 @@ async def run_static(
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     current = setup
+    failed = False
+    background: set[asyncio.Task[None]] = set()
+
+    def spawn(coro: Coroutine[Any, Any, None]) -> None:
+        task = loop.create_task(coro)
+        background.add(task)
+        task.add_done_callback(background.discard)
 
     def on_term() -> None:
-        log.info("stopping: draining connections")
+        if not stop.is_set():
+            log.info("stopping: draining connections")
         stop.set()
 
-    reloads: set[asyncio.Task[None]] = set()
-
     def on_hup() -> None:
-        task = loop.create_task(reload())
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
+        spawn(reload())
+        if pool is not None:
+            pool.send(signal.SIGHUP)
 
     async def reload() -> None:
         nonlocal current
@@ -192,6 +201,8 @@ async def run_static(
             for problem in exc.problems:
                 log.error("reload refused: %s", problem)
             return
+        if new.workers != current.workers and worker == 0:
+            log.warning("workers: %s -> %s takes effect at restart", current.workers, new.workers)
         if new.files != current.files:
             watcher.files = new.files
             try:
@@ -207,9 +218,29 @@ async def run_static(
         current = new
         log.info("configuration reloaded from %s", cmd.config)
 
+    async def watch_workers(pool: workers.WorkerPool) -> None:
+        nonlocal failed
+        while not stop.is_set():
+            for child in pool.reap():
+                log.error(
+                    "worker %d (pid %d) exited unexpectedly: %s; stopping every worker",
+                    child.index,
+                    child.pid,
+                    workers.describe_status(child.status or 0),
+                )
+                failed = True
+                stop.set()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(workers.REAP_INTERVAL):
+                    await stop.wait()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_term)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
+    if pool is not None:
+        spawn(watch_workers(pool))
+    if control is not None:
+        spawn(workers.serve_control(control, worker, proxy, on_term))
     log.info(
         "meshkit-proxy %s ready (service %s, worker %d)",
         "static mode",
@@ -217,16 +248,37 @@ async def run_static(
         worker,
     )
     await stop.wait()
-    for pid in children:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    admin_keep = admin
+    drain_s = current.config.drain_timeout_ms / 1000.0
+    left: list[workers.Child] = []
+    if pool is not None:
+        pool.send(signal.SIGTERM)
+        cut, left = await asyncio.gather(
+            proxy.drain(drain_s), pool.wait_all(drain_s + workers.STOP_GRACE)
+        )
+    else:
+        cut = await proxy.drain(drain_s)
     watcher.stop()
-    cut = await proxy.drain(current.config.drain_timeout_ms / 1000.0)
     if cut:
         log.warning("drain deadline passed; %d connection(s) cut", cut)
-    admin_keep.close()
-    return 0
+    admin.close()
+    if pool is not None:
+        for child in left:
+            log.error("worker %d (pid %d) did not stop in time; killing it", child.index, child.pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGKILL)  # reaped by pool.shutdown()
+        for child in pool.children:
+            if child.status is not None and not failed and not workers.clean_stop(child.status):
+                log.error(
+                    "worker %d (pid %d) ended badly while stopping: %s",
+                    child.index,
+                    child.pid,
+                    workers.describe_status(child.status),
+                )
+                failed = True
+        failed = failed or bool(left)
+    for task in list(background):
+        task.cancel()
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

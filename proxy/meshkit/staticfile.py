@@ -32,6 +32,7 @@ from meshkit.config import (
 from meshkit.flags import CommandLine
 from meshkit.resolver import PREPARED_QUERY, SERVICE, StaticResolver, Target
 from meshkit.spiffe import SpiffeError, parse_service_uri
+from meshkit.workers import AUTO, WorkersSetting, parse_setting
 
 # Allowed keys per section: a typo is an error, never silently ignored.
 TOP_KEYS = {
@@ -43,6 +44,7 @@ TOP_KEYS = {
     "admin",
     "drain_timeout_ms",
     "allow_non_loopback_service",
+    "workers",
 }
 TLS_KEYS = {"cert_file", "key_file", "ca_file", "ca_files"}
 PUBLIC_KEYS = {
@@ -71,6 +73,7 @@ ADMIN_KEYS = {"bind"}
 class StaticSetup:
     config: ProxyConfig
     files: MaterialFiles
+    workers: WorkersSetting = AUTO  # -workers, else the file's `workers:`; read at start only
 
 
 class _Problems:
@@ -320,6 +323,14 @@ def load(cmd: CommandLine) -> StaticSetup:
     allow_nl = cmd.allow_non_loopback_service or _bool(
         p, "allow_non_loopback_service", raw.get("allow_non_loopback_service")
     )
+    workers: WorkersSetting = AUTO
+    if raw.get("workers") is not None:
+        try:
+            workers = parse_setting(raw["workers"])
+        except ValueError as exc:
+            p.add("workers", str(exc))
+    if cmd.workers is not None:
+        workers = cmd.workers
     if p.items:
         raise ConfigError(p.items)
     assert service and cert and key
@@ -334,7 +345,7 @@ def load(cmd: CommandLine) -> StaticSetup:
         source=str(path),
     )
     config.check()
-    return StaticSetup(config, MaterialFiles(cert, key, tuple(roots)))
+    return StaticSetup(config, MaterialFiles(cert, key, tuple(roots)), workers)
 
 
 def _upstream(p: _Problems, name: str, item: dict[str, Any], flag: Any) -> UpstreamListener | None:

@@ -37,12 +37,15 @@ def test_rotation_keeps_open_connections_and_uses_new_material(
     db_roots = write_bundle(tmp_path / "db-roots.pem", ca.root_file())
     web_roots = write_bundle(tmp_path / "web-roots.pem", ca.root_file())
     public, upstream = free_port(), free_port()
+    # One process each: the waits below read per-process facts (cert_loads_total reaching 2,
+    # one handshake's serial), which a sum over workers that each poll the files would not give.
+    one = ("-workers", "1")
     inbound = start_proxy(
-        tmp_path, "db-proxy", inbound_config("db", db, [db_roots], app.port, public)
+        tmp_path, "db-proxy", inbound_config("db", db, [db_roots], app.port, public), *one
     )
     target = {"address": f"127.0.0.1:{public}", "spiffe_id": ca.identity("db").uri}
     outbound = start_proxy(
-        tmp_path, "web-proxy", outbound_config("web", web, [web_roots], [target], upstream)
+        tmp_path, "web-proxy", outbound_config("web", web, [web_roots], [target], upstream), *one
     )
     held = socket.create_connection(("127.0.0.1", upstream), timeout=5)
     try:

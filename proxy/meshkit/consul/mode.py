@@ -556,7 +556,15 @@ def _stderr() -> Any:
 def run(cmd: CommandLine) -> int:
     """Synchronous entry for `meshkit-proxy` (proxy_main.py calls this lazily)."""
     from meshkit.proxy_main import install_loop
+    from meshkit.workers import WorkersError, check_consul_mode
 
+    # One process: every worker would run its own Consul watches and leaf-certificate requests
+    # (N times the agent load, N leaves to rotate), so `auto` is 1 here and N > 1 is refused.
+    try:
+        check_consul_mode(cmd.workers)
+    except WorkersError as exc:
+        print(f"meshkit-proxy: {exc}", file=_stderr())
+        return 2
     try:
         install_loop(getattr(cmd, "event_loop", "auto"))
     except ImportError:
