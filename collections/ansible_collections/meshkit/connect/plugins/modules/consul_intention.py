@@ -17,15 +17,9 @@ description:
 author:
   - meshkit contributors (@meshkit)
 extends_documentation_fragment:
+  - meshkit.connect.attributes
   - meshkit.connect.consul
   - meshkit.connect.consul.ACTIONGROUP_CONSUL
-attributes:
-  check_mode:
-    support: full
-    description: Reports what would change without writing.
-  diff_mode:
-    support: full
-    description: C(before) and C(after) hold exactly the fields that differ.
 options:
   state:
     description: V(present) creates or updates, V(absent) deletes.

@@ -16,15 +16,9 @@ description:
 author:
   - meshkit contributors (@meshkit)
 extends_documentation_fragment:
+  - meshkit.connect.attributes.INFO_MODULE
   - meshkit.connect.consul
   - meshkit.connect.consul.ACTIONGROUP_CONSUL
-attributes:
-  check_mode:
-    support: full
-    description: The module only reads, so it runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Nothing is changed, so there is nothing to diff.
 options:
   mesh:
     description:

@@ -25,6 +25,8 @@ description:
     owner cannot be read are reported with pid V(null).
 author:
   - meshkit contributors (@meshkit)
+extends_documentation_fragment:
+  - meshkit.connect.attributes.INFO_MODULE
 options:
   services:
     description:
@@ -57,13 +59,6 @@ options:
       - Fail the task on a violation. With V(false), violations are only returned.
     type: bool
     default: true
-attributes:
-  check_mode:
-    support: full
-    description: The module only reads; it behaves the same in check mode.
-  diff_mode:
-    support: none
-    description: Nothing is changed, so there is nothing to diff.
 notes:
   - Only sockets in the module's own network namespace are seen, which is the host's when the
     module runs there.

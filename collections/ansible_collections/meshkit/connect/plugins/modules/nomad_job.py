@@ -22,6 +22,8 @@ author:
   - meshkit maintainers (@meshkit)
 requirements:
   - python-nomad >= 2.0 on the host that runs the module
+extends_documentation_fragment:
+  - meshkit.connect.attributes
 options:
   state:
     description: C(present) plans and registers; C(absent) stops the job.
@@ -101,10 +103,8 @@ options:
 attributes:
   check_mode:
     description: Plans and reports the plan; never registers or stops anything.
-    support: full
   diff_mode:
     description: Shows the plan's field changes the way C(nomad job plan) prints them.
-    support: full
 notes:
   - Refusals of the version gates name the service, the field, the version needed and the fix.
 """
