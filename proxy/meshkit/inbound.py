@@ -19,8 +19,8 @@ from meshkit.tls import IdentityError, PeerIdentity, identity_of
 
 if TYPE_CHECKING:
     from meshkit.config import PublicListener
-    from meshkit.spiffe import ServiceID
     from meshkit.runtime import Proxy
+    from meshkit.spiffe import ServiceID
 
 log = logging.getLogger("meshkit.inbound")
 
