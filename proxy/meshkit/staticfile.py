@@ -8,13 +8,13 @@ its own line naming the file and the key; nothing is applied unless all of it is
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from meshkit import fields
 from meshkit.authz import StaticAuthorizer
 from meshkit.certstore import MaterialFiles
 from meshkit.config import (
@@ -26,8 +26,6 @@ from meshkit.config import (
     ProxyConfig,
     PublicListener,
     UpstreamListener,
-    parse_hostport,
-    parse_ms,
 )
 from meshkit.flags import CommandLine
 from meshkit.resolver import PREPARED_QUERY, SERVICE, StaticResolver, Target
@@ -76,111 +74,10 @@ class StaticSetup:
     workers: WorkersSetting = AUTO  # -workers, else the file's `workers:`; read at start only
 
 
-class _Problems:
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.items: list[str] = []
-
-    def add(self, where: str, text: str) -> None:
-        self.items.append(f"{self.source}: {where}: {text}" if where else f"{self.source}: {text}")
-
-
-def _keys(p: _Problems, where: str, data: dict[str, Any], allowed: set[str]) -> None:
-    for key in data:
-        if key not in allowed:
-            hint = difflib.get_close_matches(str(key), sorted(allowed), n=1)
-            extra = (
-                f" (did you mean {hint[0]!r}?)"
-                if hint
-                else f" (known: {', '.join(sorted(allowed))})"
-            )
-            p.add(f"{where}.{key}" if where else str(key), f"unknown key{extra}")
-
-
-def _section(p: _Problems, data: dict[str, Any], key: str, allowed: set[str]) -> dict[str, Any]:
-    value = data.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        p.add(key, f"must be a mapping, got {type(value).__name__}")
-        return {}
-    _keys(p, key, value, allowed)
-    return value
-
-
-def _str(p: _Problems, where: str, value: object) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        p.add(where, f"must be a non-empty string, got {value!r}")
-        return None
-    return value
-
-
-def _bool(p: _Problems, where: str, value: object, default: bool = False) -> bool:
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        p.add(where, f"must be true or false, got {value!r}")
-        return default
-    return value
-
-
-def _ms(p: _Problems, where: str, value: object, default: float) -> float:
-    if value is None:
-        return default
-    try:
-        return parse_ms(value)
-    except ValueError as exc:
-        p.add(where, str(exc))
-        return default
-
-
-def _port(p: _Problems, where: str, value: object) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
-        p.add(where, f"must be a port number 0-65535, got {value!r}")
-        return None
-    return value
-
-
-def _hostport(p: _Problems, where: str, value: object) -> tuple[str, int] | None:
-    text = _str(p, where, value)
-    if text is None:
-        return None
-    try:
-        return parse_hostport(text)
-    except ValueError as exc:
-        p.add(where, str(exc))
-        return None
-
-
-def _file(p: _Problems, where: str, value: object, base: Path) -> Path | None:
-    text = _str(p, where, value)
-    if text is None:
-        return None
-    path = Path(text)
-    path = path if path.is_absolute() else base / path
-    if not path.is_file():
-        p.add(where, f"file {str(path)!r} does not exist or is not a regular file")
-        return None
-    return path
-
-
-def _names(p: _Problems, where: str, value: object) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        p.add(where, "must be a list of service names (`*` wildcards allowed)")
-        return ()
-    return tuple(value)
-
-
 def load(cmd: CommandLine) -> StaticSetup:
     assert cmd.config is not None
     path = Path(cmd.config)
-    p = _Problems(str(path))
+    p = fields.Problems(str(path))
     try:
         raw = yaml.safe_load(path.read_text())
     except OSError as exc:
@@ -192,20 +89,28 @@ def load(cmd: CommandLine) -> StaticSetup:
     if not isinstance(raw, dict):
         raise ConfigError([f"{path}: the top level must be a mapping"])
     base = path.resolve().parent
-    _keys(p, "", raw, TOP_KEYS)
+    fields.check_keys(p, "", raw, TOP_KEYS)
 
-    service = cmd.service or _str(p, "service", raw.get("service"))
+    service = cmd.service or fields.string(p, "service", raw.get("service"))
     if cmd.service and raw.get("service") and raw["service"] != cmd.service:
         p.add("service", f"says {raw['service']!r} but -service says {cmd.service!r}")
     if not service:
         p.add("service", "missing: set `service:` or pass -service NAME")
 
     # TLS material
-    tls_data = _section(p, raw, "tls", TLS_KEYS)
+    tls_data = fields.section(p, raw, "tls", TLS_KEYS)
     if not tls_data:
         p.add("tls", "missing: cert_file, key_file and ca_file(s) are required")
-    cert = _file(p, "tls.cert_file", tls_data.get("cert_file"), base) if tls_data else None
-    key = _file(p, "tls.key_file", tls_data.get("key_file"), base) if tls_data else None
+    cert = (
+        fields.existing_file(p, "tls.cert_file", tls_data.get("cert_file"), base)
+        if tls_data
+        else None
+    )
+    key = (
+        fields.existing_file(p, "tls.key_file", tls_data.get("key_file"), base)
+        if tls_data
+        else None
+    )
     if tls_data and "cert_file" not in tls_data:
         p.add("tls.cert_file", "missing (the leaf certificate followed by its intermediates)")
     if tls_data and "key_file" not in tls_data:
@@ -223,23 +128,26 @@ def load(cmd: CommandLine) -> StaticSetup:
         if not ca_list and "ca_files" not in tls_data:
             p.add("tls.ca_files", "missing: at least one CA roots file is required")
         for i, item in enumerate(ca_list):
-            found = _file(p, f"tls.ca_files[{i}]", item, base)
+            found = fields.existing_file(p, f"tls.ca_files[{i}]", item, base)
             if found is not None:
                 roots.append(found)
 
     # Public listener
-    pub_data = _section(p, raw, "public_listener", PUBLIC_KEYS)
+    pub_data = fields.section(p, raw, "public_listener", PUBLIC_KEYS)
     public: PublicListener | None = None
     bind = cmd.listen
     if bind is None and pub_data:
-        host = _str(p, "public_listener.bind_address", pub_data.get("bind_address")) or "0.0.0.0"
-        port = _port(p, "public_listener.bind_port", pub_data.get("bind_port"))
+        host = (
+            fields.string(p, "public_listener.bind_address", pub_data.get("bind_address"))
+            or "0.0.0.0"
+        )
+        port = fields.port(p, "public_listener.bind_port", pub_data.get("bind_port"))
         if port is None and "bind_port" not in pub_data:
             p.add("public_listener.bind_port", "missing (or pass -listen HOST:PORT)")
         bind = (host, port) if port is not None else None
     if bind is not None and cmd.bind_address:
         bind = (cmd.bind_address, bind[1])
-    local = cmd.service_addr or _hostport(
+    local = cmd.service_addr or fields.hostport(
         p, "public_listener.local_service_address", pub_data.get("local_service_address")
     )
     if bind is not None or pub_data:
@@ -254,13 +162,13 @@ def load(cmd: CommandLine) -> StaticSetup:
                 bind_port=bind[1],
                 local_host=local[0],
                 local_port=local[1],
-                local_connect_timeout_ms=_ms(
+                local_connect_timeout_ms=fields.millis(
                     p,
                     "public_listener.local_connect_timeout_ms",
                     pub_data.get("local_connect_timeout_ms"),
                     DEFAULT_LOCAL_CONNECT_TIMEOUT_MS,
                 ),
-                handshake_timeout_ms=_ms(
+                handshake_timeout_ms=fields.millis(
                     p,
                     "public_listener.handshake_timeout_ms",
                     pub_data.get("handshake_timeout_ms"),
@@ -271,14 +179,14 @@ def load(cmd: CommandLine) -> StaticSetup:
         p.add("public_listener", "-service-addr given without -listen or public_listener")
 
     # Authorization
-    authz_data = _section(p, raw, "authorization", AUTHZ_KEYS)
+    authz_data = fields.section(p, raw, "authorization", AUTHZ_KEYS)
     default = authz_data.get("default")
     if default is not None and default not in ("allow", "deny"):
         p.add("authorization.default", f"must be allow or deny, got {default!r}")
         default = None
     authorizer = StaticAuthorizer.from_lists(
-        _names(p, "authorization.allow", authz_data.get("allow")),
-        _names(p, "authorization.deny", authz_data.get("deny")),
+        fields.names(p, "authorization.allow", authz_data.get("allow")),
+        fields.names(p, "authorization.deny", authz_data.get("deny")),
         default,
     )
 
@@ -293,8 +201,8 @@ def load(cmd: CommandLine) -> StaticSetup:
         if not isinstance(item, dict):
             p.add(where, "must be a mapping")
             continue
-        _keys(p, where, item, UPSTREAM_KEYS)
-        name = _str(p, f"{where}.destination_name", item.get("destination_name"))
+        fields.check_keys(p, where, item, UPSTREAM_KEYS)
+        name = fields.string(p, f"{where}.destination_name", item.get("destination_name"))
         if name is None:
             if "destination_name" not in item:
                 p.add(f"{where}.destination_name", "missing")
@@ -317,10 +225,12 @@ def load(cmd: CommandLine) -> StaticSetup:
         if up is not None:
             upstreams.append(up)
 
-    admin_data = _section(p, raw, "admin", ADMIN_KEYS)
-    admin = cmd.admin_bind or _hostport(p, "admin.bind", admin_data.get("bind"))
-    drain = _ms(p, "drain_timeout_ms", raw.get("drain_timeout_ms"), DEFAULT_DRAIN_TIMEOUT_MS)
-    allow_nl = cmd.allow_non_loopback_service or _bool(
+    admin_data = fields.section(p, raw, "admin", ADMIN_KEYS)
+    admin = cmd.admin_bind or fields.hostport(p, "admin.bind", admin_data.get("bind"))
+    drain = fields.millis(
+        p, "drain_timeout_ms", raw.get("drain_timeout_ms"), DEFAULT_DRAIN_TIMEOUT_MS
+    )
+    allow_nl = cmd.allow_non_loopback_service or fields.boolean(
         p, "allow_non_loopback_service", raw.get("allow_non_loopback_service")
     )
     workers: WorkersSetting = AUTO
@@ -348,7 +258,9 @@ def load(cmd: CommandLine) -> StaticSetup:
     return StaticSetup(config, MaterialFiles(cert, key, tuple(roots)), workers)
 
 
-def _upstream(p: _Problems, name: str, item: dict[str, Any], flag: Any) -> UpstreamListener | None:
+def _upstream(
+    p: fields.Problems, name: str, item: dict[str, Any], flag: Any
+) -> UpstreamListener | None:
     where = item["_where"]
     before = len(p.items)
     dst_type = item.get("destination_type", SERVICE)
@@ -358,12 +270,15 @@ def _upstream(p: _Problems, name: str, item: dict[str, Any], flag: Any) -> Upstr
         host, port = flag.host, flag.port
         dst_type = flag.dst_type
     else:
-        host = _str(p, f"{where}.local_bind_address", item.get("local_bind_address")) or "127.0.0.1"
-        port_v = _port(p, f"{where}.local_bind_port", item.get("local_bind_port"))
+        host = (
+            fields.string(p, f"{where}.local_bind_address", item.get("local_bind_address"))
+            or "127.0.0.1"
+        )
+        port_v = fields.port(p, f"{where}.local_bind_port", item.get("local_bind_port"))
         if port_v is None and "local_bind_port" not in item:
             p.add(f"{where}.local_bind_port", "missing (or pass -upstream NAME:PORT)")
         port = port_v or 0
-    timeout = _ms(
+    timeout = fields.millis(
         p, f"{where}.connect_timeout_ms", item.get("connect_timeout_ms"), DEFAULT_CONNECT_TIMEOUT_MS
     )
     targets: list[Target] = []
@@ -376,11 +291,11 @@ def _upstream(p: _Problems, name: str, item: dict[str, Any], flag: Any) -> Upstr
         if not isinstance(t, dict):
             p.add(tw, "must be a mapping with address and spiffe_id")
             continue
-        _keys(p, tw, t, TARGET_KEYS)
-        addr = _hostport(p, f"{tw}.address", t.get("address"))
+        fields.check_keys(p, tw, t, TARGET_KEYS)
+        addr = fields.hostport(p, f"{tw}.address", t.get("address"))
         if "address" not in t:
             p.add(f"{tw}.address", "missing (HOST:PORT of the remote proxy's public listener)")
-        sid_text = _str(p, f"{tw}.spiffe_id", t.get("spiffe_id"))
+        sid_text = fields.string(p, f"{tw}.spiffe_id", t.get("spiffe_id"))
         if "spiffe_id" not in t:
             p.add(f"{tw}.spiffe_id", "missing (the identity the remote certificate must carry)")
         sid = None
@@ -391,8 +306,8 @@ def _upstream(p: _Problems, name: str, item: dict[str, Any], flag: Any) -> Upstr
                 p.add(f"{tw}.spiffe_id", str(exc))
         if addr is not None and sid is not None:
             targets.append(Target(addr[0], addr[1], sid, dst_type))
-    allow_nl = _bool(p, f"{where}.allow_non_loopback", item.get("allow_non_loopback"))
-    dc = _str(p, f"{where}.datacenter", item.get("datacenter")) or ""
+    allow_nl = fields.boolean(p, f"{where}.allow_non_loopback", item.get("allow_non_loopback"))
+    dc = fields.string(p, f"{where}.datacenter", item.get("datacenter")) or ""
     if len(p.items) != before:
         return None
     return UpstreamListener(

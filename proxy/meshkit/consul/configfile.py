@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from meshkit import fields
 from meshkit.config import (
     DEFAULT_CONNECT_TIMEOUT_MS,
     DEFAULT_DRAIN_TIMEOUT_MS,
@@ -24,17 +25,7 @@ from meshkit.config import (
 )
 from meshkit.consul.agent_config import Registration, UpstreamSpec
 from meshkit.resolver import PREPARED_QUERY, SERVICE
-from meshkit.staticfile import (
-    PUBLIC_KEYS,
-    _bool,
-    _hostport,
-    _keys,
-    _ms,
-    _port,
-    _Problems,
-    _section,
-    _str,
-)
+from meshkit.staticfile import PUBLIC_KEYS
 
 TOP_KEYS = {
     "mode",
@@ -70,7 +61,7 @@ class ConsulFile:
 def load(path_text: str) -> ConsulFile:
     """Parse and validate the whole file; ConfigError lists every problem."""
     path = Path(path_text)
-    p = _Problems(str(path))
+    p = fields.Problems(str(path))
     try:
         raw = yaml.safe_load(path.read_text())
     except OSError as exc:
@@ -79,24 +70,26 @@ def load(path_text: str) -> ConsulFile:
         raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
     if not isinstance(raw, dict):
         raise ConfigError([f"{path}: the top level must be a mapping"])
-    _keys(p, "", raw, TOP_KEYS)
+    fields.check_keys(p, "", raw, TOP_KEYS)
     if raw.get("mode") != "consul":
         p.add("mode", f"must be consul in a Consul-mode file, got {raw.get('mode')!r}")
-    service = _str(p, "service", raw.get("service"))
+    service = fields.string(p, "service", raw.get("service"))
     if "service" not in raw:
         p.add("service", "missing: the service this proxy represents")
 
-    pub = _section(p, raw, "public_listener", PUBLIC_KEYS)
+    pub = fields.section(p, raw, "public_listener", PUBLIC_KEYS)
     bind_host: str | None = None
     bind_port = 0
     local: tuple[str, int] | None = ("127.0.0.1", 0)
     if pub:
-        bind_host = _str(p, "public_listener.bind_address", pub.get("bind_address")) or "0.0.0.0"
-        port = _port(p, "public_listener.bind_port", pub.get("bind_port"))
+        bind_host = (
+            fields.string(p, "public_listener.bind_address", pub.get("bind_address")) or "0.0.0.0"
+        )
+        port = fields.port(p, "public_listener.bind_port", pub.get("bind_port"))
         if "bind_port" not in pub:
             p.add("public_listener.bind_port", "missing")
         bind_port = port or 0
-        local = _hostport(
+        local = fields.hostport(
             p, "public_listener.local_service_address", pub.get("local_service_address")
         )
         if "local_service_address" not in pub:
@@ -119,17 +112,21 @@ def load(path_text: str) -> ConsulFile:
             seen.add(up.key)
             upstreams.append(up)
 
-    admin_data = _section(p, raw, "admin", ADMIN_KEYS)
-    admin = _hostport(p, "admin.bind", admin_data.get("bind"))
-    drain = _ms(p, "drain_timeout_ms", raw.get("drain_timeout_ms"), DEFAULT_DRAIN_TIMEOUT_MS)
-    allow_nl = _bool(p, "allow_non_loopback_service", raw.get("allow_non_loopback_service"))
-    local_connect = _ms(
+    admin_data = fields.section(p, raw, "admin", ADMIN_KEYS)
+    admin = fields.hostport(p, "admin.bind", admin_data.get("bind"))
+    drain = fields.millis(
+        p, "drain_timeout_ms", raw.get("drain_timeout_ms"), DEFAULT_DRAIN_TIMEOUT_MS
+    )
+    allow_nl = fields.boolean(
+        p, "allow_non_loopback_service", raw.get("allow_non_loopback_service")
+    )
+    local_connect = fields.millis(
         p,
         "public_listener.local_connect_timeout_ms",
         pub.get("local_connect_timeout_ms"),
         DEFAULT_LOCAL_CONNECT_TIMEOUT_MS,
     )
-    handshake = _ms(
+    handshake = fields.millis(
         p,
         "public_listener.handshake_timeout_ms",
         pub.get("handshake_timeout_ms"),
@@ -153,26 +150,29 @@ def load(path_text: str) -> ConsulFile:
     return ConsulFile(reg, admin, drain, allow_nl, str(path))
 
 
-def _upstream(p: _Problems, where: str, item: Any) -> UpstreamSpec | None:
+def _upstream(p: fields.Problems, where: str, item: Any) -> UpstreamSpec | None:
     if not isinstance(item, dict):
         p.add(where, "must be a mapping")
         return None
     before = len(p.items)
-    _keys(p, where, item, UPSTREAM_KEYS)
-    name = _str(p, f"{where}.destination_name", item.get("destination_name"))
+    fields.check_keys(p, where, item, UPSTREAM_KEYS)
+    name = fields.string(p, f"{where}.destination_name", item.get("destination_name"))
     if "destination_name" not in item:
         p.add(f"{where}.destination_name", "missing")
     dst_type = item.get("destination_type", SERVICE)
     if dst_type not in (SERVICE, PREPARED_QUERY):
         p.add(f"{where}.destination_type", f"must be service or prepared_query, got {dst_type!r}")
-    dc = _str(p, f"{where}.datacenter", item.get("datacenter")) or ""
-    host = _str(p, f"{where}.local_bind_address", item.get("local_bind_address")) or "127.0.0.1"
-    port = _port(p, f"{where}.local_bind_port", item.get("local_bind_port"))
+    dc = fields.string(p, f"{where}.datacenter", item.get("datacenter")) or ""
+    host = (
+        fields.string(p, f"{where}.local_bind_address", item.get("local_bind_address"))
+        or "127.0.0.1"
+    )
+    port = fields.port(p, f"{where}.local_bind_port", item.get("local_bind_port"))
     if "local_bind_port" not in item:
         p.add(f"{where}.local_bind_port", "missing")
     elif port == 0:
         p.add(f"{where}.local_bind_port", "must not be 0")
-    timeout = _ms(
+    timeout = fields.millis(
         p, f"{where}.connect_timeout_ms", item.get("connect_timeout_ms"), DEFAULT_CONNECT_TIMEOUT_MS
     )
     if len(p.items) != before or name is None or port is None:
