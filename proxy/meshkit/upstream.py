@@ -91,16 +91,12 @@ class UpstreamConn:
 
     async def _connect_inner(self) -> None:
         """Try the targets in order under one deadline for the whole dial."""
-        proxy, spec = self.proxy, self.spec
+        spec = self.spec
         loop = asyncio.get_running_loop()
         self.deadline = deadline = Deadline(loop, spec.connect_timeout_ms / 1000.0)
         targets: Sequence[Target] = ()
         try:
-            found = spec.resolver.targets_now()
-            targets = found if found is not None else await spec.resolver.targets()
-            if not targets:
-                proxy.metrics.inc("dial_failures_total", self.labels)
-                log.error("upstream %s: resolver returned no targets", spec.name)
+            targets = await self._resolve()
             for target in targets:
                 if self.local.lost or await self._try(target):
                     return
@@ -112,12 +108,25 @@ class UpstreamConn:
             if not deadline.claim():
                 raise
             self._timed_out(len(targets))
-        except Exception as exc:  # a resolver that failed
-            proxy.metrics.inc("dial_failures_total", self.labels)
-            log.error("upstream %s: no targets: %s", spec.name, exc)
         finally:
             deadline.cancel()
         self.local.abort()
+
+    async def _resolve(self) -> Sequence[Target]:
+        """The candidates, from memory when the resolver has them; () after counting and
+        logging a resolver that failed or had none."""
+        proxy, spec = self.proxy, self.spec
+        try:
+            found = spec.resolver.targets_now()
+            targets = found if found is not None else await spec.resolver.targets()
+        except Exception as exc:  # the resolver's own failure; our deadline is not an Exception
+            proxy.metrics.inc("dial_failures_total", self.labels)
+            log.error("upstream %s: no targets: %s", spec.name, exc)
+            return ()
+        if not targets:
+            proxy.metrics.inc("dial_failures_total", self.labels)
+            log.error("upstream %s: resolver returned no targets", spec.name)
+        return targets
 
     def _timed_out(self, n_targets: int) -> None:
         """The deadline passed: count what was in flight as the old per-step timeouts did."""
