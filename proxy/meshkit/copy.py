@@ -89,11 +89,6 @@ class Leg(_ReadBase):  # type: ignore[valid-type,misc]
         if not self.lost and not self.eof_in:
             self.transport.resume_reading()
 
-    def hold(self) -> None:
-        """Stop reading until `join` (while authorizing or dialling)."""
-        if self.transport is not None and not self.lost:
-            self.transport.pause_reading()
-
     # -- receiving ------------------------------------------------------------------------
     def get_buffer(self, sizehint: int) -> memoryview:
         return _READ_VIEW

@@ -141,7 +141,7 @@ class InboundConn:
             return
         loop = asyncio.get_running_loop()
         deadline = Deadline(loop, spec.local_connect_timeout_ms / 1000.0)
-        failure: OSError | TimeoutError | None = None
+        failure: OSError | None = None  # TimeoutError included
         try:
             _, app = await loop.create_connection(
                 lambda: Leg(self._lost), spec.local_host, spec.local_port
