@@ -167,12 +167,7 @@ class OpenSSLEngine:
             if n > 0:
                 got += n
                 continue
-            err = lib.SSL_get_error(ssl_, n)
-            if err == _ZERO_RETURN:
-                eof = True
-            elif err != _WANT_READ:
-                lib.ERR_clear_error()
-                raise TLSRecordError(f"TLS record error (SSL_get_error {err})")
+            eof = _read_stopped_at_eof(ssl_, n)
             break
         data: bytes = ffi.buffer(buf, got) if got else b""
         if got == cap and not eof:
@@ -194,12 +189,7 @@ class OpenSSLEngine:
                     chunks.append(bytes(_SCRATCH_VIEW[:got]))
                     got = 0
                 continue
-            err = lib.SSL_get_error(ssl_, n)
-            if err == _ZERO_RETURN:
-                eof = True
-            elif err != _WANT_READ:
-                lib.ERR_clear_error()
-                raise TLSRecordError(f"TLS record error (SSL_get_error {err})")
+            eof = _read_stopped_at_eof(ssl_, n)
             break
         if got:
             chunks.append(bytes(_SCRATCH_VIEW[:got]))
@@ -247,6 +237,18 @@ class OpenSSLEngine:
 
     def version(self) -> str:
         return ffi.string(lib.SSL_get_version(self.ssl)).decode()  # type: ignore[no-any-return]
+
+
+def _read_stopped_at_eof(ssl_: object, n: int) -> bool:
+    """Why an `SSL_read` returned `n` <= 0: True at close_notify, False when it wants more
+    bytes; anything else is a broken stream."""
+    err = lib.SSL_get_error(ssl_, n)
+    if err == _ZERO_RETURN:
+        return True
+    if err != _WANT_READ:
+        lib.ERR_clear_error()
+        raise TLSRecordError(f"TLS record error (SSL_get_error {err})")
+    return False
 
 
 def _error_queue_text() -> str:
