@@ -214,7 +214,7 @@ class _Reader:
         value = data.get(key, default)
         if value is None:
             return default
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             self.add(_at(path, key), f"expected a string, got {_kind(value)}", "quote the value")
             return default
         return str(value)
@@ -260,7 +260,7 @@ class _Reader:
             return ()
         out: list[str] = []
         for i, item in enumerate(value):
-            if isinstance(item, bool) or not isinstance(item, str | int | float):
+            if isinstance(item, bool) or not isinstance(item, (str, int, float)):
                 self.add(f"{path}.{key}[{i}]", f"expected a string, got {_kind(item)}", "quote it")
             else:
                 out.append(str(item))
@@ -270,7 +270,7 @@ class _Reader:
         value = data.get(key)
         if value is None:
             return []
-        if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
             self.add(_at(path, key), f"expected a list, got {_kind(value)}", "write a YAML list")
             return []
         base = _at(path, key)
@@ -338,7 +338,7 @@ def _plain(value: Any) -> Any:
     """Copy YAML/Ansible containers into plain dicts and lists (deterministic JSON later)."""
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
 
@@ -448,7 +448,7 @@ def _parse_service(
     for key, val in meta_map.items():
         if not isinstance(key, str) or not _META_KEY_RE.match(key) or key.startswith("consul-"):
             r.add(f"{path}.meta.{key}", f"Consul refuses meta key {key!r}", "use [A-Za-z0-9_-]")
-        elif isinstance(val, Mapping | list):
+        elif isinstance(val, (Mapping, list)):
             r.add(f"{path}.meta.{key}", "meta values must be strings", "quote the value")
         else:
             meta[key] = _meta_value(val)
@@ -823,6 +823,6 @@ def as_plain(obj: Any) -> Any:
         return {name: as_plain(getattr(obj, name)) for name in obj.__dataclass_fields__}
     if isinstance(obj, Mapping):
         return {str(k): as_plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
+    if isinstance(obj, (list, tuple)):
         return [as_plain(v) for v in obj]
     return obj

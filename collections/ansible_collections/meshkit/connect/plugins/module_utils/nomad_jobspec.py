@@ -149,7 +149,7 @@ def _config_entries(
     out: list[tuple[str, Any]] = []
     for key in (k for k in allowed if k in config):
         value = config[key]
-        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not numeric and not (isinstance(value, str) and _MS_RE.match(value)):
             problems.append(
                 Problem(

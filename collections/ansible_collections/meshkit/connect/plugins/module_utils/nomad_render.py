@@ -219,7 +219,7 @@ def _heredoc(text: str, indent: str) -> str | None:
 def hcl_value(value: Any, indent: str = "") -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int | float):
+    if isinstance(value, (int, float)):
         return json.dumps(value)
     if isinstance(value, str):
         return hcl_string(value)
@@ -233,7 +233,7 @@ def hcl_value(value: Any, indent: str = "") -> str:
             f"{inner}{_hcl_key(str(k))} = {hcl_value(v, inner)}" for k, v in sorted(value.items())
         ]
         return "{\n" + "\n".join(items) + f"\n{indent}}}"
-    if isinstance(value, list | tuple):
+    if isinstance(value, (list, tuple)):
         return "[" + ", ".join(hcl_value(v, indent) for v in value) + "]"
     raise TypeError(f"cannot write {type(value).__name__} as HCL")
 

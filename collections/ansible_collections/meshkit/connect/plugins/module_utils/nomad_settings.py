@@ -312,7 +312,7 @@ class _Reader:
         value = self.mapping(data.get(key), f"{path}.{key}")
         out: dict[str, str] = {}
         for k, v in value.items():
-            if not isinstance(k, str) or isinstance(v, Mapping | list) or v is None:
+            if not isinstance(k, str) or isinstance(v, (Mapping, list)) or v is None:
                 self.add(f"{path}.{key}.{k}", "must map a name to a scalar", "quote the value")
                 continue
             out[k] = str(v).lower() if isinstance(v, bool) else str(v)

@@ -25,7 +25,7 @@ class NomadVersion:
 
 def parse_version(text: object) -> NomadVersion:
     """`1.6.2`, `v1.7.0`, `1.8.0-beta.1` or `1.7` (patch 0); ValueError otherwise."""
-    match = _VERSION_RE.match(str(text).strip()) if isinstance(text, str | int | float) else None
+    match = _VERSION_RE.match(str(text).strip()) if isinstance(text, (str, int, float)) else None
     if match is None:
         raise ValueError(f"{text!r} is not a Nomad version such as 1.7.7")
     major, minor, patch = match.groups()
