@@ -73,6 +73,30 @@ def test_proxy_template_unit_verifies_with_hardening(render, tmp_path, prefix):
     assert got["EnvironmentFile"] == "/etc/meshkit/proxy/%i.env"
 
 
+def exposure(unit: Path) -> float:
+    """`systemd-analyze security` of a unit file, offline (no running systemd needed)."""
+    proc = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(unit)],
+        capture_output=True, text=True, check=False, cwd=unit.parent,
+    )  # fmt: skip
+    for line in proc.stdout.splitlines():
+        if "Overall exposure level" in line:
+            return float(line.split(":")[1].split()[0])
+    raise AssertionError(f"no exposure level in: {proc.stdout}{proc.stderr}")
+
+
+def test_proxy_unit_exposure_is_ok_or_better(render, tmp_path, prefix):
+    """A security reviewer's bar: `systemd-analyze security` exposure 2.0 ("OK") or lower."""
+    unit = render(
+        "mesh_proxy", "meshkit-proxy@.service.j2", tmp_path / "meshkit-proxy@web-1.service",
+        mesh_proxy_prefix=str(prefix),
+    )  # fmt: skip
+    got = directives(unit)
+    assert got["SystemCallFilter"] == "~@privileged @resources"  # the last of the two lines
+    assert got["ProtectProc"] == "invisible" and got["ProcSubset"] == "pid"
+    assert exposure(unit) <= 2.0
+
+
 def test_verify_catches_a_bad_knob(render, tmp_path, prefix):
     """The check above can fail: an unknown address family is reported."""
     unit = render(
