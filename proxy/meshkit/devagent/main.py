@@ -30,6 +30,9 @@ from meshkit.devagent.store import Store
 
 log = logging.getLogger("meshkit.devagent")
 
+# Seconds a request may still run after SIGTERM before its handler is cancelled.
+SHUTDOWN_GRACE = 1.0
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -159,7 +162,11 @@ async def serve(agent: Agent, host: str, port: int, ready_file: Path | None) -> 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     agent.runner.start()
-    runner = web.AppRunner(agent.app(), access_log=None, handle_signals=False)
+    # Waiting queries are woken at shutdown (`Notifier.close`); the timeout only bounds a
+    # handler that still hangs after that, so SIGTERM never waits on aiohttp's 60 s default.
+    runner = web.AppRunner(
+        agent.app(), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
@@ -201,6 +208,7 @@ async def serve(agent: Agent, host: str, port: int, ready_file: Path | None) -> 
         await stop.wait()
     finally:
         log.debug("shutting down")
+        agent.store.notifier.close()
         pruner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await pruner
