@@ -8,6 +8,7 @@ its own line naming the file and the key; nothing is applied unless all of it is
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,9 @@ TOP_KEYS = {
     "allow_non_loopback_service",
     "workers",
 }
-TLS_KEYS = {"cert_file", "key_file", "ca_file", "ca_files"}
+TLS_KEYS = {"cert_file", "key_file", "ca_file", "ca_files", "trust_domain"}
+# A trust domain is a DNS-style host (`<cluster id>.consul`), as in spiffe://<domain>/...
+_TRUST_DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
 PUBLIC_KEYS = {
     "bind_address",
     "bind_port",
@@ -131,6 +134,18 @@ def load(cmd: CommandLine) -> StaticSetup:
             found = fields.existing_file(p, f"tls.ca_files[{i}]", item, base)
             if found is not None:
                 roots.append(found)
+
+    trust_domain = cmd.trust_domain or (
+        fields.string(p, "tls.trust_domain", tls_data.get("trust_domain")) if tls_data else None
+    )
+    trust_domains: tuple[str, ...] = ()
+    if trust_domain:
+        domain = trust_domain.strip().lower().removeprefix("spiffe://").rstrip("/")
+        if _TRUST_DOMAIN.match(domain):
+            trust_domains = (domain,)
+        else:
+            where = "-trust-domain" if cmd.trust_domain else "tls.trust_domain"
+            p.add(where, f"{trust_domain!r} is not a trust domain (like 1234abcd.consul)")
 
     # Public listener
     pub_data = fields.section(p, raw, "public_listener", PUBLIC_KEYS)
@@ -255,7 +270,8 @@ def load(cmd: CommandLine) -> StaticSetup:
         source=str(path),
     )
     config.check()
-    return StaticSetup(config, MaterialFiles(cert, key, tuple(roots)), workers)
+    files = MaterialFiles(cert, key, tuple(roots), trust_domains)
+    return StaticSetup(config, files, workers)
 
 
 def _upstream(
