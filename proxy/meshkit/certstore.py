@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 
-from meshkit import tls
+from meshkit import bounded, tls
 
 log = logging.getLogger("meshkit.certs")
 
@@ -181,18 +181,23 @@ class MaterialFiles:
         return (self.cert_file, self.key_file, *self.roots_files)
 
     def read(self) -> TLSMaterial:
+        try:
+            return self._read()
+        except bounded.FileError as exc:  # unreadable, too large, not UTF-8
+            raise MaterialError(str(exc)) from None
+
+    def _read(self) -> TLSMaterial:
         roots: list[str] = []
         for path in self.roots_files:
-            found = split_pems(path.read_text())
+            found = split_pems(bounded.read_text(path))
             if not found:
                 raise MaterialError(f"{path}: no PEM certificate found")
             roots.extend(found)
-        chain = self.cert_file.read_text()
+        chain = bounded.read_text(self.cert_file)
         if not split_pems(chain):
             raise MaterialError(f"{self.cert_file}: no PEM certificate found")
-        return TLSMaterial(
-            chain, self.key_file.read_text(), tuple(roots), trust_domains=self.trust_domains
-        )
+        key = bounded.read_text(self.key_file)
+        return TLSMaterial(chain, key, tuple(roots), trust_domains=self.trust_domains)
 
 
 def _stamp(paths: tuple[Path, ...]) -> tuple[tuple[int, int, int, int], ...]:

@@ -12,10 +12,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 
-import yaml
-
+from meshkit import bounded
 from meshkit.config import parse_hostport
 from meshkit.consul.settings import HTTPFlags
 from meshkit.logs import parse_level
@@ -246,8 +244,8 @@ def config_file_mode(path: str) -> str:
     mode it falls into (static), which reports every problem with the file's name.
     """
     try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError):
+        raw = bounded.load_yaml(path)
+    except bounded.FileError:
         return "static"
     if isinstance(raw, dict) and raw.get("mode") == "consul":
         return "consul"

@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from meshkit import fields
+from meshkit import bounded, fields
 from meshkit.authz import StaticAuthorizer
 from meshkit.certstore import MaterialFiles
 from meshkit.config import (
@@ -82,11 +80,9 @@ def load(cmd: CommandLine) -> StaticSetup:
     path = Path(cmd.config)
     p = fields.Problems(str(path))
     try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
+        raw = bounded.load_yaml(path)
+    except bounded.FileError as exc:
+        raise ConfigError([str(exc)]) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from meshkit import bounded
 from meshkit.devagent import configdir
 from meshkit.devagent.acl import ACL
 from meshkit.devagent.ca import CA
@@ -97,9 +98,9 @@ def build(args: argparse.Namespace) -> tuple[Agent, str, int]:
     master = args.acl_master_token
     if args.acl_master_token_file is not None:
         try:
-            master = args.acl_master_token_file.read_text().strip()
-        except OSError as exc:
-            raise UsageError(f"-acl-master-token-file: {exc}") from None
+            master = bounded.read_text(args.acl_master_token_file).strip()
+        except bounded.FileError as exc:
+            raise UsageError(f"-acl-master-token-file {exc}") from None
         if not master:
             raise UsageError(f"-acl-master-token-file {args.acl_master_token_file}: file is empty")
     max_interval = None
