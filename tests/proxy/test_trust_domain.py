@@ -152,3 +152,9 @@ def test_bad_trust_domain_value_is_a_config_error(tmp_path: Path, ca: ThrowawayC
     done = run_proxy_cli("-config", str(path))
     assert done.returncode == 2
     assert f"{path}: tls.trust_domain: 'spiffe://bad domain/' is not a trust domain" in done.stderr
+
+
+def test_trust_domain_flag_is_refused_in_consul_mode() -> None:
+    done = run_proxy_cli("-sidecar-for", "web", "-trust-domain", "other.consul")
+    assert done.returncode == 2
+    assert "-trust-domain is for static mode" in done.stderr
