@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tests.support.devagent import DevAgent, dev_agent_acl  # noqa: F401
+from tests.support.devagent import DevAgent, dev_agent, dev_agent_acl  # noqa: F401
 
 from .ansible_run import run_play
 
@@ -123,6 +123,22 @@ def test_a_valid_token_still_reads_absent_as_absent(
         [{"name": "absent", SERVICE: {"service": {"name": "nothing-here"}, "state": "absent"}}],
         dev_agent_acl.address,
         module_defaults={"token": master},
+    )
+    assert play.returncode == 0, play.output
+    assert not play.task("absent")["changed"]
+
+
+def test_a_token_on_an_agent_without_acls_still_reads_absent(
+    dev_agent: DevAgent,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """ACLs off: /v1/acl/token/self is "ACL support disabled", which does not make a token
+    unknown; a 404 stays absent."""
+    play = run_play(
+        tmp_path,
+        [{"name": "absent", SERVICE: {"service": {"name": "nothing-here"}, "state": "absent"}}],
+        dev_agent.address,
+        module_defaults={"token": WRONG},
     )
     assert play.returncode == 0, play.output
     assert not play.task("absent")["changed"]
