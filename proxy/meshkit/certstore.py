@@ -14,10 +14,11 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography import x509
 
-from meshkit import tls
+from meshkit import bounded, tls
 
 log = logging.getLogger("meshkit.certs")
 
@@ -27,6 +28,9 @@ class TLSMaterial:
     chain_pem: str  # leaf first, then intermediates
     key_pem: str
     roots_pem: tuple[str, ...]  # every trusted root, active and not
+    # The trust domains an inbound peer's identity may name (Consul mode: the CA roots'
+    # TrustDomain; static mode: `tls.trust_domain`). Empty: the roots' own URI SANs.
+    trust_domains: tuple[str, ...] = ()
 
 
 class MaterialError(ValueError):
@@ -65,6 +69,26 @@ def build_sides(engine: str, material: TLSMaterial) -> tuple[tls.Side, tls.Side]
     return tls.stdlib_sides(*args)
 
 
+def root_trust_domains(roots_pem: tuple[str, ...]) -> frozenset[str]:
+    """The trust domains the roots name: the host of each `spiffe://<domain>` URI SAN.
+
+    A Consul CA root carries exactly that SAN (`pki.make_root`); a root without one (a
+    hand-made CA) names no trust domain, and the operator has to say it (`tls.trust_domain`).
+    """
+    found: set[str] = set()
+    for pem in roots_pem:
+        try:
+            cert = x509.load_pem_x509_certificate(pem.encode())
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except (ValueError, x509.ExtensionNotFound):
+            continue
+        for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
+            parts = urlsplit(uri)
+            if parts.scheme.lower() == "spiffe" and parts.hostname:
+                found.add(parts.hostname.lower())
+    return frozenset(found)
+
+
 def _describe(exc: BaseException) -> str:
     """OpenSSL errors as text, never echoing key material."""
     text = str(exc) or type(exc).__name__
@@ -83,6 +107,9 @@ class CertStore:
         self.material: TLSMaterial | None = None
         self.leaf_serial: str = ""
         self.leaf_uri: str = ""
+        # Checked on every inbound identity (`inbound.InboundConn`): a leaf signed by a
+        # trusted root but naming another trust domain is refused, in every authz mode.
+        self.trust_domains: frozenset[str] = frozenset()
         self.listeners: list[Callable[[], None]] = []
 
     @property
@@ -93,6 +120,14 @@ class CertStore:
         """Build both contexts first; only swap them in if both build (nothing half-applied)."""
         if not material.roots_pem:
             raise MaterialError("no CA roots")
+        trust_domains = frozenset(d.lower() for d in material.trust_domains if d)
+        if not trust_domains:
+            trust_domains = root_trust_domains(material.roots_pem)
+        if not trust_domains:
+            raise MaterialError(
+                "no trust domain: no CA root names one in a spiffe://<domain> URI SAN; "
+                "set tls.trust_domain in the config file or pass -trust-domain DOMAIN"
+            )
         try:
             server, client = build_sides(self.engine, material)
             leaf = x509.load_pem_x509_certificate(material.chain_pem.encode())
@@ -105,11 +140,13 @@ class CertStore:
         except tls.IdentityError:
             self.leaf_uri, self.leaf_serial = "", ""
         self.server, self.client, self.material = server, client, material
+        self.trust_domains = trust_domains
         log.info(
-            "TLS material loaded: leaf %s serial %s, %d root(s)",
+            "TLS material loaded: leaf %s serial %s, %d root(s), trust domain %s",
             self.leaf_uri or "(no service URI)",
             self.leaf_serial,
             len(material.roots_pem),
+            ", ".join(sorted(trust_domains)),
         )
         for callback in list(self.listeners):
             callback()
@@ -138,21 +175,29 @@ class MaterialFiles:
     cert_file: Path  # leaf + intermediates
     key_file: Path
     roots_files: tuple[Path, ...]
+    trust_domains: tuple[str, ...] = ()  # static mode's `tls.trust_domain` / -trust-domain
 
     def paths(self) -> tuple[Path, ...]:
         return (self.cert_file, self.key_file, *self.roots_files)
 
     def read(self) -> TLSMaterial:
+        try:
+            return self._read()
+        except bounded.FileError as exc:  # unreadable, too large, not UTF-8
+            raise MaterialError(str(exc)) from None
+
+    def _read(self) -> TLSMaterial:
         roots: list[str] = []
         for path in self.roots_files:
-            found = split_pems(path.read_text())
+            found = split_pems(bounded.read_text(path))
             if not found:
                 raise MaterialError(f"{path}: no PEM certificate found")
             roots.extend(found)
-        chain = self.cert_file.read_text()
+        chain = bounded.read_text(self.cert_file)
         if not split_pems(chain):
             raise MaterialError(f"{self.cert_file}: no PEM certificate found")
-        return TLSMaterial(chain, self.key_file.read_text(), tuple(roots))
+        key = bounded.read_text(self.key_file)
+        return TLSMaterial(chain, key, tuple(roots), trust_domains=self.trust_domains)
 
 
 def _stamp(paths: tuple[Path, ...]) -> tuple[tuple[int, int, int, int], ...]:

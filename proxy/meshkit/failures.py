@@ -6,6 +6,10 @@ import ssl
 
 from meshkit.tls import HandshakeError, IdentityError, stdlib_reason
 
+# A verified leaf whose SPIFFE identity names another trust domain than ours (Consul's
+# authorize says "Identity from an external trust domain"); refused before authorization.
+FOREIGN_TRUST_DOMAIN = "foreign_trust_domain"
+
 
 class PeerMismatch(Exception):
     """The upstream's certificate names another service than the one we meant to reach."""

@@ -12,10 +12,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 
-import yaml
-
+from meshkit import bounded
 from meshkit.config import parse_hostport
 from meshkit.consul.settings import HTTPFlags
 from meshkit.logs import parse_level
@@ -78,6 +76,7 @@ class CommandLine:
     admin_bind: tuple[str, int] | None = None
     authz: str | None = None  # "local" (intentions cache) or "agent" (authorize endpoint)
     allow_non_loopback_service: bool = False
+    trust_domain: str | None = None  # static mode: the peers' trust domain (else the roots')
     # None: not on the command line (static mode: the file's `workers:`, else auto)
     workers: WorkersSetting | None = None
     event_loop: str = "auto"  # auto (uvloop when importable), uvloop, asyncio
@@ -124,6 +123,7 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "admin-bind": ("admin_bind", "hostport"),
     "authz": ("authz", "choice:local,agent"),
     "allow-non-loopback-service": ("allow_non_loopback_service", "bool"),
+    "trust-domain": ("trust_domain", "str"),
     "workers": ("workers", "workers"),
     "event-loop": ("event_loop", "choice:auto,uvloop,asyncio"),
     "tls-engine": ("tls_engine", "choice:auto,openssl,stdlib"),
@@ -164,6 +164,8 @@ Flags (also as --flag, -flag=value):
   -admin-bind HOST:PORT    loopback admin listener (/metrics, /ready, /health)
   -authz local|agent       Consul mode: intentions cache or the agent's authorize call
   -allow-non-loopback-service  permit a non-loopback -service-addr (traffic bypasses the mesh)
+  -trust-domain DOMAIN     static mode: the trust domain inbound peers must name
+                           (default: the domains in the CA roots' spiffe:// URI SANs)
   -workers N|auto          static mode: processes sharing the listening ports (SO_REUSEPORT);
                            auto (default) = usable CPUs, cgroup quota, at most 4; 1 to 64
   -event-loop auto|uvloop|asyncio
@@ -242,8 +244,8 @@ def config_file_mode(path: str) -> str:
     mode it falls into (static), which reports every problem with the file's name.
     """
     try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError):
+        raw = bounded.load_yaml(path)
+    except bounded.FileError:
         return "static"
     if isinstance(raw, dict) and raw.get("mode") == "consul":
         return "consul"
@@ -288,6 +290,11 @@ def _check(cmd: CommandLine) -> None:
         if cmd.proxy_id or cmd.sidecar_for:
             raise FlagError("-config (static mode) cannot be combined with -proxy-id/-sidecar-for")
         return
+    if cmd.trust_domain:
+        raise FlagError(
+            "-trust-domain is for static mode; in Consul mode the trust domain is the one "
+            "Consul's CA roots name (TrustDomain)"
+        )
     if cmd.consul_file:
         given = [
             flag

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, cast
 from meshkit.authz import Decision, decide, decide_now
 from meshkit.copy import Leg, TLSLeg
 from meshkit.deadline import Deadline
-from meshkit.failures import handshake_reason
+from meshkit.failures import FOREIGN_TRUST_DOMAIN, handshake_reason
 from meshkit.tls import IdentityError, PeerIdentity, identity_of
 
 if TYPE_CHECKING:
@@ -103,6 +103,18 @@ class InboundConn:
             leg.abort()
             return
         self.peer = ident.service
+        trusted = self.proxy.certs.trust_domains
+        if ident.service.trust_domain not in trusted:
+            foreign = ("reason", FOREIGN_TRUST_DOMAIN)
+            metrics.inc("handshake_failures_total", (*self.labels, foreign))
+            log.warning(
+                "inbound peer %s refused: trust domain %s is not ours (%s)",
+                ident.service,
+                ident.service.trust_domain,
+                ", ".join(sorted(trusted)) or "none loaded",
+            )
+            leg.abort()
+            return
         # Until the app is joined, what the peer sends waits in the leg (bounded: the leg
         # stops reading at `copy.PENDING_LIMIT`).
         loop = asyncio.get_running_loop()

@@ -14,8 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from meshkit import bounded
 from meshkit.render_cmd import InputError, collection_roots, read_vars
 
 EXIT_OK, EXIT_CHANGES, EXIT_ERROR = 0, 1, 255
@@ -64,9 +63,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _load_yaml(path: Path, what: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: cannot read the {what}: {exc}") from None
+        data = bounded.load_yaml(path) or {}
+    except bounded.FileError as exc:
+        raise InputError(f"{exc.path}: the {what}: {exc.problem}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: the {what} must be a YAML mapping")
     return data
@@ -96,7 +95,7 @@ def run(argv: Sequence[str]) -> int:
         job_data = _load_yaml(args.job, "job settings")
         token = ""
         if args.token_file:
-            token = args.token_file.read_text().strip()
+            token = bounded.read_text(args.token_file).strip()
         conn = ns.connection_from(
             address=args.address,
             token=token or None,

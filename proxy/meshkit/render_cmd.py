@@ -17,7 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import yaml
+from meshkit import bounded
 
 _UTILS = "ansible_collections.meshkit.connect.plugins.module_utils"
 
@@ -50,13 +50,9 @@ def read_vars(paths: list[str]) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for name in paths:
         try:
-            text = Path(name).read_text(encoding="utf-8")
-        except OSError as err:
-            raise InputError(f"{name}: cannot read: {err.strerror}") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise InputError(f"{name}: not valid YAML: {err}") from None
+            data = bounded.load_yaml(name)
+        except bounded.FileError as err:
+            raise InputError(str(err)) from None
         if data is None:
             continue
         if not isinstance(data, dict):

@@ -8,13 +8,12 @@ its own line naming the file and the key; nothing is applied unless all of it is
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from meshkit import fields
+from meshkit import bounded, fields
 from meshkit.authz import StaticAuthorizer
 from meshkit.certstore import MaterialFiles
 from meshkit.config import (
@@ -44,7 +43,9 @@ TOP_KEYS = {
     "allow_non_loopback_service",
     "workers",
 }
-TLS_KEYS = {"cert_file", "key_file", "ca_file", "ca_files"}
+TLS_KEYS = {"cert_file", "key_file", "ca_file", "ca_files", "trust_domain"}
+# A trust domain is a DNS-style host (`<cluster id>.consul`), as in spiffe://<domain>/...
+_TRUST_DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
 PUBLIC_KEYS = {
     "bind_address",
     "bind_port",
@@ -79,11 +80,9 @@ def load(cmd: CommandLine) -> StaticSetup:
     path = Path(cmd.config)
     p = fields.Problems(str(path))
     try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
+        raw = bounded.load_yaml(path)
+    except bounded.FileError as exc:
+        raise ConfigError([str(exc)]) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -131,6 +130,18 @@ def load(cmd: CommandLine) -> StaticSetup:
             found = fields.existing_file(p, f"tls.ca_files[{i}]", item, base)
             if found is not None:
                 roots.append(found)
+
+    trust_domain = cmd.trust_domain or (
+        fields.string(p, "tls.trust_domain", tls_data.get("trust_domain")) if tls_data else None
+    )
+    trust_domains: tuple[str, ...] = ()
+    if trust_domain:
+        domain = trust_domain.strip().lower().removeprefix("spiffe://").rstrip("/")
+        if _TRUST_DOMAIN.match(domain):
+            trust_domains = (domain,)
+        else:
+            where = "-trust-domain" if cmd.trust_domain else "tls.trust_domain"
+            p.add(where, f"{trust_domain!r} is not a trust domain (like 1234abcd.consul)")
 
     # Public listener
     pub_data = fields.section(p, raw, "public_listener", PUBLIC_KEYS)
@@ -255,7 +266,8 @@ def load(cmd: CommandLine) -> StaticSetup:
         source=str(path),
     )
     config.check()
-    return StaticSetup(config, MaterialFiles(cert, key, tuple(roots)), workers)
+    files = MaterialFiles(cert, key, tuple(roots), trust_domains)
+    return StaticSetup(config, files, workers)
 
 
 def _upstream(

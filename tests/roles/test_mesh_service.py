@@ -129,3 +129,34 @@ def test_config_file_method_replaces_the_api_registration(tmp_path):
         assert back.rc == 0, back.output
         assert not written.exists()
         assert "db-1" in agent.ok("GET", "/v1/agent/services")
+
+
+@pytest.mark.slow
+def test_prune_keeps_what_an_upstream_still_uses(tmp_path, dev_agent):
+    """Issue 13 item 4: a known query or hand-made intention an upstream uses survives a prune;
+    the unused extras still go, and the run names what it kept."""
+    dev_agent.ok("POST", "/v1/query", {"Name": "legacy-q", "Service": {"Service": "db"}})
+    dev_agent.ok("POST", "/v1/query", {"Name": "stale-q", "Service": {"Service": "db"}})
+    for source, destination in (("web", "cache"), ("old", "db")):
+        body = {"SourceName": source, "DestinationName": destination, "Action": "allow"}
+        dev_agent.ok("POST", "/v1/connect/intentions", body)
+    web = {**WEB, "sidecar": {**WEB["sidecar"], "upstreams": [
+        *WEB["sidecar"]["upstreams"],
+        {"destination_name": "legacy-q", "destination_type": "prepared_query",
+         "local_bind_port": 19193},
+        {"destination_name": "cache", "local_bind_port": 19194}]}}  # fmt: skip
+    run = converge(tmp_path, dev_agent, [web, DB], mesh_service_prune=True,
+                   mesh_service_known_queries=["legacy-q"])  # fmt: skip
+    assert run.rc == 0, run.output
+    assert sorted(q["Name"] for q in dev_agent.ok("GET", "/v1/query")) == ["db-nearest", "legacy-q"]
+    intentions = {(i["SourceName"], i["DestinationName"])
+                  for i in dev_agent.ok("GET", "/v1/connect/intentions")}  # fmt: skip
+    assert intentions == {("web", "db"), ("web", "cache")}
+    assert "prepared query 'legacy-q' kept: still named by an upstream of service 'web'" in (
+        run.stdout
+    )
+    assert "intention 'web -> cache' kept" in run.stdout
+
+    again = converge(tmp_path, dev_agent, [web, DB], mesh_service_prune=True,
+                     mesh_service_known_queries=["legacy-q"])  # fmt: skip
+    assert again.rc == 0 and recap(again)["changed"] == 0, again.stdout

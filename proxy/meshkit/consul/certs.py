@@ -141,7 +141,10 @@ class ConsulCerts:
             log.error("leaf for %s from Consul is already expired; not using it", self.service)
             return
         try:
-            self.store.update(TLSMaterial(leaf.cert_pem, leaf.key_pem, roots.pems))
+            # Consul's own trust domain, from the roots response, is the only one accepted.
+            domains = (roots.trust_domain,) if roots.trust_domain else ()
+            material = TLSMaterial(leaf.cert_pem, leaf.key_pem, roots.pems, domains)
+            self.store.update(material)
         except MaterialError as exc:
             log.error("TLS material from Consul not loaded, keeping the previous one: %s", exc)
             return

@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from meshkit import fields
+from meshkit import bounded, fields
 from meshkit.config import (
     DEFAULT_CONNECT_TIMEOUT_MS,
     DEFAULT_DRAIN_TIMEOUT_MS,
@@ -63,11 +61,9 @@ def load(path_text: str) -> ConsulFile:
     path = Path(path_text)
     p = fields.Problems(str(path))
     try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
+        raw = bounded.load_yaml(path)
+    except bounded.FileError as exc:
+        raise ConfigError([str(exc)]) from None
     if not isinstance(raw, dict):
         raise ConfigError([f"{path}: the top level must be a mapping"])
     fields.check_keys(p, "", raw, TOP_KEYS)

@@ -56,7 +56,7 @@ async def block_on_index(request: web.Request, store: Store, index_of: Callable[
         if current != want:
             return current
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if remaining <= 0 or store.notifier.closed:
             return current
         await wait_event(event, remaining)
 
@@ -75,6 +75,6 @@ async def block_on_hash(
         if current != want:
             return
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if remaining <= 0 or store.notifier.closed:
             return
         await wait_event(event, remaining)

@@ -335,7 +335,7 @@ class CA:
             if min_index <= 0 or rec.modify_index != min_index:
                 return rec
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or self.store.notifier.closed:
                 return rec
             until_renew = max(rec.renew_at - time.time(), 0.0) + 0.01
             await wait_event(event, min(remaining, until_renew))

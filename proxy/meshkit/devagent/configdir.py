@@ -7,11 +7,11 @@ Keys are snake_case (any letter case); a file holds `service` (one object) or `s
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from meshkit import bounded
 from meshkit.devagent.catalog import BadRequest
 from meshkit.devagent.decode import SERVICE, DecodeError, decode
 from meshkit.devagent.state import SERVICE_TABLES, State
@@ -39,9 +39,9 @@ def load(dirs: list[Path]) -> list[Definition]:
 
 def load_file(path: Path) -> list[Definition]:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"Error parsing {path}: {exc}") from None
+        data = bounded.load_json(path)
+    except bounded.FileError as exc:
+        raise ConfigError(f"Error parsing {exc.path}: {exc.problem}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"Error parsing {path}: top level must be a JSON object")
     out: list[Definition] = []

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from meshkit import bounded
 from meshkit.devagent import configdir
 from meshkit.devagent.acl import ACL
 from meshkit.devagent.ca import CA
@@ -29,6 +30,9 @@ from meshkit.devagent.state import State
 from meshkit.devagent.store import Store
 
 log = logging.getLogger("meshkit.devagent")
+
+# Seconds a request may still run after SIGTERM before its handler is cancelled.
+SHUTDOWN_GRACE = 1.0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -94,9 +98,9 @@ def build(args: argparse.Namespace) -> tuple[Agent, str, int]:
     master = args.acl_master_token
     if args.acl_master_token_file is not None:
         try:
-            master = args.acl_master_token_file.read_text().strip()
-        except OSError as exc:
-            raise UsageError(f"-acl-master-token-file: {exc}") from None
+            master = bounded.read_text(args.acl_master_token_file).strip()
+        except bounded.FileError as exc:
+            raise UsageError(f"-acl-master-token-file {exc}") from None
         if not master:
             raise UsageError(f"-acl-master-token-file {args.acl_master_token_file}: file is empty")
     max_interval = None
@@ -159,7 +163,11 @@ async def serve(agent: Agent, host: str, port: int, ready_file: Path | None) -> 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     agent.runner.start()
-    runner = web.AppRunner(agent.app(), access_log=None, handle_signals=False)
+    # Waiting queries are woken at shutdown (`Notifier.close`); the timeout only bounds a
+    # handler that still hangs after that, so SIGTERM never waits on aiohttp's 60 s default.
+    runner = web.AppRunner(
+        agent.app(), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
@@ -201,6 +209,7 @@ async def serve(agent: Agent, host: str, port: int, ready_file: Path | None) -> 
         await stop.wait()
     finally:
         log.debug("shutting down")
+        agent.store.notifier.close()
         pruner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await pruner

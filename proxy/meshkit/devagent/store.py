@@ -24,10 +24,18 @@ class Notifier:
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self.closed = False
 
     def notify(self) -> None:
         self._event.set()
-        self._event = asyncio.Event()
+        if not self.closed:
+            self._event = asyncio.Event()
+
+    def close(self) -> None:
+        """Shutting down: wake every waiter for good, so each blocking query answers now with
+        the state it has instead of holding the shutdown for up to its `wait` (10 min)."""
+        self.closed = True
+        self._event.set()
 
     def current(self) -> asyncio.Event:
         return self._event

@@ -20,6 +20,7 @@ from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import 
     host_listeners,
     parse_mesh,
 )
+from ansible_collections.meshkit.connect.plugins.module_utils.mesh_prune import prune_plan
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_render import (
     agent_config_file,
     agent_registration,
@@ -89,6 +90,17 @@ def _any_query(service: Any) -> list[str]:
     return [str(u.get("destination_name")) for u in ups if isinstance(u, Mapping)]
 
 
+def mesh_prune_plan(drift: Mapping[str, Any], services: Any) -> Any:
+    """What a prune may remove from ``consul_mesh_info``'s drift, keeping what ``services``
+    (every host's, so one host never prunes what another still uses) still use."""
+    parsed = [
+        _parse({"services": [item]}, "mesh_prune_plan", _any_query(item)).services[0]
+        for item in _services(services or [])
+        if item
+    ]  # one by one: two hosts may list the same service (instances on different agents)
+    return prune_plan(drift or {}, parsed)
+
+
 class FilterModule:
     def filters(self) -> dict[str, Callable[..., Any]]:
         return {
@@ -99,4 +111,5 @@ class FilterModule:
             "mesh_intention_body": mesh_intention_body,
             "mesh_intention_entries": mesh_intention_entries,
             "mesh_listeners": mesh_listeners,
+            "mesh_prune_plan": mesh_prune_plan,
         }

@@ -41,6 +41,37 @@ class ConsulError(Exception):
         super().__init__(f"{method} {path}: {status or 'no response'}: {message}")
 
 
+# Token sources, as the messages name them (never the token itself).
+TOKEN_FROM_OPTION = "the module's token option"
+TOKEN_FROM_ENV = "CONSUL_HTTP_TOKEN"
+TOKEN_FROM_FILE = "CONSUL_HTTP_TOKEN_FILE"
+TOKEN_NONE = (
+    "none (no token option, CONSUL_HTTP_TOKEN or CONSUL_HTTP_TOKEN_FILE: Consul's anonymous token)"
+)
+ACL_NOT_FOUND = "ACL not found"
+
+
+def access_denied(method: str, path: str, consul_text: str, token_source: str) -> ConsulError:
+    """A 403: never "absent". The message says which token was used and what it lacks.
+
+    Consul answers ``ACL not found`` for a token it does not know (wrong, deleted, expired)
+    and ``Permission denied`` (sometimes with the missing right) for a known token without the
+    right; both mean the task cannot know the object's state, so it must fail.
+    """
+    text = consul_text.strip() or "Permission denied"
+    if ACL_NOT_FOUND in text:
+        lacks = "is not a token this Consul knows (wrong, deleted or expired)"
+    else:
+        lacks = "lacks the ACL permission this request needs"
+    return ConsulError(
+        method,
+        path,
+        403,
+        f"{text}: the ACL token from {token_source} {lacks}; give the task a token with the "
+        "right policy (token option, CONSUL_HTTP_TOKEN or CONSUL_HTTP_TOKEN_FILE)",
+    )
+
+
 @dataclass(frozen=True)
 class Connection:
     """Where and how to reach the agent, resolved once from options and environment."""
@@ -52,6 +83,7 @@ class Connection:
     client_key: str | None
     token: str | None
     timeout: int
+    token_source: str = TOKEN_NONE  # where ``token`` came from, for 403 messages
 
     @classmethod
     def from_params(
@@ -68,10 +100,14 @@ class Connection:
         verify = params.get("validate_certs")
         if verify is None:
             verify = env.get("CONSUL_HTTP_SSL_VERIFY", "true").lower() in _TRUE
-        token = params.get("token") or env.get("CONSUL_HTTP_TOKEN") or None
+        token = params.get("token") or None
+        source = TOKEN_FROM_OPTION
+        if token is None and env.get("CONSUL_HTTP_TOKEN"):
+            token, source = env["CONSUL_HTTP_TOKEN"], TOKEN_FROM_ENV
         if token is None and env.get("CONSUL_HTTP_TOKEN_FILE"):
             with open(env["CONSUL_HTTP_TOKEN_FILE"], encoding="utf-8") as handle:
                 token = handle.read().strip() or None
+            source = f"{TOKEN_FROM_FILE} ({env['CONSUL_HTTP_TOKEN_FILE']})"
         netloc = f"[{host}]" if ":" in host and not host.startswith("[") else host
         return cls(
             base_url=f"{scheme}://{netloc}:{port}",
@@ -81,6 +117,7 @@ class Connection:
             client_key=params.get("client_key") or env.get("CONSUL_CLIENT_KEY") or None,
             token=token,
             timeout=int(params.get("timeout") or 10),
+            token_source=source if token else TOKEN_NONE,
         )
 
 
@@ -105,6 +142,7 @@ class ConsulClient:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self._token_known: bool | None = None  # cached answer of /v1/acl/token/self
 
     def request(
         self,
@@ -114,8 +152,20 @@ class ConsulClient:
         query: dict[str, str] | None = None,
         body: Any = None,
         missing_ok: bool = False,
+        acl_not_found_is_absent: bool = False,
     ) -> Response:
-        """Send one request; a 404 returns ``Response(404, ..., None)`` when ``missing_ok``."""
+        """Send one request; a 404 returns ``Response(404, ..., None)`` when ``missing_ok``.
+
+        A 403 is never absent: it raises, naming the token's source. The one exception is
+        Consul 1.7's documented not-found answer of the ACL endpoints
+        (``GET /v1/acl/token/<accessor>`` of a deleted token is ``403 ACL not found``): with
+        ``acl_not_found_is_absent`` that answer is absent, but only once
+        ``/v1/acl/token/self`` proves the request's own token is valid.
+
+        A 404 with a token set is checked the same way (once per client): some endpoints
+        (``/v1/agent/service/<id>``) answer 404 before they look at the token, and a task
+        with a token Consul does not know must fail, not plan a ``create`` it cannot do.
+        """
         url = f"{self.conn.base_url}{path}"
         if query:
             url += "?" + urlencode(query)
@@ -146,9 +196,14 @@ class ConsulClient:
         except HTTPError as err:
             text = err.read().decode("utf-8", "replace").strip() if err.fp else ""
             if err.code == 404 and missing_ok:
+                if not self._token_valid():
+                    source = self.conn.token_source
+                    raise access_denied(method, path, ACL_NOT_FOUND, source) from None
                 return Response(404, {}, None)
-            if err.code == 403 and missing_ok and "ACL not found" in text:
-                return Response(404, {}, None)
+            if err.code == 403:
+                if acl_not_found_is_absent and ACL_NOT_FOUND in text and self._token_valid():
+                    return Response(404, {}, None)
+                raise access_denied(method, path, text, self.conn.token_source) from None
             raise ConsulError(method, path, err.code, text or str(err.reason)) from None
         except (URLError, OSError) as err:
             reason = getattr(err, "reason", err)
@@ -156,6 +211,22 @@ class ConsulClient:
                 method, path, 0, f"cannot reach {self.conn.base_url}: {reason}"
             ) from err
         return Response(status, resp_headers, _decode(raw))
+
+    def _token_valid(self) -> bool:
+        """Whether Consul knows the request's token; no token (anonymous) always is.
+
+        Only ``403 ACL not found`` from ``/v1/acl/token/self`` says no: ACLs off (401/403
+        "ACL support disabled") or a token without ``acl:read`` still means a known token.
+        """
+        if not self.conn.token:
+            return True
+        if self._token_known is None:
+            try:
+                self.request("GET", "/v1/acl/token/self")
+                self._token_known = True
+            except ConsulError as err:
+                self._token_known = not (err.status == 403 and ACL_NOT_FOUND in str(err))
+        return self._token_known
 
     def get(self, path: str, **kw: Any) -> Any:
         return self.request("GET", path, **kw).data
