@@ -89,6 +89,7 @@ def run(argv: Sequence[str]) -> int:
     from ansible_collections.meshkit.connect.plugins.module_utils.nomad_settings import (
         NomadSettingsError,
         parse_job_settings,
+        version_request,
     )
 
     try:
@@ -108,15 +109,13 @@ def run(argv: Sequence[str]) -> int:
             client_key=args.client_key,
         )
         nomad: Any = None
-        version = args.nomad_version
+        version: str | None = version_request(args.nomad_version, job_data.get("nomad_version"))
         if args.action == "render":
             version = None if version == "auto" else version
         else:
             nomad = ns.client(conn)
-            if version == "auto" and not job_data.get("nomad_version"):
+            if version == "auto":
                 version = ns.detect_version(nomad, conn)
-            elif version == "auto":
-                version = str(job_data["nomad_version"])
         mesh = parse_mesh(mesh_data, source=", ".join(args.mesh))
         settings = parse_job_settings(job_data, source=str(args.job), nomad_version=version)
         spec = build_job(mesh, settings)

@@ -322,8 +322,11 @@ class NomadDouble:
 
     def _place(self, job: dict[str, Any], eval_id: str) -> None:
         outcome = self.deployment_outcome.get(job["ID"], "successful")
+        # Like Nomad: a service group without an update block (its own or the job's) gets the
+        # default one (MaxParallel 1), so only MaxParallel 0 means no deployment.
         wants_deployment = job["Type"] == "service" and any(
-            g.get("Count", 1) > 0 and (g.get("Update") or {}).get("MaxParallel", 0) > 0
+            g.get("Count", 1) > 0
+            and {**(job.get("Update") or {}), **(g.get("Update") or {})}.get("MaxParallel", 1) > 0
             for g in job.get("TaskGroups") or []
         )
         deployment_id = str(uuid.uuid4()) if wants_deployment else ""

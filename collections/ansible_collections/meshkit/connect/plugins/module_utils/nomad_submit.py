@@ -260,13 +260,19 @@ def register(n: Any, conn: Connection, job: Mapping[str, Any], planned: Plan) ->
 
 
 def expects_deployment(job: Mapping[str, Any]) -> bool:
-    """Only service jobs with a running group and an update block get a Nomad deployment."""
+    """Whether Nomad will run a deployment: a service job with a running group whose update
+    block (its own, the job's, or Nomad's default `max_parallel = 1` when neither is written)
+    has a non-zero max_parallel. Only `max_parallel = 0` turns deployments off."""
     if (job.get("Type") or "service") != "service":
         return False
     job_update = job.get("Update") or {}
     for group in job.get("TaskGroups") or []:
-        update = group.get("Update") or job_update
-        if int(group.get("Count", 1)) > 0 and int(update.get("MaxParallel") or 0) > 0:
+        update = {**job_update, **(group.get("Update") or {})}
+        max_parallel = update.get("MaxParallel")
+        count = group.get("Count")
+        if int(1 if count is None else count) > 0 and int(
+            1 if max_parallel is None else max_parallel
+        ) > 0:
             return True
     return False
 
@@ -338,7 +344,7 @@ def wait(
             failed_groups=failed,
         )
     if not expects_deployment(job):
-        return WaitResult(note="no deployment for this job (type, count 0 or no update block)")
+        return WaitResult(note="no deployment for this job (type, count 0 or update max_parallel 0)")
     deployment: Any = None
     for _poll in range(max_polls):
         deployment = _call(

@@ -179,6 +179,7 @@ from ansible_collections.meshkit.connect.plugins.module_utils.nomad_render impor
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_settings import (
     NomadSettingsError,
     parse_job_settings,
+    version_request,
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_submit import (
     NomadSubmitError,
@@ -220,11 +221,9 @@ def _render(module: AnsibleModule, nomad: Any, conn: Any) -> tuple[dict[str, Any
     settings_data = dict(p["job"] or {})
     if p["name"] and not settings_data.get("name"):
         settings_data["name"] = p["name"]
-    version = p["nomad_version"]
-    if version == "auto" and not settings_data.get("nomad_version"):
+    version = version_request(p["nomad_version"], settings_data.get("nomad_version"))
+    if version == "auto":
         version = detect_version(nomad, conn)
-    elif version == "auto":
-        version = str(settings_data["nomad_version"])
     mesh = parse_mesh(p["mesh"] or {}, source="mesh option")
     settings = parse_job_settings(settings_data, source="job option", nomad_version=version)
     return to_api(build_job(mesh, settings)), version
