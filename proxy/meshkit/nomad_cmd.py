@@ -43,7 +43,13 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         help="YAML vars file with the mesh model (repeatable; later files win per key)",
     )
-    p.add_argument("--job", required=True, type=Path, help="YAML with the job settings")
+    p.add_argument("--job", type=Path, help="YAML with the job settings")
+    p.add_argument(
+        "--job-file",
+        type=Path,
+        help="your own Nomad job (HCL or API JSON) whose services ask for meshkit with "
+        "meta { meshkit = ... }; --job then holds only nomad_version and proxy",
+    )
     p.add_argument("--format", choices=("hcl", "json"), default="hcl", help="render output")
     p.add_argument("--nomad-version", default="auto", help="cluster version, or auto (ask it)")
     p.add_argument("--address", help="default: NOMAD_ADDR, then http://127.0.0.1:4646")
@@ -94,7 +100,9 @@ def run(argv: Sequence[str]) -> int:
 
     try:
         mesh_data = read_vars(args.mesh)
-        job_data = _load_yaml(args.job, "job settings")
+        if args.job is None and args.job_file is None:
+            raise ValueError("give --job (job settings) or --job-file (your own job), or both")
+        job_data = _load_yaml(args.job, "job settings") if args.job else {}
         token = ""
         if args.token_file:
             token = args.token_file.read_text().strip()
@@ -108,6 +116,10 @@ def run(argv: Sequence[str]) -> int:
             client_cert=args.client_cert,
             client_key=args.client_key,
         )
+        if args.job_file is not None:
+            from meshkit.nomad_byo_cmd import run_job_file
+
+            return run_job_file(args, mesh_data, job_data, conn)
         nomad: Any = None
         version: str | None = version_request(args.nomad_version, job_data.get("nomad_version"))
         if args.action == "render":

@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +51,11 @@ from ansible_collections.meshkit.connect.plugins.module_utils.nomad_settings imp
     JobSettings,
     NomadSettingsError,
     TaskSettings,
+    parse_job_settings,
+)
+from ansible_collections.meshkit.connect.plugins.module_utils.nomad_submit import (
+    NomadSubmitError,
+    call,
 )
 
 REF_KEY = "meshkit"
@@ -136,7 +141,7 @@ def _hcl_tree(text: str, source: str) -> Any:
         column = getattr(exc, "column", None)
         token = getattr(exc, "token", None)
         where = f"{source}:{line}:{column}" if line else source
-        near = f" near {str(token)!r}" if token is not None else ""
+        near = f" near {str(token).strip()!r}" if token is not None else ""
         raise NomadSettingsError(
             [
                 Problem(
@@ -647,8 +652,10 @@ def render_hcl(job: ByoJob, syntax: str) -> str:
                     )
                 )
             else:
-                block = f"{'  ' * gdepth}network {{\n" + hcl_fragment(
-                    "port", port, gdepth + 1, syntax
+                block = (
+                    f"{'  ' * gdepth}network {{\n"
+                    + hcl_fragment("attr:mode", "host", gdepth + 1, syntax)
+                    + hcl_fragment("port", port, gdepth + 1, syntax)
                 )
                 inserts.append((ref.group_span.close, n, f"\n{block}{'  ' * gdepth}}}\n"))
         for task in part.group.tasks[1:]:  # [0] is the model's app task: the job has its own
@@ -731,3 +738,70 @@ def merge_api(job_api: Mapping[str, Any], job: ByoJob) -> dict[str, Any]:
 def added_by_meshkit(job: ByoJob) -> list[tuple[str, str]]:
     """(group, service) pairs meshkit filled in, for reports and tests."""
     return [(p.ref.group, p.ref.name) for p in job.parts]
+
+
+# --- the sequence shared by the module, the CLI and the filter ------------------------------
+
+MAX_JOB_FILE_BYTES = 4 * 1024 * 1024
+
+
+def read_job_file(path: str) -> str:
+    """The job file's text, bounded in size; NomadSettingsError naming the file otherwise."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_JOB_FILE_BYTES + 1)
+    except OSError as exc:
+        raise NomadSettingsError(
+            [Problem(path, f"cannot read the job file: {exc.strerror}", "check the path")], path
+        ) from None
+    if len(data) > MAX_JOB_FILE_BYTES:
+        raise NomadSettingsError(
+            [Problem(path, f"larger than {MAX_JOB_FILE_BYTES} bytes", "is this a job file?")],
+            path,
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NomadSettingsError(
+            [Problem(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})", "save as UTF-8")],
+            path,
+        ) from None
+
+
+def settings_reader(
+    data: Mapping[str, Any], source: str, version: str | None
+) -> Callable[[str], JobSettings]:
+    """JobSettings for the job file's ID from the few settings that apply (version, proxy)."""
+    problems = byo_settings(data, source)
+    if problems:
+        raise NomadSettingsError(problems, source)
+
+    def read(job_id: str) -> JobSettings:
+        named = data.get("name")
+        if named and named != job_id:
+            raise NomadSettingsError(
+                [
+                    Problem(
+                        f"{source}: job.name",
+                        f"{named!r} is not the job file's job ID {job_id!r}",
+                        "drop name, or make it the job file's ID",
+                    )
+                ],
+                source,
+            )
+        return parse_job_settings(
+            {**dict(data), "name": job_id}, source=source, nomad_version=version
+        )
+
+    return read
+
+
+def job_for_nomad(n: Any, conn: Any, job: ByoJob) -> dict[str, Any]:
+    """The API job to plan and register: the operator's job as Nomad itself parses it
+    (`POST /v1/jobs/parse` for HCL, what Nomad users trust), with meshkit's parts merged."""
+    if job.form == "json":
+        return merge_api(job.api or {}, job)
+    parsed = call(conn, f"parsing {job.source} (jobs/parse)", n.jobs.parse, job.text, False)
+    if not isinstance(parsed, Mapping) or not parsed.get("ID"):
+        raise NomadSubmitError(f"{job.source}: Nomad's jobs/parse gave no job")
+    return merge_api(parsed, job)

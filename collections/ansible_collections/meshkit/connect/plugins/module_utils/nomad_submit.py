@@ -125,6 +125,11 @@ def _call(conn: Connection, doing: str, fn: Callable[..., Any], *args: Any, **kw
         raise _api_error(exc, conn, doing) from None
 
 
+def call(conn: Connection, doing: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+    """One Nomad API call; failures become NomadSubmitError saying what was being done."""
+    return _call(conn, doing, fn, *args, **kw)
+
+
 def detect_version(n: Any, conn: Connection) -> str:
     """The agent's Nomad version (GET /v1/agent/self), for the version gates."""
     body = _call(conn, "reading the Nomad version (agent/self)", n.agent.get_agent)
