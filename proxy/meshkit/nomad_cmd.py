@@ -88,6 +88,7 @@ def run(argv: Sequence[str]) -> int:
     )
     from ansible_collections.meshkit.connect.plugins.module_utils.nomad_jobspec import build_job
     from ansible_collections.meshkit.connect.plugins.module_utils.nomad_render import (
+        hcl_syntax,
         to_api,
         to_hcl,
         to_json,
@@ -132,7 +133,8 @@ def run(argv: Sequence[str]) -> int:
         settings = parse_job_settings(job_data, source=str(args.job), nomad_version=version)
         spec = build_job(mesh, settings)
         if args.action == "render":
-            sys.stdout.write(to_hcl(spec) if args.format == "hcl" else to_json(spec))
+            hcl = to_hcl(spec, hcl_syntax(settings.nomad_version))
+            sys.stdout.write(hcl if args.format == "hcl" else to_json(spec))
             return EXIT_OK
         job = to_api(spec)
         outcome = ns.apply(
