@@ -17,8 +17,9 @@ from typing import Any
 EXIT_OK, EXIT_CHANGES, EXIT_ERROR = 0, 1, 255
 
 
-def run_job_file(args: argparse.Namespace, mesh_data: dict[str, Any], job_data: dict[str, Any],
-                 conn: Any) -> int:
+def run_job_file(
+    args: argparse.Namespace, mesh_data: dict[str, Any], job_data: dict[str, Any], conn: Any
+) -> int:
     from ansible_collections.meshkit.connect.plugins.module_utils import nomad_byo
     from ansible_collections.meshkit.connect.plugins.module_utils import nomad_submit as ns
     from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import parse_mesh
@@ -55,8 +56,10 @@ def run_job_file(args: argparse.Namespace, mesh_data: dict[str, Any], job_data: 
     if args.action == "render":
         if job.form == "json":
             sys.stdout.write(
-                json.dumps({"Job": nomad_byo.merge_api(job.api or {}, job)}, indent=2,
-                           sort_keys=True) + "\n"
+                json.dumps(
+                    {"Job": nomad_byo.merge_api(job.api or {}, job)}, indent=2, sort_keys=True
+                )
+                + "\n"
             )
         elif args.format == "json":
             raise ValueError(

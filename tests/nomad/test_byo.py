@@ -94,7 +94,7 @@ def without_meshkit(job: dict[str, Any], byo: nomad_byo.ByoJob) -> dict[str, Any
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_render_changes_nothing_but_meshkits_parts(files: Path, name: str) -> None:
-    job_id, version = CASES[name]
+    _job_id, version = CASES[name]
     proc = meshkit(
         "render", "--mesh", "mesh.yml", "--job-file", name, "--nomad-version", version, cwd=files
     )
@@ -124,7 +124,10 @@ def test_hcl1_job_keeps_the_sidecar_id_interpolation(files: Path) -> None:
     job = parse_job(proc.stdout, "hcl1")
     api = next(g for g in job["TaskGroups"] if g["Name"] == "api")
     args = api["Services"][0]["Connect"]["SidecarTask"]["Config"]["args"]
-    assert args[1] == "_nomad-task-${NOMAD_ALLOC_ID}-group-${NOMAD_GROUP_NAME}-count-api-9001-sidecar-proxy"
+    assert (
+        args[1]
+        == "_nomad-task-${NOMAD_ALLOC_ID}-group-${NOMAD_GROUP_NAME}-count-api-9001-sidecar-proxy"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -144,7 +147,9 @@ def test_plan_and_run_against_the_double(files: Path, double: NomadDouble, name:
     assert '"status": "successful"' in proc.stdout
     registered = double.jobs[job_id].job
     syntax = double.hcl_syntax
-    expected = nomad_byo.merge_api(parse_job((JOBS / name).read_text(), syntax), load(name, version))
+    expected = nomad_byo.merge_api(
+        parse_job((JOBS / name).read_text(), syntax), load(name, version)
+    )
     bookkeeping = {"Version", "JobModifyIndex", "ModifyIndex", "CreateIndex", "Status", "Stop",
                    "Stable", "Namespace", "Type"}  # fmt: skip
     assert {k: v for k, v in registered.items() if k not in bookkeeping} == {
@@ -214,8 +219,8 @@ def _edit(path: Path, old: str, new: str) -> None:
         ),
         pytest.param(
             "countdash.nomad", "1.7.7",
-            ("countdash.nomad", '      mode = "bridge"\n    }\n\n    service {\n      name = "count-api"',
-             '      mode = "host"\n    }\n\n    service {\n      name = "count-api"'),
+            ("countdash.nomad", 'mode = "bridge"\n    }\n\n    service {\n      name = "count-api"',
+             'mode = "host"\n    }\n\n    service {\n      name = "count-api"'),
             ["countdash.nomad:17:", 'group "api" network.mode',
              "pattern sidecar needs bridge networking",
              'fix: set network { mode = "bridge" } in group "api"'],
@@ -235,7 +240,9 @@ def test_bad_input_names_file_line_field_and_fix_and_submits_nothing(
         _edit(files / edit[0], edit[1], edit[2])
     double.version = version
     for action in ("render", "plan", "run"):
-        extra = ["--nomad-version", version] if action == "render" else ["--address", double.address]
+        extra = (
+            ["--nomad-version", version] if action == "render" else ["--address", double.address]
+        )
         proc = meshkit(action, "--mesh", "mesh.yml", "--job-file", name, *extra, cwd=files)
         assert proc.returncode == 255, (action, proc.stdout, proc.stderr)
         assert "Traceback" not in proc.stderr

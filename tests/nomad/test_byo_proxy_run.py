@@ -75,7 +75,9 @@ def test_job_file_native_task_carries_traffic(
         task_dir = tmp_path / "task"
         (task_dir / tpl["DestPath"]).parent.mkdir(parents=True)
         (task_dir / tpl["DestPath"]).write_text(text)
-        args = [a.replace("${NOMAD_TASK_DIR}", str(task_dir / "local")) for a in task["Config"]["args"]]
+        args = [
+            a.replace("${NOMAD_TASK_DIR}", str(task_dir / "local")) for a in task["Config"]["args"]
+        ]
         # the operator's own task and templates reached Nomad as written
         app = next(t for t in group["Tasks"] if t["Name"] == "web")
         assert app["Templates"][0]["EmbeddedTmpl"].startswith('{{ with secret "kv/data/web" }}')

@@ -14,11 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
+from ansible_collections.meshkit.connect.plugins.module_utils import nomad_byo
 from tests.nomad.conftest import COLLECTIONS, ROOT
 from tests.nomad.test_byo import JOBS, load
 from tests.support.nomad_double import NomadDouble
-
-from ansible_collections.meshkit.connect.plugins.module_utils import nomad_byo  # noqa: I001
 
 PLAYBOOK = """
 - hosts: localhost
@@ -107,7 +106,9 @@ def test_job_file_runs_as_parsed_by_nomad_with_meshkit_filled_in(played: dict[st
     double: NomadDouble = played["double"]
     parses = [x.body["JobHCL"] for x in double.requests if x.path == "/v1/jobs/parse"]
     assert parses[0] == (JOBS / "countdash.nomad").read_text()
-    dashboard = next(g for g in double.jobs["countdash"].job["TaskGroups"] if g["Name"] == "dashboard")
+    dashboard = next(
+        g for g in double.jobs["countdash"].job["TaskGroups"] if g["Name"] == "dashboard"
+    )
     proxy = dashboard["Services"][0]["Connect"]["SidecarService"]["Proxy"]
     assert proxy["Upstreams"] == [{"DestinationName": "count-api", "LocalBindPort": 8081}]
     assert dashboard["Tasks"][0]["Env"] == {

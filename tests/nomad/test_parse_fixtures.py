@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -38,9 +39,9 @@ def test_stored_answers_are_current(stem: str) -> None:
     assert stored["answer"] == parse_job(text, syntax)
 
 
-def _sidecar_args(answer: dict) -> list[str]:
+def _sidecar_args(answer: dict[str, Any]) -> list[str]:
     db = next(g for g in answer["TaskGroups"] if g["Name"] == "db")
-    return db["Services"][0]["Connect"]["SidecarTask"]["Config"]["args"]
+    return list(db["Services"][0]["Connect"]["SidecarTask"]["Config"]["args"])
 
 
 def test_hcl2_escapes_read_by_nomad_0_11_8_break_the_proxy_id() -> None:
@@ -77,6 +78,4 @@ def test_rendered_hcl_parses_to_the_rendered_json(tmp_path: Path, version: str) 
     assert web["Tasks"][0]["Templates"][0]["EmbeddedTmpl"] == USER_TEMPLATE
     if version == "0.11.8":
         assert "$${" not in outputs["hcl"] and "%%{" not in outputs["hcl"]
-        assert expected == to_api(
-            build_job(parse_mesh(model), parse_job_settings(settings))
-        )
+        assert expected == to_api(build_job(parse_mesh(model), parse_job_settings(settings)))

@@ -79,7 +79,9 @@ def _labelled(body: dict[str, Any], kind: str) -> list[tuple[str, dict[str, Any]
     return out
 
 
-def _attrs(body: dict[str, Any], known: dict[str, str], blocks: set[str], where: str, syntax: str):
+def _attrs(
+    body: dict[str, Any], known: dict[str, str], blocks: set[str], where: str, syntax: str
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, raw in body.items():
         if key.startswith("__"):
@@ -96,8 +98,8 @@ def _map_block(body: dict[str, Any], kind: str, syntax: str) -> dict[str, Any] |
     found = _blocks(body, kind)
     if not found:
         raw = body.get(kind)
-        return _value(raw, syntax) if isinstance(raw, dict) else None
-    return _value(found[0], syntax)
+        return dict(_value(raw, syntax)) if isinstance(raw, dict) else None
+    return dict(_value(found[0], syntax))
 
 
 def _durations(out: dict[str, Any], *keys: str) -> None:
@@ -126,8 +128,17 @@ def _resources(body: dict[str, Any], syntax: str) -> dict[str, Any] | None:
 
 
 def _task(name: str, body: dict[str, Any], syntax: str, where: str) -> dict[str, Any]:
-    blocks = {"config", "env", "resources", "template", "volume_mount", "artifact", "vault",
-              "constraint", "meta"}
+    blocks = {
+        "config",
+        "env",
+        "resources",
+        "template",
+        "volume_mount",
+        "artifact",
+        "vault",
+        "constraint",
+        "meta",
+    }
     out = _attrs(body, {"driver": "Driver", "user": "User"}, blocks, where, syntax)
     if name:
         out["Name"] = name

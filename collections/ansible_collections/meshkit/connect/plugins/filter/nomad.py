@@ -53,9 +53,7 @@ def nomad_job_json(mesh: Mapping[str, Any], job: Mapping[str, Any]) -> dict[str,
     return {"Job": to_api(_spec(mesh, job)[0])}
 
 
-def nomad_job_file(
-    text: str, mesh: Mapping[str, Any], job: Mapping[str, Any] | None = None
-) -> Any:
+def nomad_job_file(text: str, mesh: Mapping[str, Any], job: Mapping[str, Any] | None = None) -> Any:
     """An operator's own job (HCL or API JSON text) with meshkit's parts filled in where its
     services say `meta { meshkit = ... }`: HCL text back for HCL, {"Job": ...} for JSON."""
     settings_data = dict(job or {})
@@ -70,7 +68,9 @@ def nomad_job_file(
             return seen[-1]
 
         byo = nomad_byo.load(
-            str(text), "nomad_job_file input", parse_mesh(mesh, source="nomad filter mesh"),
+            str(text),
+            "nomad_job_file input",
+            parse_mesh(mesh, source="nomad filter mesh"),
             settings_for,
         )
         if byo.form == "json":

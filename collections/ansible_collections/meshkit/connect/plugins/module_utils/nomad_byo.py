@@ -453,8 +453,10 @@ def _parts(
             _problem(
                 ref.where,
                 f"{ref.field}: port",
-                "the native pattern registers meshkit-proxy's mTLS listener, so meshkit writes the service port",
-                'remove port (meshkit writes port = "mesh"; the app port comes from the mesh model)',
+                "the native pattern registers meshkit-proxy's mTLS listener, so meshkit "
+                "writes the service port",
+                'remove port (meshkit writes port = "mesh"; the app port comes from the '
+                "mesh model)",
             )
         )
     if native and ref.task:
@@ -499,8 +501,10 @@ def _parts(
             _problem(
                 ref.where,
                 f'group "{ref.group}" network.mode',
-                f"pattern {ref.pattern} needs bridge networking (Nomad rejects a sidecar_service in host mode)",
-                f'set network {{ mode = "bridge" }} in group "{ref.group}", or meta meshkit = "native"',
+                f"pattern {ref.pattern} needs bridge networking (Nomad rejects a "
+                "sidecar_service in host mode)",
+                f'set network {{ mode = "bridge" }} in group "{ref.group}", or meta '
+                'meshkit = "native"',
             )
         )
         mode = "bridge"
@@ -610,7 +614,8 @@ def load(text: str, source: str, mesh: Mesh, settings_for: Any) -> ByoJob:
                         _problem(
                             ref.where,
                             f"{ref.field}: upstream {up.destination_name} local_bind_port",
-                            f"{up.local_bind_port} is also an upstream port of {seen_ports[key]} in the same group",
+                            f"{up.local_bind_port} is also an upstream port of "
+                            f"{seen_ports[key]} in the same group",
                             "give one of them another local_bind_port in the mesh model",
                         )
                     )

@@ -275,9 +275,10 @@ def expects_deployment(job: Mapping[str, Any]) -> bool:
         update = {**job_update, **(group.get("Update") or {})}
         max_parallel = update.get("MaxParallel")
         count = group.get("Count")
-        if int(1 if count is None else count) > 0 and int(
-            1 if max_parallel is None else max_parallel
-        ) > 0:
+        if (
+            int(1 if count is None else count) > 0
+            and int(1 if max_parallel is None else max_parallel) > 0
+        ):
             return True
     return False
 
@@ -349,7 +350,9 @@ def wait(
             failed_groups=failed,
         )
     if not expects_deployment(job):
-        return WaitResult(note="no deployment for this job (type, count 0 or update max_parallel 0)")
+        return WaitResult(
+            note="no deployment for this job (type, count 0 or update max_parallel 0)"
+        )
     deployment: Any = None
     for _poll in range(max_polls):
         deployment = _call(
