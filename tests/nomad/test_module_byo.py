@@ -29,6 +29,21 @@ PLAYBOOK = """
       address: "{{ addr }}"
       wait_timeout: 20
   tasks:
+    - name: check mode plans a job file and never registers it
+      meshkit.connect.nomad_job:
+        job_file: "{{ playbook_dir }}/web.nomad"
+        mesh: "{{ mesh }}"
+        job: {nomad_version: "1.7.7"}
+      check_mode: true
+      register: r_check
+
+    - name: a model-rendered native job with nomad_version auto written in the settings
+      meshkit.connect.nomad_job:
+        mesh: "{{ mesh }}"
+        job: {name: dbjob, services: [db], nomad_version: auto}
+      register: r_model_auto
+      ignore_errors: true
+
     - name: countdash as written, meshkit-proxy sidecars filled in (auto asks the agent)
       meshkit.connect.nomad_job: &countdash
         job_file: "{{ playbook_dir }}/countdash.nomad"
@@ -57,7 +72,8 @@ PLAYBOOK = """
       ansible.builtin.copy:
         dest: "{{ out }}"
         content: >-
-          {{ {'run': r_run, 'again': r_again, 'refused': r_refused, 'hcl': r_hcl} | to_json }}
+          {{ {'run': r_run, 'again': r_again, 'refused': r_refused, 'hcl': r_hcl,
+              'check': r_check, 'model_auto': r_model_auto} | to_json }}
         mode: "0600"
 """
 
@@ -105,7 +121,7 @@ def test_job_file_runs_as_parsed_by_nomad_with_meshkit_filled_in(played: dict[st
     assert r["again"]["changed"] is False
     double: NomadDouble = played["double"]
     parses = [x.body["JobHCL"] for x in double.requests if x.path == "/v1/jobs/parse"]
-    assert parses[0] == (JOBS / "countdash.nomad").read_text()
+    assert (JOBS / "countdash.nomad").read_text() in parses  # the file exactly as written
     dashboard = next(
         g for g in double.jobs["countdash"].job["TaskGroups"] if g["Name"] == "dashboard"
     )
@@ -132,3 +148,19 @@ def test_filter_fills_the_job_file_and_keeps_its_templates(played: dict[str, Any
     # lookup('file') drops the file's final newline; nothing else differs
     assert hcl == nomad_byo.render_hcl(load("web.nomad", "1.7.7"), "hcl2").rstrip("\n")
     assert '{{ with secret "kv/data/web" }}API_KEY={{ .Data.data.key }}{{ end }}' in hcl
+
+
+def test_check_mode_plans_a_job_file_and_registers_nothing(played: dict[str, Any]) -> None:
+    r = played["results"]["check"]
+    assert r["changed"] is True and r["plan"]["diff_type"] == "Added"
+    assert "web" not in played["double"].jobs
+    assert not [
+        x for x in played["double"].writes() if (x.body or {}).get("Job", {}).get("ID") == "web"
+    ]
+
+
+def test_auto_written_in_model_job_settings_asks_the_agent(played: dict[str, Any]) -> None:
+    r = played["results"]["model_auto"]
+    assert r["failed"] is True
+    assert any("needs Nomad >= 0.12.0, but nomad_version is 0.11.8" in p for p in r["problems"]), r
+    assert "dbjob" not in played["double"].jobs
