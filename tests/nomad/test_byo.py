@@ -226,6 +226,14 @@ def _edit(path: Path, old: str, new: str) -> None:
              'fix: set network { mode = "bridge" } in group "api"'],
             id="sidecar-in-host-mode",
         ),
+        pytest.param(
+            "countdash.nomad", "0.11.8",
+            ("countdash.nomad", 'meta {\n        meshkit = "sidecar"\n      }',
+             'meta = { meshkit = "sidecar" }'),
+            ["countdash.nomad:16:", 'group "api" service meta',
+             "not a meta = {...} attribute", 'fix: write meta { meshkit = "..." }'],
+            id="meta-as-attribute",
+        ),
     ],
 )  # fmt: skip
 def test_bad_input_names_file_line_field_and_fix_and_submits_nothing(

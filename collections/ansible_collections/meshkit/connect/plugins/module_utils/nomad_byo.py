@@ -192,6 +192,7 @@ class _Block:
     depth: int
     attrs: dict[str, Any]
     attr_lines: dict[str, int]
+    attr_text: dict[str, str]
     blocks: list[_Block]
 
     def children(self, kind: str) -> list[_Block]:
@@ -204,7 +205,7 @@ def _read_block(text: str, node: Any, depth: int) -> _Block:
     labels = [str(_literal(text, k)) for k in kids[1:] if _kind(k) in ("string", "identifier")]
     body = next((k for k in kids if _kind(k) == "body"), None)
     rbrace = _token(node, "RBRACE")
-    block = _Block(kind, labels, node.meta.line, rbrace.start_pos, depth, {}, {}, [])
+    block = _Block(kind, labels, node.meta.line, rbrace.start_pos, depth, {}, {}, {}, [])
     for item in _kids(body):
         if _kind(item) == "block":
             block.blocks.append(_read_block(text, item, depth + 1))
@@ -213,6 +214,7 @@ def _read_block(text: str, node: Any, depth: int) -> _Block:
             name = str(_kids(parts[0])[0])
             block.attrs[name] = _literal(text, parts[-1])
             block.attr_lines[name] = item.meta.line
+            block.attr_text[name] = text[parts[-1].meta.start_pos : parts[-1].meta.end_pos]
     return block
 
 
@@ -248,6 +250,15 @@ def _hcl_refs(text: str, source: str) -> tuple[str, list[ServiceRef], list[Probl
         tasks = tuple(t.labels[0] for t in group.children("task") if t.labels)
         for svc in group.children("service"):
             metas = svc.children("meta")
+            if not metas and REF_KEY in svc.attr_text.get("meta", ""):
+                problems.append(
+                    _problem(
+                        f"{source}:{svc.attr_lines['meta']}",
+                        f'group "{gname}" service meta',
+                        "meshkit reads its keys from a meta block, not a meta = {...} attribute",
+                        'write meta { meshkit = "..." } (nomad fmt keeps it)',
+                    )
+                )
             meta = dict(metas[0].attrs) if metas else {}
             lines = dict(metas[0].attr_lines) if metas else {}
             if REF_KEY not in meta:
