@@ -646,7 +646,8 @@ def render_hcl(job: ByoJob, syntax: str) -> str:
     for n, part in enumerate(job.parts):
         ref = part.ref
         svc = part.group.services[0]
-        assert ref.service_span and ref.group_span
+        if ref.service_span is None or ref.group_span is None:
+            raise ValueError(f"{job.source}: {ref.field} was not read from HCL")
         depth = ref.service_span.depth
         note = f"{'  ' * depth}# meshkit: {ref.pattern} pattern for {ref.name}\n"
         text = note
