@@ -258,3 +258,28 @@ def test_bad_input_names_file_line_field_and_fix_and_submits_nothing(
             assert text in proc.stderr, (action, text, proc.stderr)
         assert proc.stdout == ""
     assert [r.path for r in double.requests if r.path != "/v1/agent/self"] == []
+
+
+def test_token_handling_is_a_meta_key_per_service() -> None:
+    """meta.meshkit_consul_acls = "true": that sidecar reads Nomad's SI token; others do not."""
+    text = (JOBS / "countdash.nomad").read_text()
+    text = text.replace(
+        'meshkit = "sidecar"\n      }\n    }\n\n    task "web"',
+        'meshkit = "sidecar"\n        meshkit_consul_acls = "true"\n'
+        '      }\n    }\n\n    task "web"',
+    )
+    byo = load("countdash.nomad", "0.11.8", text)
+    job = parse_job(nomad_byo.render_hcl(byo, "hcl1"), "hcl1")
+    args = {
+        g["Name"]: g["Services"][0]["Connect"]["SidecarTask"]["Config"]["args"]
+        for g in job["TaskGroups"]
+    }
+    assert args["api"][2:] == ["-token-file", "${NOMAD_SECRETS_DIR}/si_token"]
+    assert "-token-file" not in args["dashboard"]
+
+
+def test_an_hcl_file_does_not_render_as_json_offline(files: Path) -> None:
+    proc = meshkit(
+        "render", "--mesh", "mesh.yml", "--job-file", "web.nomad", "--format", "json", cwd=files
+    )
+    assert proc.returncode == 255 and "use --format hcl" in proc.stderr and proc.stdout == ""
