@@ -42,7 +42,13 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         help="YAML vars file with the mesh model (repeatable; later files win per key)",
     )
-    p.add_argument("--job", required=True, type=Path, help="YAML with the job settings")
+    p.add_argument("--job", type=Path, help="YAML with the job settings")
+    p.add_argument(
+        "--job-file",
+        type=Path,
+        help="your own Nomad job (HCL or API JSON) whose services ask for meshkit with "
+        "meta { meshkit = ... }; --job then holds only nomad_version and proxy",
+    )
     p.add_argument("--format", choices=("hcl", "json"), default="hcl", help="render output")
     p.add_argument("--nomad-version", default="auto", help="cluster version, or auto (ask it)")
     p.add_argument("--address", help="default: NOMAD_ADDR, then http://127.0.0.1:4646")
@@ -81,6 +87,7 @@ def run(argv: Sequence[str]) -> int:
     )
     from ansible_collections.meshkit.connect.plugins.module_utils.nomad_jobspec import build_job
     from ansible_collections.meshkit.connect.plugins.module_utils.nomad_render import (
+        hcl_syntax,
         to_api,
         to_hcl,
         to_json,
@@ -88,11 +95,14 @@ def run(argv: Sequence[str]) -> int:
     from ansible_collections.meshkit.connect.plugins.module_utils.nomad_settings import (
         NomadSettingsError,
         parse_job_settings,
+        version_request,
     )
 
     try:
         mesh_data = read_vars(args.mesh)
-        job_data = _load_yaml(args.job, "job settings")
+        if args.job is None and args.job_file is None:
+            raise ValueError("give --job (job settings) or --job-file (your own job), or both")
+        job_data = _load_yaml(args.job, "job settings") if args.job else {}
         token = ""
         if args.token_file:
             token = bounded.read_text(args.token_file).strip()
@@ -106,21 +116,24 @@ def run(argv: Sequence[str]) -> int:
             client_cert=args.client_cert,
             client_key=args.client_key,
         )
+        if args.job_file is not None:
+            from meshkit.nomad_byo_cmd import run_job_file
+
+            return run_job_file(args, mesh_data, job_data, conn)
         nomad: Any = None
-        version = args.nomad_version
+        version: str | None = version_request(args.nomad_version, job_data.get("nomad_version"))
         if args.action == "render":
             version = None if version == "auto" else version
         else:
             nomad = ns.client(conn)
-            if version == "auto" and not job_data.get("nomad_version"):
+            if version == "auto":
                 version = ns.detect_version(nomad, conn)
-            elif version == "auto":
-                version = str(job_data["nomad_version"])
         mesh = parse_mesh(mesh_data, source=", ".join(args.mesh))
         settings = parse_job_settings(job_data, source=str(args.job), nomad_version=version)
         spec = build_job(mesh, settings)
         if args.action == "render":
-            sys.stdout.write(to_hcl(spec) if args.format == "hcl" else to_json(spec))
+            hcl = to_hcl(spec, hcl_syntax(settings.nomad_version))
+            sys.stdout.write(hcl if args.format == "hcl" else to_json(spec))
             return EXIT_OK
         job = to_api(spec)
         outcome = ns.apply(

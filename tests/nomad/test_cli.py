@@ -108,3 +108,18 @@ def test_unreachable_nomad_is_an_error(files: Path) -> None:
     )
     assert proc.returncode == 255
     assert "planning job shop failed at http://127.0.0.1:9" in proc.stderr
+
+
+def test_nomad_version_auto_in_the_settings_file_asks_the_agent(
+    files: Path, double: NomadDouble
+) -> None:
+    """`nomad_version: auto` written in the job file is not a version: the agent is asked, and
+    a native job is refused on a 0.11.8 agent instead of being planned against 1.7.7."""
+    double.version = "0.11.8"
+    (files / "job.yml").write_text(yaml.safe_dump(job_settings(nomad_version="auto")))
+    proc = meshkit(
+        "plan", "--mesh", "mesh.yml", "--job", "job.yml", "--address", double.address, cwd=files
+    )
+    assert proc.returncode == 255, proc.stdout
+    assert "needs Nomad >= 0.12.0, but nomad_version is 0.11.8" in proc.stderr
+    assert [r.path for r in double.requests] == ["/v1/agent/self"]

@@ -19,6 +19,7 @@ from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import 
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_jobspec import build_job
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_render import to_api
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_settings import (
+    NomadSettingsError,
     parse_job_settings,
 )
 from meshkit import pki
@@ -136,7 +137,7 @@ def test_register_sends_the_planned_index_and_a_conflict_is_an_error(double: Nom
         ({"type": "batch"}, {}, "batch"),
         ({"type": "system"}, {}, "system"),
         ({}, {"web": {"count": 0}, "db": {"count": 0}}, "count 0"),
-        ({"update": None}, {}, "no update block"),
+        ({"update": {"max_parallel": 0}}, {}, "max_parallel 0"),
     ],
 )
 def test_jobs_without_a_deployment_do_not_wait(
@@ -149,6 +150,28 @@ def test_jobs_without_a_deployment_do_not_wait(
     outcome = ns.apply(n, conn, job, check_mode=False, wait_for_deployment=True, **_w())
     assert outcome.waited is not None and "no deployment" in outcome.waited.note
     assert not [r for r in double.requests if r.path.endswith("/deployment")]
+
+
+def test_update_null_on_a_service_job_is_refused_with_the_fix() -> None:
+    """Nomad gives a service job without an update block its default one and deploys anyway."""
+    with pytest.raises(NomadSettingsError) as err:
+        parse_job_settings(job_settings(update=None))
+    assert "job.update" in str(err.value) and "max_parallel: 0" in str(err.value)
+    assert parse_job_settings(job_settings(type="batch", update=None)).update is None
+
+
+def test_a_service_job_without_update_waits_for_nomads_default_deployment(
+    double: NomadDouble,
+) -> None:
+    """An operator's JSON job with no Update anywhere: Nomad deploys it, so we wait on it."""
+    double.deployment_outcome["shop"] = "failed"
+    job = shop_job()
+    for group in job["TaskGroups"]:
+        del group["Update"]
+    assert ns.expects_deployment(job)
+    n, conn = connect(double)
+    with pytest.raises(ns.NomadSubmitError, match="failed allocations: shop"):
+        ns.apply(n, conn, job, check_mode=False, wait_for_deployment=True, **_w())
 
 
 def test_stuck_deployment_times_out_naming_allocations(double: NomadDouble) -> None:

@@ -100,3 +100,21 @@ def test_version_parsing() -> None:
         parse_version("latest")
     with pytest.raises(NomadSettingsError, match=r"job\.nomad_version"):
         parse_job_settings({"name": "x", "nomad_version": "new"})
+
+
+def test_exec_proxy_in_bridge_mode_is_refused_where_lo_stays_down() -> None:
+    """hashicorp/nomad#10014: before 1.3.2 a bridge namespace's lo is down for exec tasks."""
+    data = one_service("sidecar", {"destination_name": "db"})
+
+    def with_exec(version: str) -> dict[str, Any]:
+        settings = parse_job_settings(
+            {"name": "web", "nomad_version": version, "proxy": {"driver": "exec"}}
+        )
+        return dict(to_api(build_job(parse_mesh(data), settings)))
+
+    with pytest.raises(NomadSettingsError) as err:
+        with_exec("1.3.1")
+    text = str(err.value)
+    assert "job.proxy.driver" in text and "issue 10014" in text and "ip link set lo up" in text
+    with_exec("1.3.2")
+    build(data, "0.11.8")  # raw_exec (the default) is allowed: the wrapper can bring lo up

@@ -55,3 +55,27 @@ def test_submit_unchanged_then_stop(tmp_path, nomad):
     assert stop.rc == 0, stop.output
     assert recap(stop)["changed"] == 1
     assert nomad.jobs["shop"].job["Stop"] is True
+
+
+def test_job_file_item_submits_the_operators_own_job(tmp_path, nomad):
+    """An item with job_file: the file as written, meshkit filled in, next to a model job."""
+    import yaml
+
+    from tests.nomad.test_byo import JOBS
+
+    jobs_mesh = yaml.safe_load((JOBS / "mesh.yml").read_text())
+    base = {
+        "role_under_test": "nomad_jobs",
+        **jobs_mesh,
+        "meshkit_nomad_jobs": [{"name": "postgres", "job_file": str(JOBS / "postgres.nomad")}],
+        "nomad_jobs_address": nomad.address,
+        "nomad_jobs_wait_timeout": 20,
+    }
+    first = playbook(HERE / "role_entry.yml", base, tmp_path)
+    assert first.rc == 0, first.output
+    assert recap(first)["changed"] == 1
+    group = nomad.jobs["postgres"].job["TaskGroups"][0]
+    assert [t["Name"] for t in group["Tasks"]] == ["postgres", "meshkit-proxy"]
+    assert group["Volumes"]["pgdata"]["Source"] == "pgdata"
+    parses = [r.body["JobHCL"] for r in nomad.requests if r.path == "/v1/jobs/parse"]
+    assert parses == [(JOBS / "postgres.nomad").read_text()]

@@ -282,8 +282,14 @@ def _app_task(service: Service, group: GroupSettings) -> TaskSpec:
 
 
 def _group(
-    service: Service, group: GroupSettings, settings: JobSettings, problems: list[Problem]
+    service: Service,
+    group: GroupSettings,
+    settings: JobSettings,
+    problems: list[Problem],
+    port_label: str | None = None,
 ) -> GroupSpec:
+    """One group for `service`; `port_label` is the service `port` an operator's own job
+    already writes (bring your own job), which Nomad puts into the sidecar's ID."""
     path = f"services.{service.name}"
     mode = group.effective_network_mode
     pattern = group.pattern
@@ -305,6 +311,8 @@ def _group(
         )
     tasks: list[TaskSpec] = [_app_task(service, group)]
     tags, meta = tuple(service.tags), dict(service.meta)
+    if mode == "bridge" and proxy.driver == "exec" and pattern != "envoy":
+        _gate(problems, "bridge_loopback_exec", settings, "job.proxy.driver")
     if pattern == "native":
         _gate(problems, "native", settings, f"{path}.nomad.pattern")
         if mode == "bridge":
@@ -360,7 +368,7 @@ def _group(
     if pattern == "sidecar":
         proxy_id = (
             "_nomad-task-${NOMAD_ALLOC_ID}-group-${NOMAD_GROUP_NAME}-"
-            f"{service.name}-{app_port}-sidecar-proxy"
+            f"{service.name}-{port_label or app_port}-sidecar-proxy"
         )
         args = ["-proxy-id", proxy_id]
         if proxy.consul_acls:
@@ -375,7 +383,7 @@ def _group(
     sidecar_config = dict(service.sidecar.config) if service.sidecar else {}
     svc = ServiceSpec(
         name=service.name,
-        port=str(app_port),
+        port=port_label or str(app_port),
         tags=tags,
         meta=meta,
         sidecar=SidecarSpec(
@@ -385,6 +393,15 @@ def _group(
         ),
     )
     return GroupSpec(service.name, group.count, "bridge", (), (svc,), tuple(tasks), pattern)
+
+
+def mesh_group(
+    service: Service, group: GroupSettings, settings: JobSettings, port_label: str | None
+) -> tuple[GroupSpec, list[Problem]]:
+    """The meshkit parts for one service of an operator's own job, through the same
+    decisions, gates and validations as a model-rendered group."""
+    problems: list[Problem] = []
+    return _group(service, group, settings, problems, port_label), problems
 
 
 def build_job(mesh: Mesh, settings: JobSettings) -> JobSpec:

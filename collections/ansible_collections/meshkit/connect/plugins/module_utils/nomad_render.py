@@ -16,6 +16,7 @@ from ansible_collections.meshkit.connect.plugins.module_utils.nomad_jobspec impo
     CheckSpec,
     GroupSpec,
     JobSpec,
+    PortSpec,
     ServiceSpec,
     TaskSpec,
     UpstreamSpec,
@@ -27,6 +28,7 @@ from ansible_collections.meshkit.connect.plugins.module_utils.nomad_settings imp
     UpdatePolicy,
     format_duration,
 )
+from ansible_collections.meshkit.connect.plugins.module_utils.nomad_versions import NomadVersion
 
 # --- API JSON (Go field names, durations in nanoseconds) ------------------------------------
 
@@ -191,38 +193,51 @@ def to_json(job: JobSpec) -> str:
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
-def hcl_string(text: str) -> str:
-    """A quoted HCL2 string whose value is exactly `text` (no interpolation)."""
+HCL1, HCL2 = "hcl1", "hcl2"
+
+
+def hcl_syntax(version: NomadVersion) -> str:
+    """Nomad before 1.0 parses job files as HCL1, which keeps `${...}` as written and does not
+    unescape `$${`; from 1.0 on job files are HCL2, where `$${` is how to write `${`."""
+    return HCL2 if version >= NomadVersion(1, 0, 0) else HCL1
+
+
+def _escape_interpolation(text: str, syntax: str) -> str:
+    if syntax == HCL1:
+        return text  # HCL1 leaves ${...} for Nomad to interpolate at run time, like HCL2's $${
+    return text.replace("${", "$${").replace("%{", "%%{")
+
+
+def hcl_string(text: str, syntax: str = HCL2) -> str:
+    """A quoted HCL string whose value (for `syntax`) is exactly `text`."""
     escaped = (
         text.replace("\\", "\\\\")
         .replace('"', '\\"')
         .replace("\n", "\\n")
         .replace("\r", "\\r")
         .replace("\t", "\\t")
-        .replace("${", "$${")
-        .replace("%{", "%%{")
     )
-    return f'"{escaped}"'
+    return f'"{_escape_interpolation(escaped, syntax)}"'
 
 
-def _heredoc(text: str, indent: str) -> str | None:
+def _heredoc(text: str, indent: str, syntax: str = HCL2) -> str | None:
     """`<<EOH` form for multi-line text that ends in a newline; None if it cannot be one."""
     if not text.endswith("\n") or text.count("\n") < 2 or "\r" in text:
         return None
     marker = "EOH"
     while any(line.strip() == marker for line in text.split("\n")):
         marker += "_"
-    body = text.replace("${", "$${").replace("%{", "%%{")
+    body = _escape_interpolation(text, syntax)
     return f"<<{marker}\n{body}{marker}"
 
 
-def hcl_value(value: Any, indent: str = "") -> str:
+def hcl_value(value: Any, indent: str = "", syntax: str = HCL2) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return json.dumps(value)
     if isinstance(value, str):
-        return hcl_string(value)
+        return hcl_string(value, syntax)
     if value is None:
         return "null"
     if isinstance(value, Mapping):
@@ -230,11 +245,12 @@ def hcl_value(value: Any, indent: str = "") -> str:
             return "{}"
         inner = indent + "  "
         items = [
-            f"{inner}{_hcl_key(str(k))} = {hcl_value(v, inner)}" for k, v in sorted(value.items())
+            f"{inner}{_hcl_key(str(k))} = {hcl_value(v, inner, syntax)}"
+            for k, v in sorted(value.items())
         ]
         return "{\n" + "\n".join(items) + f"\n{indent}}}"
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(hcl_value(v, indent) for v in value) + "]"
+        return "[" + ", ".join(hcl_value(v, indent, syntax) for v in value) + "]"
     raise TypeError(f"cannot write {type(value).__name__} as HCL")
 
 
@@ -243,20 +259,21 @@ def _hcl_key(key: str) -> str:
 
 
 class _Writer:
-    def __init__(self) -> None:
+    def __init__(self, syntax: str = HCL2, depth: int = 0) -> None:
         self.lines: list[str] = []
-        self.depth = 0
+        self.depth = depth
+        self.syntax = syntax
 
     @property
     def indent(self) -> str:
         return "  " * self.depth
 
     def attr(self, key: str, value: Any) -> None:
-        self.lines.append(f"{self.indent}{key} = {hcl_value(value, self.indent)}")
+        self.lines.append(f"{self.indent}{key} = {hcl_value(value, self.indent, self.syntax)}")
 
     def text_attr(self, key: str, text: str) -> None:
-        doc = _heredoc(text, self.indent)
-        self.lines.append(f"{self.indent}{key} = {doc if doc else hcl_string(text)}")
+        doc = _heredoc(text, self.indent, self.syntax)
+        self.lines.append(f"{self.indent}{key} = {doc if doc else hcl_string(text, self.syntax)}")
 
     def open(self, kind: str, *labels: str) -> None:
         head = " ".join([kind, *(hcl_string(label) for label in labels)])
@@ -320,16 +337,7 @@ def _hcl_task_body(w: _Writer, t: TaskSpec) -> None:
         w.close()
 
 
-def _hcl_service(w: _Writer, s: ServiceSpec) -> None:
-    w.open("service")
-    w.attr("name", s.name)
-    w.attr("port", s.port)
-    if s.task:
-        w.attr("task", s.task)
-    if s.tags:
-        w.attr("tags", list(s.tags))
-    if s.meta:
-        w.map_block("meta", s.meta)
+def _hcl_connect(w: _Writer, s: ServiceSpec) -> None:
     w.open("connect")
     if s.native:
         w.attr("native", True)
@@ -358,15 +366,66 @@ def _hcl_service(w: _Writer, s: ServiceSpec) -> None:
             _hcl_task_body(w, s.sidecar.task)
             w.close()
     w.close()
-    for c in s.checks:
-        w.open("check")
-        w.attr("name", c.name)
-        w.attr("type", c.kind)
-        w.attr("port", c.port_label)
-        w.attr("interval", format_duration(c.interval))
-        w.attr("timeout", format_duration(c.timeout))
-        w.close()
+
+
+def _hcl_check(w: _Writer, c: CheckSpec) -> None:
+    w.open("check")
+    w.attr("name", c.name)
+    w.attr("type", c.kind)
+    w.attr("port", c.port_label)
+    w.attr("interval", format_duration(c.interval))
+    w.attr("timeout", format_duration(c.timeout))
     w.close()
+
+
+def _hcl_port(w: _Writer, p: PortSpec) -> None:
+    w.open("port", p.label)
+    if p.static is not None:
+        w.attr("static", p.static)
+    if p.to is not None:
+        w.attr("to", p.to)
+    w.close()
+
+
+def _hcl_task(w: _Writer, t: TaskSpec) -> None:
+    w.open("task", t.name)
+    _hcl_task_body(w, t)
+    w.close()
+
+
+def _hcl_service(w: _Writer, s: ServiceSpec) -> None:
+    w.open("service")
+    w.attr("name", s.name)
+    w.attr("port", s.port)
+    if s.task:
+        w.attr("task", s.task)
+    if s.tags:
+        w.attr("tags", list(s.tags))
+    if s.meta:
+        w.map_block("meta", s.meta)
+    _hcl_connect(w, s)
+    for c in s.checks:
+        _hcl_check(w, c)
+    w.close()
+
+
+def hcl_fragment(kind: str, item: Any, depth: int, syntax: str = HCL2) -> str:
+    """One block (`connect`, `check`, `port`, `task`) or an attribute (`attr:<name>`),
+    indented for `depth`, for splicing into an operator's own job file."""
+    w = _Writer(syntax, depth)
+    if kind == "connect":
+        _hcl_connect(w, item)
+    elif kind == "check":
+        _hcl_check(w, item)
+    elif kind == "port":
+        _hcl_port(w, item)
+    elif kind == "task":
+        _hcl_task(w, item)
+    elif kind.startswith("attr:"):
+        w.attr(kind[len("attr:") :], item)
+    else:
+        raise ValueError(f"no HCL fragment kind {kind!r}")
+    return "\n".join(w.lines) + "\n"
 
 
 def _hcl_group(w: _Writer, g: GroupSpec, job: JobSpec) -> None:
@@ -376,12 +435,7 @@ def _hcl_group(w: _Writer, g: GroupSpec, job: JobSpec) -> None:
     w.open("network")
     w.attr("mode", g.network_mode)
     for p in g.ports:
-        w.open("port", p.label)
-        if p.static is not None:
-            w.attr("static", p.static)
-        if p.to is not None:
-            w.attr("to", p.to)
-        w.close()
+        _hcl_port(w, p)
     w.close()
     if job.update is not None:
         u = job.update
@@ -409,15 +463,13 @@ def _hcl_group(w: _Writer, g: GroupSpec, job: JobSpec) -> None:
         _hcl_service(w, s)
     for t in g.tasks:
         w.blank()
-        w.open("task", t.name)
-        _hcl_task_body(w, t)
-        w.close()
+        _hcl_task(w, t)
     w.close()
 
 
-def to_hcl(job: JobSpec) -> str:
-    """HCL2 job text for `nomad job run`; deterministic for a given JobSpec."""
-    w = _Writer()
+def to_hcl(job: JobSpec, syntax: str = HCL2) -> str:
+    """Job text for `nomad job run` in `syntax` (see `hcl_syntax`); deterministic."""
+    w = _Writer(syntax)
     w.lines.append("# Rendered by meshkit.connect from the mesh model; edit the model, not this.")
     w.open("job", job.job_id)
     w.attr("datacenters", list(job.datacenters))
@@ -432,3 +484,19 @@ def to_hcl(job: JobSpec) -> str:
         _hcl_group(w, g, job)
     w.close()
     return "\n".join(w.lines) + "\n"
+
+
+# --- pieces for an operator's own job (bring your own job) -----------------------------------
+
+
+def api_connect(s: ServiceSpec) -> dict[str, Any]:
+    """The service's `Connect` object as the API form writes it."""
+    return dict(_api_service(s).get("Connect") or {})
+
+
+def api_check(c: CheckSpec) -> dict[str, Any]:
+    return _api_check(c)
+
+
+def api_task(t: TaskSpec) -> dict[str, Any]:
+    return _api_task(t)

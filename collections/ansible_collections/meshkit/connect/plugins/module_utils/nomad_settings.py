@@ -412,6 +412,18 @@ def _proxy(r: _Reader, value: object, path: str) -> ProxySettings:
     )
 
 
+def version_request(option: object, setting: object) -> str:
+    """The version to check against: an explicit option, else the settings' value, else auto.
+
+    "auto" (or nothing) means: ask the agent (GET /v1/agent/self). It is never a version
+    itself, wherever it is written, so the gates always run against a real version.
+    """
+    for value in (option, setting):
+        if value not in (None, "", "auto"):
+            return str(value)
+    return "auto"
+
+
 def parse_job_settings(
     data: Mapping[str, Any], *, source: str = "job settings", nomad_version: str | None = None
 ) -> JobSettings:
@@ -437,6 +449,16 @@ def parse_job_settings(
         update = UpdatePolicy()
     elif top["update"] is not None and top["update"] is not False:
         update = _update(r, top["update"], "job.update")
+    elif top.get("type", "service") in (None, "service"):
+        # Nomad canonicalizes a service job without an update block to its default one
+        # (max_parallel 1) and runs a deployment anyway; saying "none" would be a lie.
+        r.add(
+            "job.update",
+            "a service job without an update block still gets Nomad's default one "
+            "(max_parallel 1, health_check checks), so Nomad runs a deployment anyway",
+            "write update: {max_parallel: 0} to run without deployments, or drop update: "
+            "to use meshkit's default block",
+        )
     restart = _restart(r, top["restart"], "job.restart") if top.get("restart") else None
     settings = JobSettings(
         job_id=job_id,

@@ -125,6 +125,11 @@ def _call(conn: Connection, doing: str, fn: Callable[..., Any], *args: Any, **kw
         raise _api_error(exc, conn, doing) from None
 
 
+def call(conn: Connection, doing: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+    """One Nomad API call; failures become NomadSubmitError saying what was being done."""
+    return _call(conn, doing, fn, *args, **kw)
+
+
 def detect_version(n: Any, conn: Connection) -> str:
     """The agent's Nomad version (GET /v1/agent/self), for the version gates."""
     body = _call(conn, "reading the Nomad version (agent/self)", n.agent.get_agent)
@@ -260,13 +265,20 @@ def register(n: Any, conn: Connection, job: Mapping[str, Any], planned: Plan) ->
 
 
 def expects_deployment(job: Mapping[str, Any]) -> bool:
-    """Only service jobs with a running group and an update block get a Nomad deployment."""
+    """Whether Nomad will run a deployment: a service job with a running group whose update
+    block (its own, the job's, or Nomad's default `max_parallel = 1` when neither is written)
+    has a non-zero max_parallel. Only `max_parallel = 0` turns deployments off."""
     if (job.get("Type") or "service") != "service":
         return False
     job_update = job.get("Update") or {}
     for group in job.get("TaskGroups") or []:
-        update = group.get("Update") or job_update
-        if int(group.get("Count", 1)) > 0 and int(update.get("MaxParallel") or 0) > 0:
+        update = {**job_update, **(group.get("Update") or {})}
+        max_parallel = update.get("MaxParallel")
+        count = group.get("Count")
+        if (
+            int(1 if count is None else count) > 0
+            and int(1 if max_parallel is None else max_parallel) > 0
+        ):
             return True
     return False
 
@@ -338,7 +350,9 @@ def wait(
             failed_groups=failed,
         )
     if not expects_deployment(job):
-        return WaitResult(note="no deployment for this job (type, count 0 or no update block)")
+        return WaitResult(
+            note="no deployment for this job (type, count 0 or update max_parallel 0)"
+        )
     deployment: Any = None
     for _poll in range(max_polls):
         deployment = _call(

@@ -64,6 +64,15 @@ FEATURES: dict[str, Feature] = {
             "upgrade Nomad to 0.12.2 or later, or use nomad.network_mode: host",
         ),
         Feature(
+            "bridge_loopback_exec",
+            NomadVersion(1, 3, 2),
+            "meshkit-proxy under the exec driver in bridge networking (before 1.3.2 Nomad "
+            "leaves the namespace's lo interface down for non-Docker tasks, hashicorp/nomad "
+            "issue 10014, and exec cannot bring it up)",
+            "use job.proxy.driver: raw_exec with proxy.command a wrapper that runs "
+            "`ip link set lo up` first (docs/nomad.md), or upgrade Nomad to 1.3.2 or later",
+        ),
+        Feature(
             "upstream_datacenter",
             NomadVersion(1, 0, 0),
             "upstream datacenter",

@@ -12,6 +12,10 @@ description:
     ready API job (O(job_json)), then plans it with a diff, registers exactly the planned
     version (C(EnforceIndex) with the planned C(JobModifyIndex)) and optionally waits for
     the deployment.
+  - Or takes the operator's own job file (O(job_file), HCL or API JSON) and fills in meshkit
+    where a group service says C(meta { meshkit = "native" | "sidecar" | "envoy" }), from the
+    mesh model service of the same name; the rest of the file reaches Nomad as Nomad's own
+    C(/v1/jobs/parse) reads it (docs/nomad.md, "Bring your own job").
   - In check mode it stops after the plan and reports it; with C(--diff) the plan's field
     changes are shown. C(changed) is true only when the plan's diff type is not C(None).
   - O(state=absent) stops the job, and purges it with O(purge=true).
@@ -45,6 +49,12 @@ options:
       - Job settings (C(name), C(datacenters), C(namespace), C(region), C(type),
         C(priority), C(services), C(update), C(restart), C(proxy), C(groups)).
     type: dict
+  job_file:
+    description:
+      - Path (on the host that runs the module) of your own Nomad job, HCL or API JSON, whose
+        services ask for meshkit with C(meta) keys. Needs O(mesh); O(job) may then hold only
+        C(nomad_version) and C(proxy). HCL is parsed by the Nomad agent (C(/v1/jobs/parse)).
+    type: path
   job_json:
     description:
       - A job already in the API form (for example from the C(meshkit.connect.nomad_job_json)
@@ -125,6 +135,13 @@ EXAMPLES = r"""
         db: {pattern: sidecar}
     wait_timeout: 600
 
+- name: Run your own countdash job file, meshkit-proxy filling in the sidecars
+  meshkit.connect.nomad_job:
+    address: https://nomad.example.internal:4646
+    job_file: /srv/jobs/countdash.nomad
+    mesh:
+      services: "{{ meshkit_services }}"
+
 - name: Stop and purge it
   meshkit.connect.nomad_job:
     name: shop
@@ -170,6 +187,7 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.meshkit.connect.plugins.module_utils import nomad_byo
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import (
     MeshError,
     parse_mesh,
@@ -179,6 +197,7 @@ from ansible_collections.meshkit.connect.plugins.module_utils.nomad_render impor
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_settings import (
     NomadSettingsError,
     parse_job_settings,
+    version_request,
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_submit import (
     NomadSubmitError,
@@ -196,6 +215,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "mesh": {"type": "dict"},
     "job": {"type": "dict"},
     "job_json": {"type": "dict"},
+    "job_file": {"type": "path"},
     "nomad_version": {"type": "str", "default": "auto"},
     "address": {"type": "str"},
     "token": {"type": "str", "no_log": True},
@@ -212,19 +232,32 @@ ARGUMENT_SPEC: dict[str, Any] = {
 }
 
 
+def _job_file(module: AnsibleModule, nomad: Any, conn: Any) -> tuple[dict[str, Any], str]:
+    """An operator's own job file, meshkit filled in, as Nomad parses it."""
+    p = module.params
+    settings_data = dict(p["job"] or {})
+    version = version_request(p["nomad_version"], settings_data.get("nomad_version"))
+    if version == "auto":
+        version = detect_version(nomad, conn)
+    mesh = parse_mesh(p["mesh"] or {}, source="mesh option")
+    read = nomad_byo.settings_reader(settings_data, "job option", version)
+    byo = nomad_byo.load(nomad_byo.read_job_file(p["job_file"]), p["job_file"], mesh, read)
+    return nomad_byo.job_for_nomad(nomad, conn, byo), version
+
+
 def _render(module: AnsibleModule, nomad: Any, conn: Any) -> tuple[dict[str, Any], str]:
     p = module.params
+    if p["job_file"] is not None:
+        return _job_file(module, nomad, conn)
     if p["job_json"] is not None:
         job = dict(p["job_json"].get("Job", p["job_json"]))
         return job, p["nomad_version"]
     settings_data = dict(p["job"] or {})
     if p["name"] and not settings_data.get("name"):
         settings_data["name"] = p["name"]
-    version = p["nomad_version"]
-    if version == "auto" and not settings_data.get("nomad_version"):
+    version = version_request(p["nomad_version"], settings_data.get("nomad_version"))
+    if version == "auto":
         version = detect_version(nomad, conn)
-    elif version == "auto":
-        version = str(settings_data["nomad_version"])
     mesh = parse_mesh(p["mesh"] or {}, source="mesh option")
     settings = parse_job_settings(settings_data, source="job option", nomad_version=version)
     return to_api(build_job(mesh, settings)), version
@@ -278,7 +311,8 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec=ARGUMENT_SPEC,
         supports_check_mode=True,
-        mutually_exclusive=[("mesh", "job_json")],
+        mutually_exclusive=[("mesh", "job_json"), ("job_file", "job_json")],
+        required_by={"job_file": ("mesh",)},
         required_if=[("state", "present", ("mesh", "job_json"), True)],
     )
     try:
