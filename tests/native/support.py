@@ -68,6 +68,9 @@ def register_native(agent: Any, name: str, port: int, sid: str | None = None) ->
 
 
 def intention(agent: Any, src: str, dst: str, action: str) -> None:
-    agent.ok("PUT", f"/v1/connect/intentions/exact?source={src}&destination={dst}", {"Action": action}) if False else agent.ok(
-        "POST", "/v1/connect/intentions", {"SourceName": src, "DestinationName": dst, "Action": action}
+    """Create or replace the exact intention src -> dst."""
+    agent.ok(
+        "PUT",
+        f"/v1/connect/intentions/exact?source={src}&destination={dst}",
+        {"SourceName": src, "DestinationName": dst, "Action": action},
     )
