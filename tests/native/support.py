@@ -50,15 +50,25 @@ class Recorder:
             writer.close()
 
 
-async def roundtrip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payload: bytes) -> bytes:
+async def roundtrip(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, payload: bytes
+) -> bytes:
+    """Send `payload`, read until the echo of its tail arrives or the peer closes (5 s max)."""
     writer.write(payload)
-    await writer.drain()
+    got = b""
     try:
-        return await asyncio.wait_for(reader.read(65536), 5)
-    except (ConnectionError, OSError):
-        return b""
+        await writer.drain()
+        async with asyncio.timeout(5):
+            while not got.endswith(payload[-4:]):
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                got += chunk
+    except (ConnectionError, OSError, TimeoutError):
+        pass
     finally:
         writer.close()
+    return got
 
 
 def register_native(agent: Any, name: str, port: int, sid: str | None = None) -> None:
