@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from meshkit.native import Service, peer_of
 from meshkit.consul.settings import HTTPFlags
+from meshkit.native import Service, peer_of
 
 T = TypeVar("T")
 
@@ -73,7 +73,13 @@ async def roundtrip(
 
 def register_native(agent: Any, name: str, port: int, sid: str | None = None) -> None:
     agent.register(
-        {"Name": name, "ID": sid or name, "Port": port, "Address": "127.0.0.1", "Connect": {"Native": True}}
+        {
+            "Name": name,
+            "ID": sid or name,
+            "Port": port,
+            "Address": "127.0.0.1",
+            "Connect": {"Native": True},
+        }
     )
 
 

@@ -26,16 +26,16 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevAgent]:
         yield dev
 
 
-def sidecar(agent: DevAgent, workdir: Path, name: str, app_port: int, upstreams: list[dict[str, object]]) -> ProxyProcess:
+def sidecar(
+    agent: DevAgent, workdir: Path, name: str, app_port: int, upstreams: list[dict[str, object]]
+) -> ProxyProcess:
     agent.register(
         {
             "Name": name,
             "ID": name,
             "Port": app_port,
             "Address": "127.0.0.1",
-            "Connect": {
-                "SidecarService": {"Port": free_port(), "Proxy": {"Upstreams": upstreams}}
-            },
+            "Connect": {"SidecarService": {"Port": free_port(), "Proxy": {"Upstreams": upstreams}}},
         }
     )
     proxy = ProxyProcess(workdir, name, ["-sidecar-for", name], {"CONSUL_HTTP_ADDR": agent.address})
@@ -60,7 +60,6 @@ def test_native_client_to_proxied_service_then_denied(agent: DevAgent, tmp_path:
                 await asyncio.sleep(0.5)  # the proxy's intentions watch returns at once
                 denied = await roundtrip(*await web.connect("api"), b"Esecret")
                 return allowed, denied
-
 
         allowed, denied = run(scenario)
         assert allowed == b"api:hello"
@@ -96,7 +95,7 @@ def test_proxy_upstream_to_native_server_then_denied(agent: DevAgent, tmp_path: 
         return await roundtrip(reader, writer, payload)
 
     async def scenario() -> tuple[bytes, list[str], bytes]:
-        async with service("nat", agent.address) as nat:
+        async with service("nat", agent.address) as nat:  # noqa: SIM117 (the server needs the started service)
             async with await nat.start_server(rec, "127.0.0.1", native_port):
                 allowed = await through_upstream(b"hi")
                 peers = list(rec.peers)

@@ -10,20 +10,19 @@ import asyncio
 import ssl
 import time
 from collections.abc import Iterator
+
 import aiohttp
 import pytest
 from aiohttp import web
 
+from meshkit import pki
 from meshkit.native import (
-    Denied,
     DialFailed,
     IdentityMismatch,
     NoHealthyInstance,
     NotReady,
-    Query,
     ServiceID,
 )
-from meshkit import pki
 from meshkit.native.web import NativeSite, client_session, peer
 from meshkit.tls import _load_chain
 from tests.consul_mode.apps import free_port
@@ -60,7 +59,7 @@ def test_denied_peer_gets_zero_bytes_to_the_handler(agent: DevAgent) -> None:
     rec = Recorder("db2")
 
     async def scenario() -> tuple[bytes, bool]:
-        async with service("db2", agent.address) as db, service("web2", agent.address) as web:
+        async with service("db2", agent.address) as db, service("web2", agent.address) as web:  # noqa: SIM117 (the server needs the started service)
             async with await db.start_server(rec, "127.0.0.1", port):
                 reader, writer = await web.connect("db2")
                 got = await roundtrip(reader, writer, b"secret-bytes")
@@ -80,11 +79,12 @@ def test_intention_change_applies_to_the_next_connection(agent: DevAgent) -> Non
 
     async def scenario() -> list[bytes]:
         out = []
-        async with service("db3", agent.address) as db, service("web3", agent.address) as web:
+        async with service("db3", agent.address) as db, service("web3", agent.address) as web:  # noqa: SIM117 (the server needs the started service)
             async with await db.start_server(rec, "127.0.0.1", port):
                 out.append(await roundtrip(*await web.connect("db3"), b"a"))
                 intention(agent, "web3", "db3", "deny")
-                await db.intentions.watch.wait_changed(5) if db.intentions else None  # type: ignore[func-returns-value]
+                assert db.intentions is not None
+                await db.intentions.watch.wait_changed(5)
                 out.append(await roundtrip(*await web.connect("db3"), b"b"))
         return out
 
@@ -99,9 +99,10 @@ def test_agent_authz_mode_refuses_too(agent: DevAgent) -> None:
     rec = Recorder("db4")
 
     async def scenario() -> bytes:
-        async with service("db4", agent.address, authz="agent") as db:
-            async with service("web4", agent.address) as web, await db.start_server(
-                rec, "127.0.0.1", port
+        async with service("db4", agent.address, authz="agent") as db:  # noqa: SIM117 (the server needs the started service)
+            async with (
+                service("web4", agent.address) as web,
+                await db.start_server(rec, "127.0.0.1", port),
             ):
                 return await roundtrip(*await web.connect("db4"), b"x")
 
@@ -115,7 +116,7 @@ def test_identity_mismatch_is_refused_before_a_byte_is_sent(agent: DevAgent) -> 
     rec = Recorder("impostor")
 
     async def scenario() -> str:
-        async with service("impostor", agent.address) as imp, service("web5", agent.address) as web:
+        async with service("impostor", agent.address) as imp, service("web5", agent.address) as web:  # noqa: SIM117 (the server needs the started service)
             async with await imp.start_server(rec, "127.0.0.1", port):  # ... but it is not db5
                 with pytest.raises(IdentityMismatch) as err:
                     await web.connect("db5")
@@ -132,7 +133,7 @@ def test_pinned_service_id_in_another_dc_does_not_match(agent: DevAgent) -> None
     rec = Recorder("db6")
 
     async def scenario() -> None:
-        async with service("db6", agent.address) as db, service("web6", agent.address) as web:
+        async with service("db6", agent.address) as db, service("web6", agent.address) as web:  # noqa: SIM117 (the server needs the started service)
             async with await db.start_server(rec, "127.0.0.1", port):
                 ok = ServiceID(web.trust_domain, "default", "dc1", "db6")
                 assert await roundtrip(*await web.connect(ok), b"p") == b"db6:p"
@@ -164,7 +165,7 @@ def test_next_instance_is_tried_when_one_is_down(agent: DevAgent) -> None:
     rec = Recorder("db8")
 
     async def scenario() -> list[bytes]:
-        async with service("db8", agent.address) as db, service("web8", agent.address) as web:
+        async with service("db8", agent.address) as db, service("web8", agent.address) as web:  # noqa: SIM117 (the server needs the started service)
             async with await db.start_server(rec, "127.0.0.1", live):
                 return [await roundtrip(*await web.connect("db8"), b"%d" % i) for i in range(6)]
 
@@ -259,7 +260,7 @@ def test_rotation_keeps_open_connections_and_new_ones_use_the_new_root(agent: De
     rec = Recorder("db12")
 
     async def scenario() -> tuple[bytes, bytes, bytes]:
-        async with service("db12", agent.address) as db, service("web12", agent.address) as web:
+        async with service("db12", agent.address) as db, service("web12", agent.address) as web:  # noqa: SIM117 (the server needs the started service)
             async with await db.start_server(rec, "127.0.0.1", port):
                 held_r, held_w = await web.connect("db12")
                 held_w.write(b"one")

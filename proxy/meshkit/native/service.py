@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import ssl
 import time
@@ -106,6 +107,7 @@ class Service:
             collections.OrderedDict()
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self._evictions: list[asyncio.Future[None]] = []
         self._started = False
         self._start_lock = asyncio.Lock()
         self._server_ctx: ssl.SSLContext | None = None
@@ -151,17 +153,19 @@ class Service:
                 await _startup_call(what, lambda w=watch: w.fetch(False), deadline)  # type: ignore[misc]
             except (ConsulError, ValueError) as exc:
                 await self.client.close()
-                msg = explain(exc, what, self.settings, self.name) if isinstance(exc, ConsulError) else f"{what}: {exc}"
+                msg = (
+                    explain(exc, what, self.settings, self.name)
+                    if isinstance(exc, ConsulError)
+                    else f"{what}: {exc}"
+                )
                 raise NotReady(msg) from None
             if watch is self.certs.roots and self.intentions is not None:
                 self.intentions.trust_domain = self.certs.trust_domain
         if not self.store.loaded:
             await self.client.close()
             raise NotReady(f"the leaf certificate for {self.name!r} from Consul is unusable")
-        try:
+        with contextlib.suppress(SpiffeError):
             self.local_dc = parse_service_uri(self.store.leaf_uri).datacenter
-        except SpiffeError:
-            pass
         if self.intentions is not None:
             await self.intentions.refresh_default()
         for watch in self.group.watches:
@@ -174,6 +178,8 @@ class Service:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        await asyncio.gather(*self._evictions, return_exceptions=True)
+        self._evictions.clear()
         for resolver in self._resolvers.values():
             await resolver.stop()
         self._resolvers.clear()
@@ -314,7 +320,7 @@ class Service:
         resolver.start()
         while len(self._resolvers) > MAX_DESTINATIONS:
             _, old = self._resolvers.popitem(last=False)
-            asyncio.ensure_future(old.stop())
+            self._evictions.append(asyncio.ensure_future(old.stop()))
         return resolver
 
     async def instances(self, target: Target) -> Sequence[Instance]:
@@ -348,7 +354,7 @@ class Service:
         transport, protocol = await self.dial(target, factory, timeout=timeout)
         assert isinstance(protocol, asyncio.StreamReaderProtocol)
         reader = made[id(protocol)]
-        writer = asyncio.StreamWriter(transport, protocol, reader, loop)  # type: ignore[arg-type]
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         return reader, writer
 
     async def dial(
@@ -402,7 +408,7 @@ class Service:
                 problems.append(f"{inst.host}:{inst.port}: {problem}")
                 log.warning("%s: %s", dest, problem)
                 continue
-            return transport, protocol  # type: ignore[return-value]
+            return transport, protocol
         detail = "; ".join(problems) or "no attempt"
         if mismatches and mismatches == len(problems):
             raise IdentityMismatch(f"{dest}: {detail}")
@@ -433,7 +439,9 @@ class Service:
             return authz.Decision(False, f"intentions check failed: {exc}")
         body = resp.body if isinstance(resp.body, dict) else {}
         allowed = body.get("Allowed") is True
-        return authz.Decision(allowed, f"intentions: {self.name} -> {name} {'allowed' if allowed else 'denied'}")
+        return authz.Decision(
+            allowed, f"intentions: {self.name} -> {name} {'allowed' if allowed else 'denied'}"
+        )
 
 
 def peer_of(obj: Any) -> tls.PeerIdentity:

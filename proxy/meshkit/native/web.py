@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
-from aiohttp.client_reqrep import ClientRequest
 from aiohttp.client_proto import ResponseHandler
+from aiohttp.client_reqrep import ClientRequest
 
 from meshkit import tls
 from meshkit.native.destination import destination_of_host
@@ -31,11 +31,11 @@ if TYPE_CHECKING:
 class NativeSite(web.BaseSite):
     """Like `web.TCPSite`, with the mesh TLS context and the peer guard.
 
-        runner = web.AppRunner(app); await runner.setup()
-        await NativeSite(runner, svc, "0.0.0.0", 8443).start()
+    runner = web.AppRunner(app); await runner.setup()
+    await NativeSite(runner, svc, "0.0.0.0", 8443).start()
     """
 
-    __slots__ = ("_host", "_port", "_service", "_bound")
+    __slots__ = ("_bound", "_host", "_port", "_service")
 
     def __init__(
         self, runner: web.BaseRunner, service: Service, host: str | None, port: int, **kw: Any
@@ -69,7 +69,6 @@ class NativeSite(web.BaseSite):
         )
         if self._server.sockets:
             self._bound = self._server.sockets[0].getsockname()[1]
-
 
 
 def peer(request: web.Request) -> tls.PeerIdentity:
