@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 
@@ -304,3 +305,41 @@ def test_rotation_keeps_open_connections_and_new_ones_use_the_new_root(agent: De
     assert still == b"db12:two"
     assert fresh == b"db12:three"
     assert only_new == b"db12:four"
+
+
+def test_sync_facade_connects_with_a_blocking_socket(agent: DevAgent) -> None:
+    from meshkit.consul.settings import HTTPFlags
+    from meshkit.native.sync import Service as SyncService
+
+    port = free_port()
+    register_native(agent, "db13", port)
+    rec = Recorder("db13")
+    ready, stop = threading.Event(), threading.Event()
+
+    async def serve() -> None:  # the server on its own loop, in its own thread
+        async with service("db13", agent.address) as db:  # noqa: SIM117 (the server needs the started service)
+            async with await db.start_server(rec, "127.0.0.1", port):
+                ready.set()
+                while not stop.is_set():
+                    await asyncio.sleep(0.05)
+
+    thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
+    thread.start()
+    assert ready.wait(30)
+    got = b""
+    try:
+        with SyncService("web13", consul=HTTPFlags(http_addr=agent.address), env={}) as web:
+            with web.connect("db13") as sock:
+                sock.sendall(b"blocking")
+                while not got.endswith(b"blocking"):
+                    chunk = sock.recv(100)
+                    if not chunk:
+                        break
+                    got += chunk
+            with pytest.raises(NoHealthyInstance):
+                web.connect("nobody-13", timeout=3)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert got == b"db13:blocking"
+    assert rec.peers == ["web13"]

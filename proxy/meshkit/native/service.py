@@ -401,7 +401,7 @@ class Service:
             except (OSError, TimeoutError, ssl.SSLError) as exc:
                 problems.append(f"{inst.host}:{inst.port}: {type(exc).__name__}: {exc}")
                 continue
-            problem = self._server_problem(transport.get_extra_info("ssl_object"), expected)
+            problem = self.server_problem(transport.get_extra_info("ssl_object"), expected)
             if problem:
                 mismatches += 1
                 transport.abort()
@@ -414,7 +414,7 @@ class Service:
             raise IdentityMismatch(f"{dest}: {detail}")
         raise DialFailed(f"{dest}: every instance failed within {timeout}s: {detail}")
 
-    def _server_problem(self, ssl_object: Any, expected: ServiceID) -> str:
+    def server_problem(self, ssl_object: Any, expected: ServiceID) -> str:
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         try:
             got = tls.identity_of(der).service
