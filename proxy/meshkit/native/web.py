@@ -101,6 +101,13 @@ class MeshConnector(aiohttp.TCPConnector):
         return proto
 
 
-def client_session(service: Service, **kwargs: Any) -> aiohttp.ClientSession:
-    """An `aiohttp.ClientSession` whose every connection goes through the mesh."""
-    return aiohttp.ClientSession(connector=MeshConnector(service), trust_env=False, **kwargs)
+def client_session(
+    service: Service, *, keepalive_timeout: float = 15.0, **kwargs: Any
+) -> aiohttp.ClientSession:
+    """An `aiohttp.ClientSession` whose every connection goes through the mesh.
+
+    As in Consul, intentions are checked when a connection is set up: a pooled keep-alive
+    connection stays usable after a deny until it idles out (`keepalive_timeout`, seconds).
+    """
+    connector = MeshConnector(service, keepalive_timeout=keepalive_timeout)
+    return aiohttp.ClientSession(connector=connector, trust_env=False, **kwargs)
