@@ -343,3 +343,23 @@ def test_sync_facade_connects_with_a_blocking_socket(agent: DevAgent) -> None:
         thread.join(10)
     assert got == b"db13:blocking"
     assert rec.peers == ["web13"]
+
+
+def test_ready_is_bounded_when_the_agent_accepts_but_never_answers() -> None:
+    import socket as socket_mod
+
+    silent = socket_mod.create_server(("127.0.0.1", 0))  # accepts (backlog), never answers
+    port = silent.getsockname()[1]
+
+    async def scenario() -> tuple[str, float]:
+        svc = service("web14", f"127.0.0.1:{port}")
+        started = time.monotonic()
+        with pytest.raises(NotReady) as err:
+            await svc.ready(timeout=1.5)
+        return str(err.value), time.monotonic() - started
+
+    try:
+        message, took = run(scenario)
+    finally:
+        silent.close()
+    assert took < 5 and "did not answer within 1.5s" in message

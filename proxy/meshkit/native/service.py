@@ -128,7 +128,15 @@ class Service:
         """
         async with self._start_lock:
             if not self._started:
-                await self._start(time.monotonic() + timeout)
+                try:
+                    async with asyncio.timeout(timeout):
+                        await self._start(time.monotonic() + timeout)
+                except TimeoutError:
+                    await self.client.close()
+                    raise NotReady(
+                        f"{self.name}: Consul at {self.settings.describe()} did not answer within "
+                        f"{timeout}s; check CONSUL_HTTP_ADDR and that the agent is up"
+                    ) from None
                 self._started = True
         if not self.is_ready:
             raise NotReady(f"{self.name}: no valid leaf certificate (expired, not renewed)")

@@ -395,8 +395,8 @@ def _native_app_group(
     """A Connect-native app (model ``connect: {native: true}``, meshkit.native inside).
 
     No proxy task: the app task itself is the native service (``connect { native = true }``,
-    ``task = <app>``), serving mTLS on the ``mesh`` port (``NOMAD_PORT_mesh``; the model's
-    ``port`` when ``nomad.static_port`` fixes it). It reaches the agent as a native task does
+    ``task = <app>``), serving mTLS on the ``mesh`` port (``NOMAD_PORT_mesh``, dynamic unless
+    ``nomad.static_port`` fixes it). It reaches the agent as a native task does
     (CONSUL_HTTP_ADDR below; Nomad adds CONSUL_HTTP_TOKEN when Consul ACLs are on).
     """
     path = f"services.{service.name}"
