@@ -18,10 +18,12 @@ from aiohttp import web
 
 from meshkit import pki
 from meshkit.native import (
+    Denied,
     DialFailed,
     IdentityMismatch,
     NoHealthyInstance,
     NotReady,
+    Query,
     ServiceID,
 )
 from meshkit.native.web import NativeSite, client_session, peer
@@ -65,6 +67,8 @@ def test_denied_peer_gets_zero_bytes_to_the_handler(agent: DevAgent) -> None:
                 reader, writer = await web.connect("db2")
                 got = await roundtrip(reader, writer, b"secret-bytes")
                 decision = await web.check("db2")
+                with pytest.raises(Denied, match="web2 -> db2 denied"):
+                    await web.connect("db2", check_intentions=True)
                 return got, decision.allowed
 
     got, allowed = run(scenario)
@@ -128,7 +132,7 @@ def test_identity_mismatch_is_refused_before_a_byte_is_sent(agent: DevAgent) -> 
     assert bytes(rec.received) == b""  # the client sent nothing to the wrong server
 
 
-def test_pinned_service_id_in_another_dc_does_not_match(agent: DevAgent) -> None:
+def test_pinned_service_id_and_prepared_query(agent: DevAgent) -> None:
     port = free_port()
     register_native(agent, "db6", port)
     rec = Recorder("db6")
@@ -138,6 +142,8 @@ def test_pinned_service_id_in_another_dc_does_not_match(agent: DevAgent) -> None
             async with await db.start_server(rec, "127.0.0.1", port):
                 ok = ServiceID(web.trust_domain, "default", "dc1", "db6")
                 assert await roundtrip(*await web.connect(ok), b"p") == b"db6:p"
+                agent.ok("POST", "/v1/query", {"Name": "db6-q", "Service": {"Service": "db6"}})
+                assert await roundtrip(*await web.connect(Query("db6-q")), b"q") == b"db6:q"
 
     run(scenario)
 

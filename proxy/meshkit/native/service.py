@@ -341,15 +341,24 @@ class Service:
         return await self._resolver(dest).targets()
 
     async def connect(
-        self, target: Target, *, timeout: float = DEFAULT_CONNECT_TIMEOUT_S
+        self,
+        target: Target,
+        *,
+        timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
+        check_intentions: bool = False,
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """An mTLS stream to a healthy instance of `target`, its identity verified.
 
         Instances are tried in turn until one works or `timeout` is spent. Raises
         NoHealthyInstance, IdentityMismatch (every instance presented a wrong identity) or
         DialFailed. A destination whose intentions deny us closes the stream at the first
-        read (the server cannot tell us why); `check` asks Consul beforehand.
+        read (the server cannot tell us why); `check_intentions=True` asks Consul first
+        (`check`, one request, needs intentions:read) and raises Denied instead.
         """
+        if check_intentions:
+            decision = await self.check(target)
+            if not decision.allowed:
+                raise Denied(decision.reason)
         loop = asyncio.get_running_loop()
         made: dict[int, asyncio.StreamReader] = {}  # strong refs: the protocol holds a weakref
 
