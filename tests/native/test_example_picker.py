@@ -64,15 +64,16 @@ def test_picker_calls_the_upstream_named_in_the_request(agent: DevAgent, tmp_pat
         out = []
         async with service("tester", agent.address) as me, client_session(me) as http:
             deadline = time.monotonic() + 30
-            while True:  # the pickers start in the background
-                try:
-                    async with http.get("http://picker-a.service.consul/") as resp:
-                        await resp.read()
-                        break
-                except Exception:
-                    if time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.2)
+            for name in ports:  # the pickers start in the background: wait for all three
+                while True:
+                    try:
+                        async with http.get(f"http://{name}.service.consul/") as resp:
+                            await resp.read()
+                            break
+                    except Exception:
+                        if time.monotonic() > deadline:
+                            raise
+                        await asyncio.sleep(0.2)
             for query in (
                 "upstream=picker-b",
                 "upstream=nobody",

@@ -57,7 +57,10 @@ def test_native_client_to_proxied_service_then_denied(agent: DevAgent, tmp_path:
             async with service("nweb", agent.address) as web:
                 allowed = await roundtrip(*await web.connect("api"), b"Ehello")
                 intention(agent, "nweb", "api", "deny")
-                await asyncio.sleep(0.5)  # the proxy's intentions watch returns at once
+                for _ in range(100):  # the proxy's intentions watch returns at once
+                    if "intentions for api: 1 entries" in proxy.log():
+                        break
+                    await asyncio.sleep(0.1)
                 denied = await roundtrip(*await web.connect("api"), b"Esecret")
                 return allowed, denied
 
