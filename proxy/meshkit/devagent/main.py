@@ -67,6 +67,13 @@ def parser() -> argparse.ArgumentParser:
     opt("sidecar-min-port", type=int, default=21000)
     opt("sidecar-max-port", type=int, default=21255)
     opt("max-check-interval", default=None, help="cap check intervals (a Go duration; for tests)")
+    opt(
+        "dns-port",
+        type=int,
+        default=-1,
+        help="serve Consul's DNS interface (UDP and TCP) on this port of the -http-addr host; "
+        "0 picks a free one, -1 (default) turns it off",
+    )
     opt("ready-file", type=Path, default=None, help="write the bound HOST:PORT here once serving")
     opt("log-level", default="info", choices=("debug", "info", "warn", "error"))
     return p
@@ -109,6 +116,15 @@ def build(args: argparse.Namespace) -> tuple[Agent, str, int]:
             max_interval = parse_duration(args.max_check_interval)
         except DecodeError as exc:
             raise UsageError(f"-max-check-interval: {exc}") from None
+    if not -1 <= args.dns_port <= 65535:
+        raise UsageError(f"-dns-port {args.dns_port}: use a port 0-65535, or -1 to turn DNS off")
+    if args.dns_port >= 0:
+        try:
+            import meshkit.devagent.dns  # noqa: F401
+        except ImportError:
+            raise UsageError(
+                "-dns-port: the DNS interface needs dnspython; pip install 'meshkit[native]'"
+            ) from None
     if not 0 <= args.sidecar_min_port <= args.sidecar_max_port <= 65535:
         raise UsageError("-sidecar-min-port/-sidecar-max-port: need 0 <= min <= max <= 65535")
     try:
@@ -157,7 +173,9 @@ def build(args: argparse.Namespace) -> tuple[Agent, str, int]:
     return agent, host, port
 
 
-async def serve(agent: Agent, host: str, port: int, ready_file: Path | None) -> None:
+async def serve(
+    agent: Agent, host: str, port: int, ready_file: Path | None, dns_port: int = -1
+) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -193,6 +211,13 @@ async def serve(agent: Agent, host: str, port: int, ready_file: Path | None) -> 
             log.error("SIGHUP: reload refused, keeping the running configuration: %s", exc)
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
+    dns_server = None
+    if dns_port >= 0:
+        from meshkit.devagent.dns import DNSServer
+
+        dns_server = DNSServer(agent, host, dns_port)
+        bound_dns = await dns_server.start()
+        log.info("meshkit dev-agent DNS on %s:%d (udp, tcp)", host, bound_dns)
     # Announce readiness only once every signal handler is in place.
     if ready_file is not None:
         tmp = ready_file.with_name(ready_file.name + ".tmp")
@@ -211,6 +236,8 @@ async def serve(agent: Agent, host: str, port: int, ready_file: Path | None) -> 
         log.debug("shutting down")
         agent.store.notifier.close()
         pruner.cancel()
+        if dns_server is not None:
+            dns_server.close()
         with contextlib.suppress(asyncio.CancelledError):
             await pruner
         await runner.cleanup()
@@ -233,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"meshkit dev-agent: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(agent, host, port, args.ready_file))
+        asyncio.run(serve(agent, host, port, args.ready_file, args.dns_port))
     except OSError as exc:
         print(f"meshkit dev-agent: cannot serve on {args.http_addr}: {exc}", file=sys.stderr)
         return 1

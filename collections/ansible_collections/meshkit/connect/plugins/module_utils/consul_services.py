@@ -97,6 +97,8 @@ def read_view(
         sidecar = client.get(f"/v1/agent/service/{segment(sidecar_id)}", missing_ok=True)
     if sidecar and sidecar.get("Kind") == "connect-proxy":
         view["Connect"] = {"SidecarService": _sidecar_view(sidecar, view, want)}
+    elif isinstance(svc.get("Connect"), dict) and svc["Connect"].get("Native"):
+        view["Connect"] = {"Native": True}
     return view
 
 

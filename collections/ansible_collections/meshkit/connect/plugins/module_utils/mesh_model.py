@@ -127,6 +127,7 @@ class Service:
     sidecar: Sidecar | None = None
     allow_non_loopback: bool = False
     nomad: Mapping[str, Any] = field(default_factory=dict)
+    native: bool = False  # connect: {native: true}: the app speaks mTLS itself (meshkit.native)
 
     @property
     def sidecar_id(self) -> str:
@@ -347,7 +348,7 @@ def _plain(value: Any) -> Any:
 
 _SERVICE_KEYS = {
     "name", "id", "port", "address", "allow_non_loopback", "tags", "meta", "checks", "sidecar",
-    "nomad",
+    "nomad", "connect",
 }  # fmt: skip
 _SIDECAR_KEYS = {
     "port", "address", "local_service_address", "local_service_port", "admin_port", "config",
@@ -439,8 +440,12 @@ def _parse_service(
     if sid and not _ID_RE.match(sid):
         r.add(f"{path}.id", f"service id {sid!r} cannot be used in URLs", "use [A-Za-z0-9_.:-]")
     allow = r.boolean(data, "allow_non_loopback", path, False)
+    native = _parse_connect(r, path, data, name)
     address = r.string(data, "address", path, "127.0.0.1") or "127.0.0.1"
-    r.address(address, f"{path}.address", f"service {name!r} address", allow_non_loopback=allow)
+    # A native service's address is its public mesh address: loopback-only does not apply.
+    r.address(
+        address, f"{path}.address", f"service {name!r} address", allow_non_loopback=allow or native
+    )
     port = r.port(data, "port", path)
     tags = r.strings(data, "tags", path)
     meta_map = r.mapping(data.get("meta"), f"{path}.meta") or {}
@@ -475,7 +480,66 @@ def _parse_service(
         sidecar=sidecar,
         allow_non_loopback=allow,
         nomad=_plain(nomad),
+        native=native,
     )
+
+
+_CONNECT_KEYS = {"native"}
+NATIVE_UPSTREAMS_FIX = (
+    "remove the upstreams: a Connect-native app picks its upstreams at run time "
+    "(meshkit.native: await svc.connect('db') or http://db.service.consul/); or drop "
+    "connect.native and give the service a sidecar with upstreams"
+)
+
+
+def _parse_connect(r: _Reader, path: str, data: Mapping[str, Any], name: str) -> bool:
+    """``connect: {native: true}``; refuses what cannot go with it (sidecar, upstreams, no port).
+
+    A Connect-native service has no sidecar: the application terminates mTLS on its own port,
+    which is what Consul advertises to every peer, so that port is required and is public.
+    """
+    conn = r.mapping(data.get("connect"), f"{path}.connect")
+    if not conn:
+        return False
+    if "upstreams" in conn:
+        r.add(
+            f"{path}.connect.upstreams",
+            f"service {name!r} is Connect-native and cannot have upstreams",
+            NATIVE_UPSTREAMS_FIX,
+        )
+    r.known_keys(
+        {k: v for k, v in conn.items() if k != "upstreams"}, _CONNECT_KEYS, f"{path}.connect"
+    )
+    native = r.boolean(conn, "native", f"{path}.connect", False)
+    if not native:
+        return False
+    sidecar = data.get("sidecar")
+    if isinstance(sidecar, Mapping) and sidecar.get("upstreams"):
+        r.add(
+            f"{path}.sidecar.upstreams",
+            f"service {name!r} is Connect-native and cannot have upstreams",
+            NATIVE_UPSTREAMS_FIX,
+        )
+    elif sidecar is not None:
+        r.add(
+            f"{path}.sidecar",
+            f"service {name!r} is Connect-native (connect.native: true) and has a sidecar",
+            "remove the sidecar: a native app speaks mTLS itself on its own port; or drop "
+            "connect.native to put meshkit-proxy in front of it",
+        )
+    if "upstreams" in data:
+        r.add(
+            f"{path}.upstreams",
+            f"service {name!r} is Connect-native and cannot have upstreams",
+            NATIVE_UPSTREAMS_FIX,
+        )
+    if data.get("port") in (None, ""):
+        r.add(
+            f"{path}.port",
+            f"service {name!r} is Connect-native but has no port",
+            "set port: the port the app serves mTLS on (peers dial it directly)",
+        )
+    return True
 
 
 def _parse_check(r: _Reader, path: str, value: Any, service: str) -> Check | None:

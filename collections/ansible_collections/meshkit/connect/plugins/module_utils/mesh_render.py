@@ -121,6 +121,8 @@ def _service(service: Service, api: bool) -> dict[str, Any]:
             sidecar[k("address")] = side.address
         sidecar[k("proxy")] = _proxy(service, side, api)
         body[k("connect")] = {k("sidecar_service"): sidecar}
+    elif service.native:
+        body[k("connect")] = {k("native"): True}
     return body
 
 
@@ -134,6 +136,7 @@ _API_KEYS = {
     "checks": "Checks",
     "connect": "Connect",
     "sidecar_service": "SidecarService",
+    "native": "Native",
     "proxy": "Proxy",
     "local_service_address": "LocalServiceAddress",
     "local_service_port": "LocalServicePort",

@@ -294,6 +294,8 @@ def _group(
     mode = group.effective_network_mode
     pattern = group.pattern
     _gate(problems, "connect", settings, path)
+    if service.native:
+        return _native_app_group(service, group, settings, problems)
     proxy = settings.proxy
     app_port = (service.sidecar.local_service_port if service.sidecar else 0) or service.port
     if app_port is None:
@@ -404,6 +406,70 @@ def mesh_group(
     return _group(service, group, settings, problems, port_label), problems
 
 
+def _native_app_group(
+    service: Service, group: GroupSettings, settings: JobSettings, problems: list[Problem]
+) -> GroupSpec:
+    """A Connect-native app (model ``connect: {native: true}``, meshkit.native inside).
+
+    No proxy task: the app task itself is the native service (``connect { native = true }``,
+    ``task = <app>``), serving mTLS on the ``mesh`` port (``NOMAD_PORT_mesh``, dynamic unless
+    ``nomad.static_port`` fixes it). It reaches the agent as a native task does
+    (CONSUL_HTTP_ADDR below; Nomad adds CONSUL_HTTP_TOKEN when Consul ACLs are on).
+    """
+    path = f"services.{service.name}"
+    mode = group.effective_network_mode
+    if group.pattern != "native":
+        problems.append(
+            Problem(
+                f"{path}.nomad.pattern",
+                f"service {service.name!r} is Connect-native (connect.native: true): pattern "
+                f"{group.pattern} puts a proxy in front of it",
+                "use nomad.pattern: native (the default), or drop connect.native",
+            )
+        )
+    _gate(problems, "native", settings, f"{path}.nomad.pattern")
+    if mode == "bridge":
+        _gate(problems, "native_bridge", settings, f"{path}.nomad.network_mode")
+    if not group.task.config:
+        problems.append(
+            Problem(
+                f"{path}.nomad.task.config",
+                "the app task has no driver config, so Nomad has nothing to start",
+                "set nomad.task.config (e.g. command and args for exec/raw_exec, image for docker)",
+            )
+        )
+    app = _app_task(service, group)
+    env = {"CONSUL_HTTP_ADDR": _consul_addr(settings.proxy, "native", mode), **app.env}
+    app = TaskSpec(
+        name=app.name,
+        driver=app.driver,
+        config=app.config,
+        env=env,
+        user=app.user,
+        resources=app.resources,
+        templates=app.templates,
+    )
+    ports = (
+        PortSpec(
+            MESH_PORT_LABEL,
+            to=group.mesh_port if mode == "bridge" else None,
+            static=group.static_port,
+        ),
+    )
+    svc = ServiceSpec(
+        name=service.name,
+        port=MESH_PORT_LABEL,
+        tags=tuple(service.tags),
+        meta=dict(service.meta),
+        task=service.name,
+        native=True,
+        checks=(
+            CheckSpec(f"{service.name} mesh listener", "tcp", MESH_PORT_LABEL, 10**10, 2 * 10**9),
+        ),
+    )
+    return GroupSpec(service.name, group.count, mode, ports, (svc,), (app,), "native")
+
+
 def build_job(mesh: Mesh, settings: JobSettings) -> JobSpec:
     """The job for `settings.services` (default: every service); NomadSettingsError if not."""
     problems: list[Problem] = []
@@ -425,7 +491,7 @@ def build_job(mesh: Mesh, settings: JobSettings) -> JobSpec:
             service.nomad, settings.groups.get(name, {}), f"services.{name}.nomad"
         )
         problems += group_problems
-        if service.sidecar is None:
+        if service.sidecar is None and not service.native:
             problems.append(
                 Problem(
                     f"services.{name}.sidecar",

@@ -40,7 +40,8 @@ options:
     description:
       - One item of C(meshkit_services), in the form the mesh model documents
         (C(name), C(id), C(port), C(address), C(allow_non_loopback), C(tags), C(meta),
-        C(checks), C(sidecar), C(nomad)).
+        C(checks), C(sidecar), C(nomad), C(connect)); C(connect: {native: true}) registers a
+        Connect-native service (no sidecar, no upstreams).
       - Required when O(state=present).
     type: dict
   services:
