@@ -155,6 +155,7 @@ def build(args: argparse.Namespace) -> tuple[Agent, str, int]:
         runner,
         reload_hook=reload if dirs else None,
         http_addr=f"{host}:{port}",
+        central_config=args.enable_central_service_config,
     )
     return agent, host, port
 

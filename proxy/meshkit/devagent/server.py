@@ -16,6 +16,7 @@ from meshkit.devagent.acl import ACL, Forbidden, Rights, request_token
 from meshkit.devagent.blocking import BadQuery, block_on_hash, block_on_index, min_index, wait_time
 from meshkit.devagent.ca import CA
 from meshkit.devagent.catalog import BadRequest, NotFound
+from meshkit.devagent.central import Resolver
 from meshkit.devagent.checks import CheckRunner
 from meshkit.devagent.configentries import KNOWN_KINDS, SERVICE_INTENTIONS, ConfigEntries
 from meshkit.devagent.decode import (
@@ -23,7 +24,7 @@ from meshkit.devagent.decode import (
     CHECK_DEFINITION,
     INTENTION,
     QUERY,
-    SERVICE,
+    SERVICE_API,
     DecodeError,
     Schema,
     decode,
@@ -121,6 +122,20 @@ async def read_json(request: web.Request, schema: Schema | None = None) -> dict[
         raise BadRequest(f"Request decode failed: {exc}") from None
 
 
+def drop_managed_proxy(defn: dict[str, Any]) -> None:
+    """Consul 1.6+ accepts a managed proxy (`Connect.Proxy`) and ignores it; say so."""
+    connect = defn.get("Connect") or {}
+    if connect.pop("Proxy", None) is None:
+        return
+    log.warning(
+        "service %r: Connect.Proxy (a managed proxy, removed in Consul 1.6) is ignored, as "
+        "Consul 1.7 does; register Connect.SidecarService instead (upstreams under "
+        "SidecarService.Proxy.Upstreams, with Datacenter for destination_datacenter) and run "
+        "meshkit-proxy -sidecar-for",
+        defn.get("ID") or defn.get("Name"),
+    )
+
+
 class Agent:
     """Everything one dev-agent process holds; `app()` wires it to HTTP."""
 
@@ -136,6 +151,7 @@ class Agent:
         *,
         reload_hook: Callable[[], None] | None = None,
         http_addr: str = "127.0.0.1:8500",
+        central_config: bool = False,
     ) -> None:
         self.store = store
         self.state = state
@@ -147,6 +163,10 @@ class Agent:
         self.reload_hook = reload_hook
         self.http_addr = http_addr
         self.config = ConfigEntries(store, intentions)
+        if central_config:
+            state.resolver = Resolver(self.config)
+        self.config.on_change = self.state.remerge
+        self.state.remerge()  # services stored before (config dir, restart) get today's entries
         self.started = time.time()
 
     @property
@@ -389,7 +409,8 @@ class Agent:
         return reply(body, headers={"X-Consul-ContentHash": body["ContentHash"]})
 
     async def register(self, request: web.Request) -> web.Response:
-        defn = await read_json(request, SERVICE)
+        defn = await read_json(request, SERVICE_API)
+        drop_managed_proxy(defn)
         regs = self.state.build(defn, request_token(request), "api")
         names = [r.service.name for r in regs]
         names += [r.service.proxy["DestinationServiceName"] for r in regs if r.service.proxy]
