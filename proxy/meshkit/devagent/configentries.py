@@ -58,7 +58,7 @@ _FIELDS: dict[str, dict[str, type]] = {
 }
 _ALIASES = {"mesh_gateway": "MeshGateway", "external_sni": "ExternalSNI"}
 _IGNORED = ("kind", "name", "createindex", "modifyindex")
-_JSON_NAMES = {str: "string", dict: "map[string]interface {}"}
+_JSON_NAMES: dict[type, str] = {str: "string", dict: "map[string]interface {}"}
 
 
 def _bad(reason: str) -> BadRequest:
@@ -141,7 +141,7 @@ class ConfigEntries:
         self.store = store
         self.intentions = intentions
         self.items: dict[str, dict[str, Any]] = store.items("config_entries")
-        self.on_change: Callable[[], None] = lambda: None
+        self.on_change: Callable[[], object] = lambda: None
 
     def index(self, kind: str) -> int:
         if kind == SERVICE_INTENTIONS:

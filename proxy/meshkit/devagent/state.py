@@ -311,9 +311,9 @@ class State:
             if svc.registered_proxy is None:
                 continue
             registered = svc.registered_proxy
-            if self.resolver is None:  # central config switched off since it was stored
-                target, keep = registered, None
-            else:
+            target: dict[str, Any] | None = registered
+            keep: dict[str, Any] | None = None  # central config switched off since it was stored
+            if self.resolver is not None:
                 target, keep = self.resolver(svc.kind, registered), registered
             if target == svc.proxy and keep == svc.registered_proxy:
                 continue
