@@ -8,6 +8,7 @@ The config endpoints block on `X-Consul-Index` and `GET /v1/config/:kind` takes 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import urllib.parse
@@ -262,3 +263,26 @@ def test_managed_proxy_is_accepted_and_ignored(central: DevAgent) -> None:
         {"Name": "web3", "Port": 1, "Connect": {"Proxy": {"Bogus": 1}}},
     )
     assert (status, body) == (400, 'Request decode failed: json: unknown field "Bogus"')
+
+
+def test_config_dir_sidecars_are_merged_and_stay_merged_across_reload(tmp_path: Path) -> None:
+    conf = tmp_path / "consul.d"
+    conf.mkdir()
+    service = {
+        "service": {
+            "name": "web",
+            "id": "web-1",
+            "port": 8080,
+            "connect": {"sidecar_service": {"proxy": {"config": {"bind_port": 21500}}}},
+        }
+    }
+    (conf / "web.json").write_text(json.dumps(service))
+    with DevAgent(tmp_path / "a", config_dir=conf, extra_args=CENTRAL) as agent:
+        assert proxy_of(agent, "web-1-sidecar-proxy")["Config"] == {"bind_port": 21500}
+        put_entry(
+            agent,
+            {"Kind": "proxy-defaults", "Name": "global", "Config": {"bind_port": 1, "x": 2}},
+        )
+        assert proxy_of(agent, "web-1-sidecar-proxy")["Config"] == {"bind_port": 21500, "x": 2}
+        agent.reload()
+        assert proxy_of(agent, "web-1-sidecar-proxy")["Config"] == {"bind_port": 21500, "x": 2}

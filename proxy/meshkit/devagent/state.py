@@ -308,9 +308,11 @@ class State:
         index = self.store.index + 1
         changed = 0
         for svc in self.services.values():
-            if svc.registered_proxy is None:
+            if svc.kind != "connect-proxy":
                 continue
-            registered = svc.registered_proxy
+            # A proxy stored while central config was off (or loaded from -config-dir before
+            # the entries were known) holds its registration in `proxy`.
+            registered = svc.proxy if svc.registered_proxy is None else svc.registered_proxy
             target: dict[str, Any] | None = registered
             keep: dict[str, Any] | None = None  # central config switched off since it was stored
             if self.resolver is not None:
