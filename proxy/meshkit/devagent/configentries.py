@@ -207,18 +207,19 @@ class ConfigEntries:
             return self.intentions.entries()
         return [render(v) for k, v in sorted(self.items.items()) if k.startswith(kind + "/")]
 
-    def delete(self, kind: str, name: str, cas: int | None) -> bool:
-        """Consul 1.7 deletes unconditionally; `cas` is honoured only for service-intentions
-        (a later Consul's kind, whose check-and-set delete our intention tools use)."""
+    def delete(self, kind: str, name: str, cas: int | None) -> dict[str, Any] | bool:
+        """The answer body: Consul 1.7 deletes unconditionally and answers `{}` (edges e29).
+        `cas` is honoured only for service-intentions (a later Consul's kind, whose
+        check-and-set delete answers `true`/`false` and which our intention tools use)."""
         if kind == SERVICE_INTENTIONS:
             if not self._cas_ok(self._current(kind, name), cas):
                 return False
             self.intentions.delete_entry(name)
-            return True
+            return True if cas is not None else {}
         if kind == PROXY_DEFAULTS:
             name = GLOBAL
         if self.items.pop(f"{kind}/{name}", None) is not None:
             self.store.delete("config_entries", f"{kind}/{name}")
             self.store.bump("config")
             self.on_change()
-        return True
+        return {}

@@ -18,7 +18,7 @@ from meshkit.devagent.ca import CA
 from meshkit.devagent.catalog import BadRequest, NotFound
 from meshkit.devagent.central import Resolver
 from meshkit.devagent.checks import CheckRunner
-from meshkit.devagent.configentries import KNOWN_KINDS, SERVICE_INTENTIONS, ConfigEntries
+from meshkit.devagent.configentries import KNOWN_KINDS, ConfigEntries
 from meshkit.devagent.decode import (
     AUTHORIZE,
     CHECK_DEFINITION,
@@ -724,9 +724,8 @@ class Agent:
             raise BadRequest("required query parameter 'name' not set")
         for n in names:
             self._intentions_read(request, n)
-        # Consul 1.7 blocks on `?index=` here but sends no query-meta headers, and an empty
-        # match is `null`, not `[]` (consul-1.7.14-edges e01, e02).
         await block_on_index(request, self.store, self.intentions.index)
+        # No query meta, and `null` for a name nothing matches (edges e54, e55).
         return reply({n: self.intentions.match(by, n) or None for n in names})
 
     async def intentions_check(self, request: web.Request) -> web.Response:
@@ -871,12 +870,8 @@ class Agent:
 
     async def config_delete(self, request: web.Request) -> web.Response:
         self.need_management(request)
-        kind, name = self._config_kind(request), request.match_info["name"]
-        cas = self._cas(request)
-        deleted = self.config.delete(kind, name, cas)
-        # Consul 1.7 answers `{}` (edges e29); a check-and-set delete (a later Consul's, kept
-        # for service-intentions) answers whether it deleted.
-        return reply(deleted if cas is not None and kind == SERVICE_INTENTIONS else {})
+        kind, name = request.match_info["kind"], request.match_info["name"]
+        return reply(self.config.delete(kind, name, self._cas(request)))
 
     # -- ACL ----------------------------------------------------------------------------------
 
