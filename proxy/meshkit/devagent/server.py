@@ -695,7 +695,9 @@ class Agent:
         for n in names:
             self._intentions_read(request, n)
         index = await block_on_index(request, self.store, self.intentions.index)
-        return reply({n: self.intentions.match(by, n) for n in names}, index=index, meta=True)
+        # Consul 1.7 answers `{"<name>": null}` when nothing matches (edges e01/e02).
+        matches = {n: self.intentions.match(by, n) or None for n in names}
+        return reply(matches, index=index, meta=True)
 
     async def intentions_check(self, request: web.Request) -> web.Response:
         src, dst = request.query.get("source", ""), request.query.get("destination", "")
