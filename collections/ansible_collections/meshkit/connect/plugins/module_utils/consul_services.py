@@ -11,6 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ansible_collections.meshkit.connect.plugins.module_utils.consul_answers import (
+    field_list,
+    field_object,
+    map_of_objects,
+    object_or_none,
+)
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import (
     ConsulClient,
     segment,
@@ -58,10 +64,11 @@ def read_view(
     the caller already has it, ``agent_services`` likewise ``/v1/agent/services`` (one request
     for many services instead of two per service).
     """
+    path = f"/v1/agent/service/{segment(service_id)}"
     if agent_services is not None:
-        svc = agent_services.get(service_id)
+        svc = object_or_none(agent_services.get(service_id), "/v1/agent/services")
     else:
-        svc = client.get(f"/v1/agent/service/{segment(service_id)}", missing_ok=True)
+        svc = object_or_none(client.get(path, missing_ok=True), path)
     if not svc:
         return None
     view: dict[str, Any] = {"ID": svc.get("ID", service_id), "Name": svc.get("Service", "")}
@@ -69,11 +76,11 @@ def read_view(
         view["Port"] = svc["Port"]
     view["Address"] = svc.get("Address") or ""
     view["Tags"] = list(svc.get("Tags") or [])
-    meta = dict(svc.get("Meta") or {})
+    meta = dict(field_object(svc, "Meta"))
     fingerprint = meta.pop(CHECKS_META_KEY, None)
     view["Meta"] = meta
     if checks is None:
-        checks = client.get("/v1/agent/checks") or {}
+        checks = map_of_objects(client.get("/v1/agent/checks"), "/v1/agent/checks")
     own = sorted(
         (c for c in checks.values() if c.get("ServiceID") == view["ID"]),
         key=lambda c: str(c.get("CheckID", "")),
@@ -91,10 +98,11 @@ def read_view(
         else:
             view["Checks"] = [_check_view(c) for c in own]
     sidecar_id = f"{view['ID']}-sidecar-proxy"
+    sidecar_path = f"/v1/agent/service/{segment(sidecar_id)}"
     if agent_services is not None:
-        sidecar = agent_services.get(sidecar_id)
+        sidecar = object_or_none(agent_services.get(sidecar_id), "/v1/agent/services")
     else:
-        sidecar = client.get(f"/v1/agent/service/{segment(sidecar_id)}", missing_ok=True)
+        sidecar = object_or_none(client.get(sidecar_path, missing_ok=True), sidecar_path)
     if sidecar and sidecar.get("Kind") == "connect-proxy":
         view["Connect"] = {"SidecarService": _sidecar_view(sidecar, view, want)}
     return view
@@ -102,7 +110,7 @@ def read_view(
 
 def _check_view(check: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"Name": check.get("Name", "")}
-    definition = check.get("Definition") or {}
+    definition = field_object(check, "Definition")
     for key in _DEFINITION_KEYS:
         if definition.get(key):
             out[key] = definition[key]
@@ -121,14 +129,16 @@ def _sidecar_view(
     address = sidecar.get("Address") or ""
     if address != parent["Address"] or (want_side is not None and want_side.address):
         out["Address"] = address
-    proxy = sidecar.get("Proxy") or {}
+    proxy = field_object(sidecar, "Proxy")
     view: dict[str, Any] = {
         "LocalServiceAddress": proxy.get("LocalServiceAddress") or "",
         "LocalServicePort": proxy.get("LocalServicePort") or 0,
     }
     if proxy.get("Config"):
         view["Config"] = proxy["Config"]
-    view["Upstreams"] = [_upstream_view(u) for u in proxy.get("Upstreams") or []]
+    view["Upstreams"] = [
+        _upstream_view(u) for u in field_list(proxy, "Upstreams", "/v1/agent/service (Proxy)")
+    ]
     out["Proxy"] = view
     return out
 

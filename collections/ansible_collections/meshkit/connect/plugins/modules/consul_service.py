@@ -167,12 +167,17 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.meshkit.connect.plugins.module_utils.consul_answers import (
+    map_of_objects,
+    object_or_none,
+)
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import segment
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_lifecycle import (
     Lifecycle,
     connection_argspec,
     run_lifecycle,
 )
+from ansible_collections.meshkit.connect.plugins.module_utils.consul_queries import list_queries
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_services import (
     deregister,
     desired_view,
@@ -200,7 +205,7 @@ class ServiceLifecycle(Lifecycle):
             if any(
                 isinstance(u, dict) and u.get("destination_type") == "prepared_query" for u in ups
             ):
-                known += [q.get("Name", "") for q in self.client.get("/v1/query") or []]
+                known += [q.get("Name", "") for q in list_queries(self.client)]
             mesh = parse_mesh(
                 {"services": [params["service"]], "prepared_queries": params["prepared_queries"]},
                 source="consul_service",
@@ -255,8 +260,9 @@ def standalone_proxy(module: AnsibleModule, services: Sequence[Service]) -> bool
 
 def sidecar_port(client: Any, service_id: str) -> int | None:
     path = f"/v1/agent/service/{segment(service_id + '-sidecar-proxy')}"
-    sidecar = client.get(path, missing_ok=True)
-    return int(sidecar["Port"]) if sidecar else None
+    sidecar = object_or_none(client.get(path, missing_ok=True), path)
+    port = sidecar.get("Port") if sidecar else None
+    return port if isinstance(port, int) and port > 0 else None
 
 
 class ServicesLifecycle(Lifecycle):
@@ -275,7 +281,7 @@ class ServicesLifecycle(Lifecycle):
         ]
         known = list(params["known_queries"])
         if any(isinstance(u, dict) and u.get("destination_type") == "prepared_query" for u in ups):
-            known += [q.get("Name", "") for q in self.client.get("/v1/query") or []]
+            known += [q.get("Name", "") for q in list_queries(self.client)]
         mesh = parse_mesh(
             {"services": params["services"], "prepared_queries": params["prepared_queries"]},
             source="consul_service",
@@ -290,7 +296,7 @@ class ServicesLifecycle(Lifecycle):
         return {sid: desired_view(svc) for sid, svc in self.services.items()}
 
     def read(self) -> dict[str, Any] | None:
-        checks = self.client.get("/v1/agent/checks") or {}
+        checks = map_of_objects(self.client.get("/v1/agent/checks"), "/v1/agent/checks")
         found = {
             sid: read_view(self.client, sid, svc, checks) for sid, svc in self.services.items()
         }
