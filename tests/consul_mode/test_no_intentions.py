@@ -167,3 +167,26 @@ def test_deleting_the_last_intention_under_traffic(tmp_path: Path, authz: str, p
         if mesh is not None:
             mesh.close()
         agent.stop(timeout=AGENT_STOP_S)
+
+
+def test_ready_names_each_failing_watch_and_its_endpoint(
+    allow_agent: DevAgent, tmp_path: Path
+) -> None:
+    mesh = build_mesh(allow_agent, tmp_path)
+    try:
+        api = mesh.proxies["api"]
+        allow_agent.stop(timeout=AGENT_STOP_S)
+        wait_until(lambda: api.admin("/ready")[0] == 503, 10, what="/ready reports the outage")
+        _, text = api.admin("/ready")
+        assert text.startswith("not ready: condition control_plane not met (watch "), text
+        wait_until(
+            lambda: (
+                "watch intentions:api (GET /v1/connect/intentions/match)" in api.admin("/ready")[1]
+            ),
+            10,
+            what="the intentions watch named on /ready",
+        )
+        assert "(GET /v1/connect/intentions/match)" in api.log()
+        assert try_echo(mesh.upstream_ports["api"])  # fail static: the last state serves
+    finally:
+        mesh.close()

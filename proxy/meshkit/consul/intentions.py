@@ -191,7 +191,11 @@ class AgentAuthorizer:
             )
         except ConsulError as exc:
             return Decision(False, f"authorize call failed (fail closed): {exc}")
-        body: Any = resp.body
-        if not isinstance(body, dict) or not isinstance(body.get("Authorized"), bool):
-            return Decision(False, "authorize: malformed response (fail closed)")
-        return Decision(body["Authorized"], str(body.get("Reason", "")))
+        return parse_authorize(resp.body)
+
+
+def parse_authorize(body: Any) -> Decision:
+    """`/v1/agent/connect/authorize`: only a boolean `Authorized` allows; anything else denies."""
+    if not isinstance(body, dict) or not isinstance(body.get("Authorized"), bool):
+        return Decision(False, "authorize: malformed response (fail closed)")
+    return Decision(body["Authorized"], str(body.get("Reason") or ""))
