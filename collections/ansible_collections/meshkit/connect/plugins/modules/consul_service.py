@@ -62,8 +62,15 @@ options:
         (C(connect.sidecar_service)); Consul then fills its defaults, may assign its port, and
         removes it with the service.
       - V(standalone_proxy) registers the sidecar as its own C(connect-proxy) service, with the
-        same ID (C(<id>-sidecar-proxy)), name and default checks, for proxies whose lifecycle is
-        managed apart from the app's. Its C(sidecar.port) must be a fixed number.
+        same ID (C(<id>-sidecar-proxy)) and name, for proxies whose lifecycle is managed apart
+        from the app's. Its C(sidecar.port) must be a fixed number.
+      - Checks differ between the two forms on a real Consul. For V(sidecar_service) Consul 1.7
+        adds two default checks (C(Connect Sidecar Listening), TCP every 10s dialling
+        C(local_service_address:port), and C(Connect Sidecar Aliasing <id>)); when the sidecar
+        listens on another address, the same two checks are registered explicitly at the
+        listener's address. Consul adds no checks to a V(standalone_proxy) registration, so
+        this module registers those two checks itself, dialling the listener's address.
+        See docs/mesh-model.md, "Sidecar checks".
       - Both read back the same, so switching between them is a change only if something else
         differs; O(state=absent) removes a standalone proxy too.
     type: str
