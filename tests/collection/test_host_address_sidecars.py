@@ -12,12 +12,19 @@ where nothing listens, so this passes only with the checks meshkit renders.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ansible_collections.meshkit.connect.plugins.module_utils import consul_api as module_api
+from ansible_collections.meshkit.connect.plugins.module_utils.consul_services import (
+    desired_view,
+    read_view,
+    register,
+)
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import Mesh, parse_mesh
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_render import (
     agent_parent_registration,
@@ -121,3 +128,47 @@ def test_host_address_sidecars_pass_checks_are_discoverable_and_carry_traffic(
             proxy.stop(timeout=5)
         for app in apps.values():
             app.close()
+
+
+def test_a_sidecar_left_with_consul_defaults_is_registered_again(agent: DevAgent) -> None:
+    """A host-address sidecar registered before the explicit checks (Consul's default dials
+    127.0.0.1) reads as changed, and one registration later it passes and reads unchanged."""
+    app = App("web")
+    port = free_port()
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.4", port))  # stands in for meshkit-proxy on the host address
+    listener.listen(16)
+    try:
+        web = parse_mesh(
+            {"meshkit_services": [{"name": "web", "port": app.port,
+                                   "sidecar": {"port": port, "address": "127.0.0.4"}}]},
+            source="test",
+        ).services[0]  # fmt: skip
+        old = agent_registration(web)
+        del old["Connect"]["SidecarService"]["Checks"]  # what an older meshkit rendered
+        agent.register(old)
+        conn = module_api.Connection.from_params({"host": "127.0.0.1", "port": agent.port}, {})
+        client = module_api.ConsulClient(conn)
+
+        def listening_output() -> str:
+            found = _sidecar_checks(agent, "web-sidecar-proxy")
+            return next(str(c["Output"]) for c in found if c["Type"] == "tcp")
+
+        wait_until(lambda: listening_output() != "", 10, what="the default check ran")
+        assert listening_output() == f"dial tcp 127.0.0.1:{port}: connect: connection refused"
+        have = read_view(client, "web", web)
+        assert have is not None and have != desired_view(web)
+        assert have["Connect"]["SidecarService"]["Checks"] == [
+            {"Name": "Connect Sidecar Listening", "TCP": f"127.0.0.1:{port}"}
+        ]
+        register(client, web)
+        wait_until(
+            lambda: listening_output() == f"TCP connect 127.0.0.4:{port}: Success",
+            10,
+            what="the rendered check passes",
+        )
+        assert read_view(client, "web", web) == desired_view(web)
+    finally:
+        listener.close()
+        app.close()

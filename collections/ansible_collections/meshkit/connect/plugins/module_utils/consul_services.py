@@ -9,6 +9,7 @@ The normalised view is the agent API body (CamelCase) minus what Consul fills in
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_answers import (
@@ -28,6 +29,7 @@ from ansible_collections.meshkit.connect.plugins.module_utils.mesh_render import
     agent_proxy_registration,
     agent_registration,
     checks_fingerprint,
+    sidecar_checks,
 )
 
 # Keys of a check's ``Definition`` in /v1/agent/checks (filled by newer Consul versions).
@@ -109,8 +111,55 @@ def read_view(
     else:
         sidecar = object_or_none(client.get(sidecar_path, missing_ok=True), sidecar_path)
     if sidecar and sidecar.get("Kind") == "connect-proxy":
-        view["Connect"] = {"SidecarService": _sidecar_view(sidecar, view, want)}
+        side_view = _sidecar_view(sidecar, view, want)
+        dialled = _stale_listening_check(checks, sidecar, want)
+        if dialled:
+            # Shown (and so a difference from desired_view, which has no sidecar Checks) only
+            # when the check provably dials elsewhere than the registration would make it.
+            side_view["Checks"] = [{"Name": "Connect Sidecar Listening", "TCP": dialled}]
+        view["Connect"] = {"SidecarService": side_view}
     return view
+
+
+_DIALLED = re.compile(r"^(?:TCP connect|dial tcp) (\S+?):? ")
+
+
+def _stale_listening_check(
+    checks: dict[str, Any], sidecar: dict[str, Any], want: Service | None
+) -> str:
+    """What the sidecar's Listening check dials, when that is not what ``want`` registers.
+
+    Consul 1.7 returns no check definitions, but a TCP check's Output names the address it
+    dialled (``TCP connect 127.0.0.1:21000: Success``). A sidecar registered before meshkit
+    rendered explicit checks for host addresses keeps Consul's default, which dials
+    ``local_service_address``; this finds it so the next run registers it again. "" when the
+    check matches, has not run yet, or there is nothing to compare with.
+    """
+    if want is None or want.sidecar is None:
+        return ""
+    port = sidecar.get("Port")
+    if not isinstance(port, int) or port <= 0:
+        return ""
+    rendered = sidecar_checks(want)
+    if rendered:
+        expected = rendered[0].tcp
+    else:
+        host = want.sidecar.local_service_address or "127.0.0.1"
+        expected = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    sid = sidecar.get("ID")
+    for check in checks.values():
+        if not isinstance(check, dict) or check.get("ServiceID") != sid:
+            continue
+        if check.get("Name") != "Connect Sidecar Listening":
+            continue
+        definition = field_object(check, "Definition")
+        dialled = definition.get("TCP")
+        if not isinstance(dialled, str) or not dialled:
+            found = _DIALLED.match(str(check.get("Output") or ""))
+            dialled = found.group(1) if found else ""
+        if dialled and dialled != expected:
+            return dialled
+    return ""
 
 
 def _check_view(check: dict[str, Any]) -> dict[str, Any]:
