@@ -54,6 +54,7 @@ class Proxy:
         self.authorizer: Authorizer = StaticAuthorizer()
         self.listeners: dict[str, _Listener] = {}
         self.conditions: dict[str, bool] = {}
+        self.condition_why: dict[str, str] = {}
         self.inbound_labels: m.Labels = m.labels("")
         self.reuse_port = reuse_port
         self.draining = False
@@ -68,13 +69,14 @@ class Proxy:
         self.metrics.set("control_plane_reachable", (), 1)
 
     # -- readiness ----------------------------------------------------------------------
-    def set_condition(self, name: str, ok: bool) -> None:
-        """Extra readiness conditions (Consul mode: `control_plane`)."""
+    def set_condition(self, name: str, ok: bool, why: str = "") -> None:
+        """Extra readiness conditions (Consul mode: `control_plane`); `why` goes on /ready."""
         self.conditions[name] = ok
+        self.condition_why[name] = "" if ok else why
 
-    def set_control_plane_reachable(self, ok: bool) -> None:
+    def set_control_plane_reachable(self, ok: bool, why: str = "") -> None:
         self.metrics.set("control_plane_reachable", (), 1 if ok else 0)
-        self.set_condition("control_plane", ok)
+        self.set_condition("control_plane", ok, why)
 
     def not_ready_reasons(self) -> list[str]:
         reasons: list[str] = []
@@ -86,7 +88,12 @@ class Proxy:
             reasons.append("listeners not open yet")
         if self.draining:
             reasons.append("draining")
-        reasons += [f"condition {name} not met" for name, ok in self.conditions.items() if not ok]
+        reasons += [
+            f"condition {name} not met"
+            + (f" ({why})" if (why := self.condition_why.get(name)) else "")
+            for name, ok in self.conditions.items()
+            if not ok
+        ]
         return reasons
 
     @property

@@ -35,7 +35,8 @@ def checks_of(agent: DevAgent) -> list[tuple[str, str, str, str]]:
 
 def test_config_file_and_api_give_the_same_registration(tmp_path: Path) -> None:
     data = good()
-    data["meshkit_services"][0]["sidecar"]["address"] = "127.0.0.2"  # exercise every key
+    # exercise every key; a sidecar on another address has a fixed port and rendered checks
+    data["meshkit_services"][0]["sidecar"].update(address="127.0.0.2", port=21600)
     data["meshkit_services"][1]["sidecar"]["config"] = {"handshake_timeout_ms": 5000}
     data["meshkit_services"][1]["checks"] = [{"name": "web ttl", "ttl": "30s", "notes": "n"}]
     mesh = parse_mesh(data)

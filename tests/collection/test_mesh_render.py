@@ -8,10 +8,14 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import parse_mesh
+from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import (
+    MeshError,
+    parse_mesh,
+)
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_render import (
     CHECKS_META_KEY,
     agent_config_file,
+    agent_config_service,
     agent_parent_registration,
     agent_proxy_registration,
     agent_registration,
@@ -89,10 +93,35 @@ def test_auto_sidecar_port_and_empty_address_are_left_to_consul() -> None:
     db = parse_mesh(good()).services[0]
     sidecar = agent_registration(db)["Connect"]["SidecarService"]
     assert "Port" not in sidecar and "Address" not in sidecar
+    assert "Checks" not in sidecar  # Consul's default checks dial the loopback listener
     data = good()
     data["meshkit_services"][0]["sidecar"]["address"] = "192.0.2.10"
+    data["meshkit_services"][0]["sidecar"]["port"] = 21000
     sidecar = agent_registration(parse_mesh(data).services[0])["Connect"]["SidecarService"]
     assert sidecar["Address"] == "192.0.2.10"
+
+
+def test_a_sidecar_on_a_host_address_gets_checks_at_that_address() -> None:
+    """Consul 1.7's default check dials local_service_address:port (issue 12)."""
+    data = good()
+    data["meshkit_services"][0]["sidecar"].update(address="192.0.2.10", port=21000)
+    db = parse_mesh(data).services[0]
+    sidecar = agent_registration(db)["Connect"]["SidecarService"]
+    assert sidecar["Checks"] == [
+        {"Name": "Connect Sidecar Listening", "TCP": "192.0.2.10:21000", "Interval": "10s"},
+        {"Name": f"Connect Sidecar Aliasing {db.id}", "AliasService": db.id},
+    ]
+    snake = agent_config_service(db)["connect"]["sidecar_service"]["checks"]
+    assert snake[0] == {"name": "Connect Sidecar Listening", "tcp": "192.0.2.10:21000",
+                        "interval": "10s"}  # fmt: skip
+    assert snake[1]["alias_service"] == db.id
+    # The standalone form gets the same two (Consul adds none to a connect-proxy of its own).
+    assert agent_proxy_registration(db)["Checks"] == sidecar["Checks"]
+    # Without a fixed port there is nothing to dial: refused, naming the field and the fix.
+    data["meshkit_services"][0]["sidecar"].pop("port")
+    with pytest.raises(MeshError) as err:
+        parse_mesh(data)
+    assert "sidecar.port" in str(err.value) and "set sidecar.port" in str(err.value)
 
 
 def test_checks_fingerprint_tracks_definitions() -> None:

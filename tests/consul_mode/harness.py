@@ -181,7 +181,9 @@ class Mesh:
             app.close()
 
 
-def build_mesh(agent: DevAgent, workdir: Path, api_args: tuple[str, ...] = ()) -> Mesh:
+def build_mesh(
+    agent: DevAgent, workdir: Path, api_args: tuple[str, ...] = (), *, expect_traffic: bool = True
+) -> Mesh:
     mesh = Mesh(agent, workdir)
     for name in ("web", "api"):
         mesh.apps[name] = App(name)
@@ -193,6 +195,8 @@ def build_mesh(agent: DevAgent, workdir: Path, api_args: tuple[str, ...] = ()) -
     mesh.start_proxy("api", *api_args)
     mesh.start_proxy("web")
     wait_until(lambda: mesh.passing("api") == 1, 15, what="api sidecar passing")
+    if not expect_traffic:  # e.g. a default-deny agent with no intention yet
+        return mesh
     for port in mesh.upstream_ports.values():
         wait_until(lambda p=port: try_echo(p), 15, what=f"traffic through :{port}")
     return mesh

@@ -70,6 +70,14 @@ def decode_entries(
     return tuple(sorted(out, key=lambda t: (t.host, t.port, t.expected.datacenter)))
 
 
+def decode_execute(body: Any, fallback_dc: str, trust_domain: str) -> tuple[Target, ...]:
+    """`/v1/query/<name>/execute?connect=true`: `Nodes` may be `[]` or `null` (no results)."""
+    if not isinstance(body, dict):
+        raise ValueError("prepared query execute: expected an object")
+    fallback = body.get("Datacenter") or fallback_dc
+    return decode_entries(body.get("Nodes"), PREPARED_QUERY, str(fallback), trust_domain)
+
+
 class ConsulResolver:
     """A Resolver over one watched upstream."""
 
@@ -114,14 +122,10 @@ class ConsulResolver:
         self._task: asyncio.Task[None] | None = None
 
     def _decode(self, resp: Response) -> tuple[Target, ...]:
-        body = resp.body
         fallback = self.datacenter or self._local_dc()
         if self.kind == PREPARED_QUERY:
-            if not isinstance(body, dict):
-                raise ValueError("prepared query execute: expected an object")
-            fallback = body.get("Datacenter") or fallback
-            body = body.get("Nodes")
-        return decode_entries(body, self.kind, fallback, self._trust_domain())
+            return decode_execute(resp.body, fallback, self._trust_domain())
+        return decode_entries(resp.body, self.kind, fallback, self._trust_domain())
 
     async def _on_update(self, targets: tuple[Target, ...]) -> None:
         log.info(

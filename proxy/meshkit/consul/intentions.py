@@ -67,11 +67,19 @@ def parse_match(resp: Response, destination: str) -> tuple[Intention, ...]:
     body = resp.body
     if not isinstance(body, dict):
         raise ValueError("intentions match: expected an object keyed by destination")
-    raw = body.get(destination)
+    # Consul 1.7 answers `{"<name>": null}` when nothing matches (fixture e01): no
+    # intentions, so the default policy decides. A missing key means the same.
+    if destination in body:
+        raw = body[destination]
+    else:
+        raw = next((v for k, v in body.items() if k.lower() == destination.lower()), None)
     if raw is None:
-        raw = next((v for k, v in body.items() if k.lower() == destination.lower()), [])
+        raw = []
     if not isinstance(raw, list):
-        raise ValueError("intentions match: expected a list of intentions")
+        raise ValueError(
+            f"intentions match: expected a list (or null) of intentions for {destination!r}, "
+            f"got {type(raw).__name__}"
+        )
     out: list[Intention] = []
     for item in raw:
         if not isinstance(item, dict):
@@ -183,7 +191,11 @@ class AgentAuthorizer:
             )
         except ConsulError as exc:
             return Decision(False, f"authorize call failed (fail closed): {exc}")
-        body: Any = resp.body
-        if not isinstance(body, dict) or not isinstance(body.get("Authorized"), bool):
-            return Decision(False, "authorize: malformed response (fail closed)")
-        return Decision(body["Authorized"], str(body.get("Reason", "")))
+        return parse_authorize(resp.body)
+
+
+def parse_authorize(body: Any) -> Decision:
+    """`/v1/agent/connect/authorize`: only a boolean `Authorized` allows; anything else denies."""
+    if not isinstance(body, dict) or not isinstance(body.get("Authorized"), bool):
+        return Decision(False, "authorize: malformed response (fail closed)")
+    return Decision(body["Authorized"], str(body.get("Reason") or ""))

@@ -43,7 +43,7 @@ from meshkit.consul.discovery import ConsulResolver
 from meshkit.consul.intentions import AgentAuthorizer, IntentionsAuthorizer
 from meshkit.consul.register import Registrar, SelfRegistration
 from meshkit.consul.settings import Settings, SettingsError, resolve
-from meshkit.consul.watch import Mode, Policy, Watch, WatchGroup
+from meshkit.consul.watch import MalformedAnswer, Mode, Policy, Watch, WatchGroup, reason_of
 from meshkit.spiffe import SpiffeError, parse_service_uri
 
 if TYPE_CHECKING:
@@ -294,6 +294,12 @@ class ConsulMode:
             await _startup_call(
                 "reading intentions", lambda: intentions.watch.fetch(False), deadline
             )
+        except MalformedAnswer as exc:
+            # No last good state yet: start failing closed (every peer denied) and let the
+            # watch retry, rather than exit over one unreadable answer.
+            intentions.watch.status.failures = 1
+            intentions.watch.status.last_error = str(exc)
+            log.warning("intentions for %r: %s; denying every peer until it reads", service, exc)
         except ConsulError as exc:
             raise StartupError(
                 explain(exc, f"reading the intentions for {service!r}", self.settings, service)
@@ -451,7 +457,9 @@ class ConsulMode:
                     failing = ", ".join(f"{s.name} ({s.last_error})" for s in self.group.failing())
                     log.warning("Consul unreachable, serving the last known state: %s", failing)
                 last = reachable
-            self.proxy.set_control_plane_reachable(reachable)
+            self.proxy.set_control_plane_reachable(
+                reachable, "; ".join(reason_of(s) for s in self.group.failing())
+            )
             for watch in self.group.watches:
                 lbl = (("watch", watch.name),)
                 self.proxy.metrics.set(

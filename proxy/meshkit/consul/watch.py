@@ -29,6 +29,14 @@ log = logging.getLogger("meshkit.consul.watch")
 T = TypeVar("T")
 
 
+class MalformedAnswer(ValueError):
+    """Consul answered, but not in a shape we can read; the last good value stays in force."""
+
+    def __init__(self, path: str, exc: BaseException) -> None:
+        super().__init__(f"malformed answer from GET {path}: {exc or type(exc).__name__}")
+        self.path = path
+
+
 class Mode(enum.Enum):
     INDEX = "index"  # ?index=<X-Consul-Index>&wait=
     HASH = "hash"  # ?hash=<X-Consul-ContentHash>&wait=
@@ -92,6 +100,7 @@ class WatchStatus:
     """What fail-static reporting needs to know about one watch."""
 
     name: str
+    path: str = ""  # the endpoint, for the log and /ready
     has_value: bool = False
     healthy: bool = False
     failures: int = 0
@@ -126,7 +135,7 @@ class Watch(Generic[T]):
         self.params = list(params)
         self.policy = policy or Policy()
         self.use_dc, self.use_stale, self.allow_404 = use_dc, use_stale, allow_404
-        self.status = WatchStatus(name=name)
+        self.status = WatchStatus(name=name, path=path)
         self.value: T | None = None
         self.index = 0
         self.hash: str | None = None
@@ -158,7 +167,14 @@ class Watch(Generic[T]):
             use_stale=self.use_stale,
             allow_404=self.allow_404,
         )
-        value = self.decode(resp)
+        try:
+            value = self.decode(resp)
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+            # One reader per shape raises ValueError; anything else a decoder trips over is
+            # still "Consul sent something we cannot read", never a reason to stop watching.
+            if isinstance(exc, MalformedAnswer):
+                raise
+            raise MalformedAnswer(self.path, exc) from exc
         if self.mode is Mode.INDEX:
             self.index = next_index(self.index, resp.index)
         elif self.mode is Mode.HASH:
@@ -196,8 +212,9 @@ class Watch(Generic[T]):
                 self.status.last_error = _describe(exc)
                 delay = backoff_delay(self.status.failures, self.policy)
                 log.warning(
-                    "consul watch %s failed (%s); keeping the last value, retry in %.1fs",
+                    "consul watch %s (GET %s) failed (%s); keeping the last value, retry in %.1fs",
                     self.name,
+                    self.path,
                     self.status.last_error,
                     delay,
                 )
@@ -225,6 +242,12 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, ConsulHTTPError):
         return f"HTTP {exc.status}: {exc.message}"
     return str(exc) or type(exc).__name__
+
+
+def reason_of(status: WatchStatus) -> str:
+    """One watch's line for /ready and the log: its name and why it is not current."""
+    where = f" (GET {status.path})" if status.path else ""
+    return f"watch {status.name}{where}: {status.last_error or 'failing'}"
 
 
 def _body_hash(resp: Response) -> str | None:

@@ -24,6 +24,15 @@ def _split_hostport(addr: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _dial_error(exc: BaseException) -> str:
+    """Go's wording for the usual dial failures, as Consul's TCP check output carries it."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connect: connection refused"
+    if isinstance(exc, TimeoutError):
+        return "i/o timeout"
+    return str(exc) or type(exc).__name__
+
+
 class CheckRunner:
     def __init__(self, state: State, max_interval: float | None = None) -> None:
         self.state = state
@@ -119,7 +128,7 @@ class CheckRunner:
                     await writer.wait_closed()
                 self._record(check_id, PASSING, f"TCP connect {addr}: Success")
             except (OSError, TimeoutError, ValueError) as exc:
-                self._record(check_id, CRITICAL, f"dial tcp {addr}: {exc or 'i/o timeout'}")
+                self._record(check_id, CRITICAL, f"dial tcp {addr}: {_dial_error(exc)}")
             await asyncio.sleep(self._interval(chk))
 
     async def _run_http(self, check_id: str) -> None:

@@ -67,7 +67,11 @@ def expand(
     out.pop("Check", None)
     out.pop("Checks", None)
     if checks is None:
-        address = out["Address"] or proxy["LocalServiceAddress"]
+        # Consul 1.7 (agent/sidecar_service.go, sidecarDefaultChecks) dials the proxy's
+        # LocalServiceAddress, never the sidecar's Address: a proxy that listens only on a host
+        # address fails this check there, and so it must here (issue 12). Later Consul versions
+        # dial Address first; 1.7 is the version we answer as.
+        address = proxy["LocalServiceAddress"]
         host = f"[{address}]" if ":" in address else address
         checks = [
             {"Name": "Connect Sidecar Listening", "TCP": f"{host}:{out['Port']}", "Interval": 10.0},

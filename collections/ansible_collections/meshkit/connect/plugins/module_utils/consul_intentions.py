@@ -11,6 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from ansible_collections.meshkit.connect.plugins.module_utils.consul_answers import (
+    field_list,
+    list_of_objects,
+    object_or_none,
+)
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import (
     ConsulClient,
     ConsulError,
@@ -41,7 +46,8 @@ def view(source: str, destination: str, action: str, description: str) -> dict[s
 
 
 def list_legacy(client: ConsulClient) -> list[dict[str, Any]]:
-    return list(client.get("/v1/connect/intentions") or [])
+    path = "/v1/connect/intentions"
+    return list_of_objects(client.get(path), path)
 
 
 def list_views(client: ConsulClient) -> list[dict[str, Any]]:
@@ -108,12 +114,11 @@ class ConfigEntryStore:
 
     def _entry(self) -> dict[str, Any] | None:
         path = f"/v1/config/service-intentions/{segment(self.destination)}"
-        entry = self.client.get(path, missing_ok=True)
-        return entry if isinstance(entry, dict) else None
+        return object_or_none(self.client.get(path, missing_ok=True), path)
 
     def read(self) -> dict[str, Any] | None:
         entry = self._entry()
-        for src in (entry or {}).get("Sources") or []:
+        for src in field_list(entry, "Sources", "/v1/config/service-intentions"):
             if src.get("Name") == self.source and not src.get("Peer"):
                 return view(
                     self.source, self.destination, src.get("Action", ""), src.get("Description", "")
@@ -127,7 +132,7 @@ class ConfigEntryStore:
             index = int((entry or {}).get("ModifyIndex") or 0)
             sources = [
                 {k: v for k, v in src.items() if k not in _SOURCE_READ_ONLY}
-                for src in (entry or {}).get("Sources") or []
+                for src in field_list(entry, "Sources", "/v1/config/service-intentions")
                 if not (src.get("Name") == self.source and not src.get("Peer"))
             ]
             if want is not None:

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from ansible_collections.meshkit.connect.plugins.module_utils.consul_answers import (
+    field_object,
+    list_of_objects,
+)
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import ConsulClient
 
 
 def list_queries(client: ConsulClient) -> list[dict[str, Any]]:
-    return list(client.get("/v1/query") or [])
+    return list_of_objects(client.get("/v1/query"), "/v1/query")
 
 
 def find_query(queries: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
@@ -22,8 +26,8 @@ def find_query(queries: list[dict[str, Any]], name: str) -> dict[str, Any] | Non
 
 def query_view(query: dict[str, Any]) -> dict[str, Any]:
     """The fields of a stored query that ``prepared_query_body`` sets, null lists as []."""
-    svc = query.get("Service") or {}
-    failover = svc.get("Failover") or {}
+    svc = field_object(query, "Service")
+    failover = field_object(svc, "Failover")
     return {
         "Name": query.get("Name", ""),
         "Service": {

@@ -9,8 +9,15 @@ The normalised view is the agent API body (CamelCase) minus what Consul fills in
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from ansible_collections.meshkit.connect.plugins.module_utils.consul_answers import (
+    field_list,
+    field_object,
+    map_of_objects,
+    object_or_none,
+)
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import (
     ConsulClient,
     segment,
@@ -22,6 +29,7 @@ from ansible_collections.meshkit.connect.plugins.module_utils.mesh_render import
     agent_proxy_registration,
     agent_registration,
     checks_fingerprint,
+    sidecar_checks,
 )
 
 # Keys of a check's ``Definition`` in /v1/agent/checks (filled by newer Consul versions).
@@ -41,6 +49,11 @@ def desired_view(service: Service) -> dict[str, Any]:
     """What ``read_view`` returns once ``service`` is registered."""
     view = agent_registration(service)
     view["Meta"] = {k: v for k, v in view["Meta"].items() if k != CHECKS_META_KEY}
+    # Rendered sidecar checks follow from the sidecar's address and port (compared below);
+    # Consul 1.7's /v1/agent/checks has no definitions to read them back from.
+    side = (view.get("Connect") or {}).get("SidecarService")
+    if isinstance(side, dict):
+        side.pop("Checks", None)
     return view
 
 
@@ -58,10 +71,11 @@ def read_view(
     the caller already has it, ``agent_services`` likewise ``/v1/agent/services`` (one request
     for many services instead of two per service).
     """
+    path = f"/v1/agent/service/{segment(service_id)}"
     if agent_services is not None:
-        svc = agent_services.get(service_id)
+        svc = object_or_none(agent_services.get(service_id), "/v1/agent/services")
     else:
-        svc = client.get(f"/v1/agent/service/{segment(service_id)}", missing_ok=True)
+        svc = object_or_none(client.get(path, missing_ok=True), path)
     if not svc:
         return None
     view: dict[str, Any] = {"ID": svc.get("ID", service_id), "Name": svc.get("Service", "")}
@@ -69,11 +83,11 @@ def read_view(
         view["Port"] = svc["Port"]
     view["Address"] = svc.get("Address") or ""
     view["Tags"] = list(svc.get("Tags") or [])
-    meta = dict(svc.get("Meta") or {})
+    meta = dict(field_object(svc, "Meta"))
     fingerprint = meta.pop(CHECKS_META_KEY, None)
     view["Meta"] = meta
     if checks is None:
-        checks = client.get("/v1/agent/checks") or {}
+        checks = map_of_objects(client.get("/v1/agent/checks"), "/v1/agent/checks")
     own = sorted(
         (c for c in checks.values() if c.get("ServiceID") == view["ID"]),
         key=lambda c: str(c.get("CheckID", "")),
@@ -91,20 +105,68 @@ def read_view(
         else:
             view["Checks"] = [_check_view(c) for c in own]
     sidecar_id = f"{view['ID']}-sidecar-proxy"
+    sidecar_path = f"/v1/agent/service/{segment(sidecar_id)}"
     if agent_services is not None:
-        sidecar = agent_services.get(sidecar_id)
+        sidecar = object_or_none(agent_services.get(sidecar_id), "/v1/agent/services")
     else:
-        sidecar = client.get(f"/v1/agent/service/{segment(sidecar_id)}", missing_ok=True)
+        sidecar = object_or_none(client.get(sidecar_path, missing_ok=True), sidecar_path)
     if sidecar and sidecar.get("Kind") == "connect-proxy":
-        view["Connect"] = {"SidecarService": _sidecar_view(sidecar, view, want)}
+        side_view = _sidecar_view(sidecar, view, want)
+        dialled = _stale_listening_check(checks, sidecar, want)
+        if dialled:
+            # Shown (and so a difference from desired_view, which has no sidecar Checks) only
+            # when the check provably dials elsewhere than the registration would make it.
+            side_view["Checks"] = [{"Name": "Connect Sidecar Listening", "TCP": dialled}]
+        view["Connect"] = {"SidecarService": side_view}
     elif isinstance(svc.get("Connect"), dict) and svc["Connect"].get("Native"):
         view["Connect"] = {"Native": True}
     return view
 
 
+_DIALLED = re.compile(r"^(?:TCP connect|dial tcp) (\S+?):? ")
+
+
+def _stale_listening_check(
+    checks: dict[str, Any], sidecar: dict[str, Any], want: Service | None
+) -> str:
+    """What the sidecar's Listening check dials, when that is not what ``want`` registers.
+
+    Consul 1.7 returns no check definitions, but a TCP check's Output names the address it
+    dialled (``TCP connect 127.0.0.1:21000: Success``). A sidecar registered before meshkit
+    rendered explicit checks for host addresses keeps Consul's default, which dials
+    ``local_service_address``; this finds it so the next run registers it again. "" when the
+    check matches, has not run yet, or there is nothing to compare with.
+    """
+    if want is None or want.sidecar is None:
+        return ""
+    port = sidecar.get("Port")
+    if not isinstance(port, int) or port <= 0:
+        return ""
+    rendered = sidecar_checks(want)
+    if rendered:
+        expected = rendered[0].tcp
+    else:
+        host = want.sidecar.local_service_address or "127.0.0.1"
+        expected = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    sid = sidecar.get("ID")
+    for check in checks.values():
+        if not isinstance(check, dict) or check.get("ServiceID") != sid:
+            continue
+        if check.get("Name") != "Connect Sidecar Listening":
+            continue
+        definition = field_object(check, "Definition")
+        dialled = definition.get("TCP")
+        if not isinstance(dialled, str) or not dialled:
+            found = _DIALLED.match(str(check.get("Output") or ""))
+            dialled = found.group(1) if found else ""
+        if dialled and dialled != expected:
+            return dialled
+    return ""
+
+
 def _check_view(check: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"Name": check.get("Name", "")}
-    definition = check.get("Definition") or {}
+    definition = field_object(check, "Definition")
     for key in _DEFINITION_KEYS:
         if definition.get(key):
             out[key] = definition[key]
@@ -123,14 +185,16 @@ def _sidecar_view(
     address = sidecar.get("Address") or ""
     if address != parent["Address"] or (want_side is not None and want_side.address):
         out["Address"] = address
-    proxy = sidecar.get("Proxy") or {}
+    proxy = field_object(sidecar, "Proxy")
     view: dict[str, Any] = {
         "LocalServiceAddress": proxy.get("LocalServiceAddress") or "",
         "LocalServicePort": proxy.get("LocalServicePort") or 0,
     }
     if proxy.get("Config"):
         view["Config"] = proxy["Config"]
-    view["Upstreams"] = [_upstream_view(u) for u in proxy.get("Upstreams") or []]
+    view["Upstreams"] = [
+        _upstream_view(u) for u in field_list(proxy, "Upstreams", "/v1/agent/service (Proxy)")
+    ]
     out["Proxy"] = view
     return out
 

@@ -632,6 +632,15 @@ def _parse_sidecar(
     local_address = r.string(data, "local_service_address", path) or (
         address if address != "localhost" else "127.0.0.1"
     )
+    listener = public or address
+    if sidecar_port is None and listener and listener not in (local_address, "localhost"):
+        r.add(
+            f"{path}.port",
+            f"sidecar of {service!r} listens on {listener}, but Consul 1.7's default sidecar "
+            f"check dials local_service_address ({local_address}); meshkit renders a check at "
+            "the listener's address, which needs the port",
+            "set sidecar.port to a fixed port",
+        )
     if "local_service_address" in data:  # an inherited address was checked on the service
         r.address(
             local_address,

@@ -120,10 +120,44 @@ def _service(service: Service, api: bool) -> dict[str, Any]:
         if side.address:
             sidecar[k("address")] = side.address
         sidecar[k("proxy")] = _proxy(service, side, api)
+        checks = sidecar_checks(service)
+        if checks:
+            sidecar[k("checks")] = [_check(c, api) for c in checks]
         body[k("connect")] = {k("sidecar_service"): sidecar}
     elif service.native:
         body[k("connect")] = {k("native"): True}
     return body
+
+
+def _host_port(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def _listener_checks(service: Service, address: str, port: int) -> tuple[Check, ...]:
+    """Consul's two sidecar checks (names, 10 s TCP, alias), dialling ``address:port``."""
+    return (
+        Check(name="Connect Sidecar Listening", tcp=_host_port(address, port), interval="10s"),
+        Check(name=f"Connect Sidecar Aliasing {service.id}", alias_service=service.id),
+    )
+
+
+def sidecar_checks(service: Service) -> tuple[Check, ...]:
+    """Explicit sidecar checks, only where Consul 1.7's defaults would dial the wrong address.
+
+    Consul 1.7 (agent/sidecar_service.go, sidecarDefaultChecks) dials
+    ``Proxy.LocalServiceAddress:<sidecar port>``, not the sidecar's ``Address``. meshkit-proxy
+    listens only on the registration's address (the app's loopback stays private), so a
+    sidecar on a host address would never pass there. Then the same two checks are rendered
+    with the listener's address; elsewhere Consul's defaults are left alone (no change for
+    loopback meshes). The model requires a fixed port in that case (mesh_model).
+    """
+    side = service.sidecar
+    if side is None or side.port is None:
+        return ()
+    address = side.address or service.address
+    if not address or address == side.local_service_address:
+        return ()  # "" binds every address; equal: the default check dials the listener
+    return _listener_checks(service, address, side.port)
 
 
 _API_KEYS = {
@@ -171,14 +205,16 @@ def agent_parent_registration(service: Service) -> dict[str, Any]:
 def agent_proxy_registration(service: Service) -> dict[str, Any]:
     """The sidecar as a standalone ``connect-proxy`` registration (CamelCase API body).
 
-    Registers what ``sidecar_service`` would have made, with the same ID, name and default
-    checks, for proxies whose lifecycle is managed apart from the service's. Consul assigns
-    no port to such a registration, so the sidecar's port must be fixed.
+    Registers what ``sidecar_service`` would have made, with the same ID and name, for proxies
+    whose lifecycle is managed apart from the service's. Consul assigns no port and adds no
+    default checks to such a registration, so the port must be fixed and meshkit adds the two
+    sidecar checks itself, dialling the listener's own address.
     """
     side = service.sidecar
     if side is None or side.port is None:
         raise ValueError(f"service {service.name!r}: a standalone proxy needs a fixed sidecar port")
     address = side.address or service.address
+    dialled = address or side.local_service_address or "127.0.0.1"  # "" binds every address
     proxy = _proxy(service, side, api=True)
     return {
         "Kind": "connect-proxy",
@@ -193,12 +229,8 @@ def agent_proxy_registration(service: Service) -> dict[str, Any]:
             "DestinationServiceID": service.id,
             **proxy,
         },
-        "Checks": [
-            {"Name": "Connect Sidecar Listening", "TCP": f"{address}:{side.port}",
-             "Interval": "10s"},
-            {"Name": f"Connect Sidecar Aliasing {service.id}", "AliasService": service.id},
-        ],
-    }  # fmt: skip
+        "Checks": [_check(c, True) for c in _listener_checks(service, dialled, side.port)],
+    }
 
 
 def agent_config_service(service: Service) -> dict[str, Any]:

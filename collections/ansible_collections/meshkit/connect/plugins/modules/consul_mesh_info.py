@@ -76,6 +76,9 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.meshkit.connect.plugins.module_utils.consul_answers import (
+    map_of_objects,
+)
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_intentions import (
     list_views,
     view,
@@ -120,8 +123,8 @@ def gather(module: AnsibleModule) -> dict[str, Any]:
             known_queries=[str(q.get("Name", "")) for q in queries],
         )
     wanted = {s.id: s for s in mesh.services} if mesh else {}
-    agent = client.get("/v1/agent/services") or {}
-    checks = client.get("/v1/agent/checks") or {}
+    agent = map_of_objects(client.get("/v1/agent/services"), "/v1/agent/services")
+    checks = map_of_objects(client.get("/v1/agent/checks"), "/v1/agent/checks")
     sidecar_ids = {
         sid
         for sid, svc in agent.items()

@@ -129,8 +129,8 @@ class QueryLifecycle(Lifecycle):
         return query_view(found)
 
     def create(self, want: dict[str, Any]) -> None:
-        created = self.client.post("/v1/query", want) or {}
-        self.id = created.get("ID")
+        created = self.client.post("/v1/query", want)
+        self.id = created.get("ID") if isinstance(created, dict) else None
 
     def update(self, have: dict[str, Any], want: dict[str, Any]) -> None:
         if self.id is None:

@@ -63,8 +63,15 @@ options:
         (C(connect.sidecar_service)); Consul then fills its defaults, may assign its port, and
         removes it with the service.
       - V(standalone_proxy) registers the sidecar as its own C(connect-proxy) service, with the
-        same ID (C(<id>-sidecar-proxy)), name and default checks, for proxies whose lifecycle is
-        managed apart from the app's. Its C(sidecar.port) must be a fixed number.
+        same ID (C(<id>-sidecar-proxy)) and name, for proxies whose lifecycle is managed apart
+        from the app's. Its C(sidecar.port) must be a fixed number.
+      - Checks differ between the two forms on a real Consul. For V(sidecar_service) Consul 1.7
+        adds two default checks (C(Connect Sidecar Listening), TCP every 10s dialling
+        C(local_service_address:port), and C(Connect Sidecar Aliasing <id>)); when the sidecar
+        listens on another address, the same two checks are registered explicitly at the
+        listener's address. Consul adds no checks to a V(standalone_proxy) registration, so
+        this module registers those two checks itself, dialling the listener's address.
+        See docs/mesh-model.md, "Sidecar checks".
       - Both read back the same, so switching between them is a change only if something else
         differs; O(state=absent) removes a standalone proxy too.
     type: str
@@ -168,12 +175,17 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.meshkit.connect.plugins.module_utils.consul_answers import (
+    map_of_objects,
+    object_or_none,
+)
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import segment
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_lifecycle import (
     Lifecycle,
     connection_argspec,
     run_lifecycle,
 )
+from ansible_collections.meshkit.connect.plugins.module_utils.consul_queries import list_queries
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_services import (
     deregister,
     desired_view,
@@ -201,7 +213,7 @@ class ServiceLifecycle(Lifecycle):
             if any(
                 isinstance(u, dict) and u.get("destination_type") == "prepared_query" for u in ups
             ):
-                known += [q.get("Name", "") for q in self.client.get("/v1/query") or []]
+                known += [q.get("Name", "") for q in list_queries(self.client)]
             mesh = parse_mesh(
                 {"services": [params["service"]], "prepared_queries": params["prepared_queries"]},
                 source="consul_service",
@@ -256,8 +268,9 @@ def standalone_proxy(module: AnsibleModule, services: Sequence[Service]) -> bool
 
 def sidecar_port(client: Any, service_id: str) -> int | None:
     path = f"/v1/agent/service/{segment(service_id + '-sidecar-proxy')}"
-    sidecar = client.get(path, missing_ok=True)
-    return int(sidecar["Port"]) if sidecar else None
+    sidecar = object_or_none(client.get(path, missing_ok=True), path)
+    port = sidecar.get("Port") if sidecar else None
+    return port if isinstance(port, int) and port > 0 else None
 
 
 class ServicesLifecycle(Lifecycle):
@@ -276,7 +289,7 @@ class ServicesLifecycle(Lifecycle):
         ]
         known = list(params["known_queries"])
         if any(isinstance(u, dict) and u.get("destination_type") == "prepared_query" for u in ups):
-            known += [q.get("Name", "") for q in self.client.get("/v1/query") or []]
+            known += [q.get("Name", "") for q in list_queries(self.client)]
         mesh = parse_mesh(
             {"services": params["services"], "prepared_queries": params["prepared_queries"]},
             source="consul_service",
@@ -291,7 +304,7 @@ class ServicesLifecycle(Lifecycle):
         return {sid: desired_view(svc) for sid, svc in self.services.items()}
 
     def read(self) -> dict[str, Any] | None:
-        checks = self.client.get("/v1/agent/checks") or {}
+        checks = map_of_objects(self.client.get("/v1/agent/checks"), "/v1/agent/checks")
         found = {
             sid: read_view(self.client, sid, svc, checks) for sid, svc in self.services.items()
         }
