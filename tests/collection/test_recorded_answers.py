@@ -259,18 +259,9 @@ def module_read(answer: Answer, client: module_api.ConsulClient) -> Any:
 MODULE_KINDS = ("intentions-list", "query-list", "agent-services", "agent-service", "agent-checks")
 # The module client reads a 403 on a missing_ok GET as "not registered"; issue 13 ("403 is
 # never absent", branch lp-defects) changes consul_api.py for it, outside this branch.
-FORBIDDEN_AS_ABSENT = {"e40-acl-agent-service-unknown-token"}
-
-
-def _module_case(answer: Answer) -> Any:
-    if answer.stem in FORBIDDEN_AS_ABSENT:
-        return pytest.param(answer, marks=pytest.mark.xfail(reason="issue 13: 403 read as absent"))
-    return answer
-
-
 @pytest.mark.parametrize(
     "answer",
-    [_module_case(a) for a in ANSWERS if kind_of(a.route) in MODULE_KINDS],
+    [a for a in ANSWERS if kind_of(a.route) in MODULE_KINDS],
     ids=lambda a: a.stem,
 )
 def test_module_readers_accept_every_recorded_answer(answer: Answer) -> None:
