@@ -1,6 +1,8 @@
 """`meshkit nomad render|plan|run`: the nomad_job module's sequence from a shell or CI.
 
-Exit codes follow nomad-pack's plan: 0 no change, 1 changes planned (plan), 255 error.
+Exit codes follow nomad-pack's plan: 0 no change, 1 changes planned (plan), 255 error; an
+input file that cannot be read (not UTF-8, too large, too deep, an alias bomb) is 2, like every
+other meshkit command given a bad file.
 `run` exits 0 once the job is registered (and its deployment healthy, unless --no-wait).
 The token comes from NOMAD_TOKEN or --token-file, never from a flag (ps would show it).
 """
@@ -17,7 +19,7 @@ from typing import Any
 from meshkit import bounded
 from meshkit.render_cmd import InputError, collection_roots, read_vars
 
-EXIT_OK, EXIT_CHANGES, EXIT_ERROR = 0, 1, 255
+EXIT_OK, EXIT_CHANGES, EXIT_ERROR, EXIT_BAD_FILE = 0, 1, 255, 2
 
 
 def _collections_on_path() -> None:
@@ -145,7 +147,10 @@ def run(argv: Sequence[str]) -> int:
             wait_timeout=args.wait_timeout,
             interval=args.poll_interval,
         )
-    except (MeshError, NomadSettingsError, InputError, ValueError, OSError) as exc:
+    except (InputError, bounded.FileError) as exc:
+        print(f"meshkit nomad: {exc}", file=sys.stderr)
+        return EXIT_BAD_FILE
+    except (MeshError, NomadSettingsError, ValueError, OSError) as exc:
         print(f"meshkit nomad: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except ns.NomadSubmitError as exc:

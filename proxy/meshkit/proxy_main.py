@@ -110,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as exc:
         print(f"meshkit-proxy: -tls-engine {cmd.tls_engine}: {exc}", file=sys.stderr)
         return 2
+    if (tls_problem := _tls_problem(cmd, setup)) is not None:
+        print(tls_problem, file=sys.stderr)  # once, before any worker exists to repeat it
+        return 2
     try:
         count, why = workers.choose(setup.workers, setup.config)
     except workers.WorkersError as exc:
@@ -119,6 +122,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if count > 1:
         return _run_workers(cmd, setup, count)
     return asyncio.run(run_static(cmd, setup))
+
+
+def _tls_problem(cmd: flags.CommandLine, setup: StaticSetup) -> str | None:
+    """The one-line error for TLS material that cannot be loaded, or None when it loads."""
+    try:
+        FileWatcher(setup.files, CertStore(cmd.tls_engine)).load_now()
+    except (MaterialError, OSError) as exc:
+        files = ", ".join(str(p) for p in setup.files.paths())
+        return f"meshkit-proxy: {setup.config.source}: tls: {exc} (files: {files})"
+    return None
 
 
 def _run_workers(cmd: flags.CommandLine, setup: StaticSetup, count: int) -> int:
@@ -154,9 +167,8 @@ async def run_static(
     watcher = FileWatcher(setup.files, certs)
     try:
         watcher.load_now()
-    except (MaterialError, OSError) as exc:
-        files = ", ".join(str(p) for p in setup.files.paths())
-        print(f"meshkit-proxy: {setup.config.source}: tls: {exc} (files: {files})", file=sys.stderr)
+    except (MaterialError, OSError):  # changed since main() checked it: say it once more
+        print(_tls_problem(cmd, setup) or "meshkit-proxy: tls: material changed", file=sys.stderr)
         return 2
     proxy = Proxy(certs, reuse_port=pool is not None or control is not None)
     try:
