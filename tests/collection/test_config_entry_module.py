@@ -15,7 +15,7 @@ from .ansible_run import run_play
 from .test_modules import assert_lifecycle, read
 
 MOD = "meshkit.connect.consul_config_entry"
-PROXY = {"kind": "proxy-defaults", "name": "global",
+PROXY: dict[str, Any] = {"kind": "proxy-defaults", "name": "global",
          "config": {"local_connect_timeout_ms": 1500, "handshake_timeout_ms": 7000}}  # fmt: skip
 
 
