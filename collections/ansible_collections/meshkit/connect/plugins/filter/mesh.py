@@ -13,6 +13,9 @@ from typing import Any
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.meshkit.connect.plugins.module_utils.mesh_defaults import (
+    config_entries,
+)
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import (
     Mesh,
     MeshError,
@@ -81,6 +84,14 @@ def mesh_listeners(services: Any) -> Any:
     ]
 
 
+def mesh_config_entries(data: Mapping[str, Any]) -> Any:
+    """proxy_defaults and the services' defaults as consul_config_entry options, validated."""
+    try:
+        return config_entries(data, source="mesh_config_entries")
+    except MeshError as err:
+        raise AnsibleFilterError(str(err)) from None
+
+
 def _any_query(service: Any) -> list[str]:
     """Query names a lone service's upstreams use: their existence is checked elsewhere."""
     if not isinstance(service, Mapping):
@@ -99,4 +110,5 @@ class FilterModule:
             "mesh_intention_body": mesh_intention_body,
             "mesh_intention_entries": mesh_intention_entries,
             "mesh_listeners": mesh_listeners,
+            "mesh_config_entries": mesh_config_entries,
         }

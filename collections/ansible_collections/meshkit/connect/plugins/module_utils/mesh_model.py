@@ -348,6 +348,7 @@ def _plain(value: Any) -> Any:
 _SERVICE_KEYS = {
     "name", "id", "port", "address", "allow_non_loopback", "tags", "meta", "checks", "sidecar",
     "nomad",
+    "defaults",  # service-defaults entry: read by mesh_defaults.py
 }  # fmt: skip
 _SIDECAR_KEYS = {
     "port", "address", "local_service_address", "local_service_port", "admin_port", "config",
@@ -365,6 +366,7 @@ _CHECK_KEYS = {
 _QUERY_KEYS = {"name", "service", "tags", "only_passing", "near", "failover", "connect"}
 _INTENTION_KEYS = {"source", "destination", "action", "description"}
 _TOP_KEYS = {"datacenter", "services", "prepared_queries", "intentions"}
+_TOP_KEYS |= {"proxy_defaults"}  # the proxy-defaults entry: read by mesh_defaults.py
 
 
 def parse_mesh(
