@@ -124,15 +124,15 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import (
+    ConsulError,
+    segment,
+)
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_config_entries import (
     KINDS,
     entry_from_fields,
     read_view,
     write_body,
-)
-from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import (
-    ConsulError,
-    segment,
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_lifecycle import (
     Lifecycle,
