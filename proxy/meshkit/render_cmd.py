@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     except model.MeshError as err:
         print(f"meshkit render: {err}", file=sys.stderr)
         return 2
+    for warning in mesh.warnings:  # older Consul proxy forms, converted (mesh_legacy.py)
+        print(f"meshkit render: warning: {warning}", file=sys.stderr)
     out = render(model, render_mod, mesh)
     if args.config_file:
         Path(args.config_file).write_text(out["agent_config_file"], encoding="utf-8")

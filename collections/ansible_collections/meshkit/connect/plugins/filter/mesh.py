@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
+from ansible.utils.display import Display
 
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_defaults import (
     config_entries,
@@ -34,9 +35,12 @@ from ansible_collections.meshkit.connect.plugins.module_utils.mesh_render import
 
 def _parse(data: Mapping[str, Any], what: str, known_queries: Any = ()) -> Mesh:
     try:
-        return parse_mesh(data, source=what, known_queries=list(known_queries or ()))
+        mesh = parse_mesh(data, source=what, known_queries=list(known_queries or ()))
     except MeshError as err:
         raise AnsibleFilterError(str(err)) from None
+    for warning in mesh.warnings:  # older Consul proxy forms, converted
+        Display().warning(warning)
+    return mesh
 
 
 def _services(value: Any) -> Any:

@@ -17,6 +17,11 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible_collections.meshkit.connect.plugins.module_utils.mesh_legacy import (
+    LegacyProblems,
+    modernize_model,
+)
+
 AUTO_PORT_MIN = 21000
 AUTO_PORT_MAX = 21255
 """Consul's default ``sidecar_min_port``..``sidecar_max_port``: auto ports come from here."""
@@ -164,6 +169,8 @@ class Mesh:
     services: tuple[Service, ...] = ()
     prepared_queries: tuple[PreparedQuery, ...] = ()
     intentions: tuple[Intention, ...] = ()
+    # deprecation warnings of older Consul proxy forms converted by mesh_legacy.py
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def service(self, service_id: str) -> Service:
         for svc in self.services:
@@ -383,6 +390,13 @@ def parse_mesh(
     already exist in Consul, so an upstream may point at a query this model does not define.
     """
     r = _Reader()
+    try:  # older Consul proxy forms in services: converted first (mesh_legacy.py)
+        data, legacy_warnings = (
+            modernize_model(data, source) if isinstance(data, Mapping) else (data, [])
+        )
+    except LegacyProblems as err:
+        fix = "write the service with a sidecar (docs/mesh-model.md, older proxy forms)"
+        raise MeshError([Problem(p, m, fix) for p, m in err.problems], source) from None
     top = r.mapping(data, "(top level)")
     if top is None:
         raise MeshError(r.problems, source)
@@ -420,7 +434,7 @@ def parse_mesh(
     _check_listeners(r, services)
     if r.problems:
         raise MeshError(r.problems, source)
-    return Mesh(datacenter, services, queries, intentions)
+    return Mesh(datacenter, services, queries, intentions, tuple(legacy_warnings))
 
 
 def _label(path: str, name: str) -> str:
