@@ -67,10 +67,18 @@ def test_service_and_proxy_defaults_are_stored(dev_agent: DevAgent) -> None:
         "/v1/config",
         {"Kind": "proxy-defaults", "Name": "global", "Config": {"protocol": "tcp"}},
     )
-    agent.ok("PUT", "/v1/config", {"Kind": "service-defaults", "Name": "db", "Protocol": "tcp"})
-    assert agent.ok("GET", "/v1/config/service-defaults/db")["Protocol"] == "tcp"
-    assert agent.put("/v1/config", {"Kind": "proxy-defaults", "Name": "x"})[0] == 400
-    assert agent.put("/v1/config", {"Kind": "ingress-gateway", "Name": "x"})[0] == 400
+    agent.ok("PUT", "/v1/config", {"Kind": "service-defaults", "Name": "db", "Protocol": "TCP"})
+    assert agent.ok("GET", "/v1/config/service-defaults/db")["Protocol"] == "tcp"  # lowercased
+    # Consul 1.7 renames any proxy-defaults entry to "global" (edges e16): accepted, and it
+    # replaces the global entry.
+    assert agent.ok("PUT", "/v1/config", {"Kind": "proxy-defaults", "Name": "x"}) is True
+    assert agent.ok("GET", "/v1/config/proxy-defaults/global")["Config"] is None
+    assert agent.get("/v1/config/proxy-defaults/x")[0] == 404
+    # ingress-gateway came in Consul 1.8: an unknown kind for 1.7.
+    assert agent.put("/v1/config", {"Kind": "ingress-gateway", "Name": "x"})[:3:2] == (
+        400,
+        "Bad request: Request decoding failed: invalid config entry kind: ingress-gateway",
+    )
 
 
 def test_check_and_set_on_config_entries(dev_agent: DevAgent) -> None:

@@ -45,10 +45,6 @@ CONSUL_HEADERS = (
 )
 HEADER_DEVIATIONS = {
     "X-Cache": "the agent cache is not modelled; leaf and authorize send X-Cache: MISS without Age",
-    "16:X-Consul-Index": "match is index-blocking in current Consul (contract §4.3, Appendix A), "
-    "so it carries the index and query-meta headers; the 1.7 recording did not",
-    "16:X-Consul-Knownleader": "as for X-Consul-Index on match",
-    "16:X-Consul-Lastcontact": "as for X-Consul-Index on match",
 }
 
 

@@ -48,6 +48,8 @@ class Service:
     token: str = ""
     create_index: int = 0
     modify_index: int = 0
+    # The Proxy block as registered, when `proxy` holds it merged with central config.
+    registered_proxy: dict[str, Any] | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Service:

@@ -356,6 +356,36 @@ SERVICE = Schema(
         ),
     ),
 )
+# Consul 1.7 still decodes the managed proxy of 1.2-1.5 (`connect.proxy`) in API bodies and
+# then ignores it (consul-1.7.14-edges e32, e33: 200, nothing registered for it), so the
+# registration endpoint reads it with this schema; config files keep SERVICE.
+MANAGED_PROXY = Schema(
+    "ServiceDefinitionConnectProxy",
+    (
+        F("Command", "strlist"),
+        F("ExecMode", "str", aliases=("exec_mode",)),
+        F("Config", "any"),
+        F("Upstreams", "objlist", UPSTREAM),
+    ),
+)
+SERVICE_API = Schema(
+    "ServiceDefinition",
+    (
+        *_SERVICE_FIELDS,
+        F(
+            "Connect",
+            "obj",
+            Schema(
+                "ServiceConnect",
+                (
+                    F("Native", "bool"),
+                    F("Proxy", "obj", MANAGED_PROXY),
+                    F("SidecarService", "obj", SIDECAR, aliases=("sidecar_service",)),
+                ),
+            ),
+        ),
+    ),
+)
 
 INTENTION = Schema(
     "Intention",

@@ -58,6 +58,12 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="decision when no intention matches (default: allow, as Consul without ACLs)",
     )
+    opt(
+        "enable-central-service-config",
+        action="store_true",
+        help="merge proxy-defaults and service-defaults into proxy registrations "
+        "(Consul's enable_central_service_config; off by default, as in Consul 1.7)",
+    )
     opt("acl-master-token", default=None, help="enable ACLs with this management token")
     opt("acl-master-token-file", type=Path, default=None, help="read the master token from a file")
     opt("sidecar-min-port", type=int, default=21000)
@@ -149,6 +155,7 @@ def build(args: argparse.Namespace) -> tuple[Agent, str, int]:
         runner,
         reload_hook=reload if dirs else None,
         http_addr=f"{host}:{port}",
+        central_config=args.enable_central_service_config,
     )
     return agent, host, port
 

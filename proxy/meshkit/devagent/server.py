@@ -16,14 +16,15 @@ from meshkit.devagent.acl import ACL, Forbidden, Rights, request_token
 from meshkit.devagent.blocking import BadQuery, block_on_hash, block_on_index, min_index, wait_time
 from meshkit.devagent.ca import CA
 from meshkit.devagent.catalog import BadRequest, NotFound
+from meshkit.devagent.central import Resolver
 from meshkit.devagent.checks import CheckRunner
-from meshkit.devagent.configentries import ConfigEntries
+from meshkit.devagent.configentries import KNOWN_KINDS, SERVICE_INTENTIONS, ConfigEntries
 from meshkit.devagent.decode import (
     AUTHORIZE,
     CHECK_DEFINITION,
     INTENTION,
     QUERY,
-    SERVICE,
+    SERVICE_API,
     DecodeError,
     Schema,
     decode,
@@ -43,6 +44,15 @@ JSON = "application/json"
 
 class ServerError(RuntimeError):
     """A 500 with Consul's text."""
+
+
+def meta_headers(index: int) -> dict[str, str]:
+    """X-Consul-Index and the leader headers Consul's blocking endpoints send."""
+    return {
+        "X-Consul-Index": str(max(index, 1)),
+        "X-Consul-KnownLeader": "true",
+        "X-Consul-LastContact": "0",
+    }
 
 
 def reply(
@@ -112,6 +122,20 @@ async def read_json(request: web.Request, schema: Schema | None = None) -> dict[
         raise BadRequest(f"Request decode failed: {exc}") from None
 
 
+def drop_managed_proxy(defn: dict[str, Any]) -> None:
+    """Consul 1.6+ accepts a managed proxy (`Connect.Proxy`) and ignores it; say so."""
+    connect = defn.get("Connect") or {}
+    if connect.pop("Proxy", None) is None:
+        return
+    log.warning(
+        "service %r: Connect.Proxy (a managed proxy, removed in Consul 1.6) is ignored, as "
+        "Consul 1.7 does; register Connect.SidecarService instead (upstreams under "
+        "SidecarService.Proxy.Upstreams, with Datacenter for destination_datacenter) and run "
+        "meshkit-proxy -sidecar-for",
+        defn.get("ID") or defn.get("Name"),
+    )
+
+
 class Agent:
     """Everything one dev-agent process holds; `app()` wires it to HTTP."""
 
@@ -127,6 +151,7 @@ class Agent:
         *,
         reload_hook: Callable[[], None] | None = None,
         http_addr: str = "127.0.0.1:8500",
+        central_config: bool = False,
     ) -> None:
         self.store = store
         self.state = state
@@ -138,6 +163,10 @@ class Agent:
         self.reload_hook = reload_hook
         self.http_addr = http_addr
         self.config = ConfigEntries(store, intentions)
+        if central_config:
+            state.resolver = Resolver(self.config)
+        self.config.on_change = self.state.remerge
+        self.state.remerge()  # services stored before (config dir, restart) get today's entries
         self.started = time.time()
 
     @property
@@ -380,7 +409,8 @@ class Agent:
         return reply(body, headers={"X-Consul-ContentHash": body["ContentHash"]})
 
     async def register(self, request: web.Request) -> web.Response:
-        defn = await read_json(request, SERVICE)
+        defn = await read_json(request, SERVICE_API)
+        drop_managed_proxy(defn)
         regs = self.state.build(defn, request_token(request), "api")
         names = [r.service.name for r in regs]
         names += [r.service.proxy["DestinationServiceName"] for r in regs if r.service.proxy]
@@ -694,8 +724,10 @@ class Agent:
             raise BadRequest("required query parameter 'name' not set")
         for n in names:
             self._intentions_read(request, n)
-        index = await block_on_index(request, self.store, self.intentions.index)
-        return reply({n: self.intentions.match(by, n) for n in names}, index=index, meta=True)
+        # Consul 1.7 blocks on `?index=` here but sends no query-meta headers, and an empty
+        # match is `null`, not `[]` (consul-1.7.14-edges e01, e02).
+        await block_on_index(request, self.store, self.intentions.index)
+        return reply({n: self.intentions.match(by, n) or None for n in names})
 
     async def intentions_check(self, request: web.Request) -> web.Response:
         src, dst = request.query.get("source", ""), request.query.get("destination", "")
@@ -813,22 +845,38 @@ class Agent:
         body = await read_json(request)
         return reply(self.config.put(body, self._cas(request)))
 
-    async def config_list(self, request: web.Request) -> web.Response:
+    @staticmethod
+    def _config_kind(request: web.Request) -> str:
         kind = request.match_info["kind"]
+        if kind not in KNOWN_KINDS:
+            raise ServerError(f"invalid config entry kind: {kind}")  # Consul's RPC error: 500
+        return kind
+
+    async def config_list(self, request: web.Request) -> web.Response:
+        kind = self._config_kind(request)
         self.need_any_read(request)
         index = await block_on_index(request, self.store, lambda: self.config.index(kind))
-        return reply(self.config.listing(kind), index=index, meta=True)
+        return reply(filtered(request, self.config.listing(kind)), index=index, meta=True)
 
     async def config_get(self, request: web.Request) -> web.Response:
-        kind, name = request.match_info["kind"], request.match_info["name"]
+        kind, name = self._config_kind(request), request.match_info["name"]
         self.need_any_read(request)
         index = await block_on_index(request, self.store, lambda: self.config.index(kind))
-        return reply(self.config.get(kind, name), index=index, meta=True)
+        try:
+            entry = self.config.get(kind, name)
+        except NotFound as exc:
+            # Consul sets the query meta before it answers 404 (edges e13, e30).
+            return web.Response(status=404, text=str(exc), headers=meta_headers(index))
+        return reply(entry, index=index, meta=True)
 
     async def config_delete(self, request: web.Request) -> web.Response:
         self.need_management(request)
-        kind, name = request.match_info["kind"], request.match_info["name"]
-        return reply(self.config.delete(kind, name, self._cas(request)))
+        kind, name = self._config_kind(request), request.match_info["name"]
+        cas = self._cas(request)
+        deleted = self.config.delete(kind, name, cas)
+        # Consul 1.7 answers `{}` (edges e29); a check-and-set delete (a later Consul's, kept
+        # for service-intentions) answers whether it deleted.
+        return reply(deleted if cas is not None and kind == SERVICE_INTENTIONS else {})
 
     # -- ACL ----------------------------------------------------------------------------------
 

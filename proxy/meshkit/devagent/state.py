@@ -21,6 +21,7 @@ from meshkit.devagent.catalog import (
 from meshkit.devagent.store import Store
 
 SERVICE_TABLES = ("services", "checks")
+ProxyResolver = Callable[[str, "dict[str, Any] | None"], "dict[str, Any] | None"]
 _META_KEY = re.compile(r"^[a-zA-Z0-9_-]+$")
 
 
@@ -58,6 +59,8 @@ class State:
         self.checks: dict[str, Check] = {
             k: Check.from_row(v) for k, v in store.items("checks").items()
         }
+        # Central service config (None = off): the registered Proxy block -> the stored one.
+        self.resolver: ProxyResolver | None = None
         self.on_checks_changed: Callable[[], None] = lambda: None
         self.on_status_changed: Callable[[Check], None] = lambda chk: None
         # Per-name indexes, so a watcher of one service only wakes for changes that touch it
@@ -264,6 +267,7 @@ class State:
         for reg in regs:
             old = self.services.get(reg.service.id)
             new = reg.service
+            self._merge_central(new)
             new.create_index = old.create_index if old else index
             new.modify_index = old.modify_index if old and old.same_definition(new) else index
             if old is None or not old.same_definition(new):
@@ -290,6 +294,37 @@ class State:
                 self.store.put("checks", chk.check_id, chk.row())
         self._commit(*SERVICE_TABLES)
         self.on_checks_changed()
+
+    def _merge_central(self, svc: Service) -> None:
+        """Store a sidecar with the config entries merged in, keeping what was registered."""
+        if self.resolver is None or svc.kind != "connect-proxy":
+            return
+        svc.registered_proxy = svc.proxy
+        svc.proxy = self.resolver(svc.kind, svc.proxy)
+
+    def remerge(self) -> int:
+        """Apply changed config entries to every registered proxy, as Consul's service
+        manager re-registers on a config change: one index bump, blocking queries wake."""
+        index = self.store.index + 1
+        changed = 0
+        for svc in self.services.values():
+            if svc.registered_proxy is None:
+                continue
+            registered = svc.registered_proxy
+            target: dict[str, Any] | None = registered
+            keep: dict[str, Any] | None = None  # central config switched off since it was stored
+            if self.resolver is not None:
+                target, keep = self.resolver(svc.kind, registered), registered
+            if target == svc.proxy and keep == svc.registered_proxy:
+                continue
+            svc.proxy, svc.registered_proxy = target, keep
+            svc.modify_index = index
+            self._mark(svc)
+            self.store.put("services", svc.id, svc.row())
+            changed += 1
+        if changed:
+            self._commit("services")
+        return changed
 
     def deregister(self, service_id: str) -> bool:
         if service_id not in self.services:
