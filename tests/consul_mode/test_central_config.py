@@ -102,6 +102,41 @@ def test_config_keys_apply_live_and_unknown_keys_warn_once(mesh: Mesh) -> None:
     assert web.process.poll() is None  # type: ignore[union-attr]
 
 
+def test_proxy_defaults_change_reaches_the_running_proxy(tmp_path: Path) -> None:
+    """With central config on, only the entries change: the agent re-merges them into the
+    sidecar registration and the proxy applies the new values without a restart; a key the
+    proxy does not support, set in proxy-defaults, is attributed to proxy-defaults."""
+    agent = DevAgent(tmp_path / "agent", extra_args=["-enable-central-service-config"]).start()
+    mesh = build_mesh(agent, tmp_path)
+    try:
+        web = mesh.proxies["web"]
+        pid = web.process.pid  # type: ignore[union-attr]
+        public = {"listener": "public", "service": "web"}
+        held = OpenEcho(mesh.upstream_ports["api"])
+        assert held.roundtrip()
+        agent.ok("PUT", "/v1/config", {"Kind": "proxy-defaults", "Name": "global", "Config": {
+            "local_connect_timeout_ms": 1500, "handshake_timeout_ms": 7000,
+            "envoy_prometheus_bind_addr": "0.0.0.0:9102"}})  # fmt: skip
+        agent.ok("PUT", "/v1/config", {"Kind": "service-defaults", "Name": "web",
+                                       "Protocol": "http"})  # fmt: skip
+        wait_until(
+            lambda: web.metric(SETTING, setting="handshake_timeout_ms", **public) == 7000,
+            10, what="proxy-defaults applied",
+        )  # fmt: skip
+        assert web.metric(SETTING, setting="local_connect_timeout_ms", **public) == 1500
+        wait_until(lambda: web.metric(INFO, protocol="http", **public) == 1, 10,
+                   what="service-defaults protocol applied")  # fmt: skip
+        assert web.process.pid == pid and web.process.poll() is None  # type: ignore[union-attr]
+        assert held.roundtrip()
+        held.close()
+        warn = [ln for ln in web.log().splitlines() if "'envoy_prometheus_bind_addr'" in ln]
+        assert len(warn) == 1 and "from proxy-defaults" in warn[0], warn
+        assert "9102" not in web.log()
+    finally:
+        mesh.close()
+        agent.stop(timeout=1.0)
+
+
 def test_local_service_address_and_bad_protocol_in_config() -> None:
     body = copy.deepcopy(fixture("05-agent-service-web-sidecar-proxy.json"))
     body["Proxy"]["Config"] = {"local_service_address": "127.0.0.2:9999", "protocol": "pigeon"}
