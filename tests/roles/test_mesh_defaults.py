@@ -30,9 +30,7 @@ def test_defaults_written_before_services_idempotent_and_diff(tmp_path, dev_agen
         "Register the host's services with their sidecars"
     ), order
 
-    again = converge(
-        tmp_path, dev_agent, [WEB, DB_DEFAULTS], meshkit_proxy_defaults=PROXY_DEFAULTS
-    )
+    again = converge(tmp_path, dev_agent, [WEB, DB_DEFAULTS], meshkit_proxy_defaults=PROXY_DEFAULTS)
     assert again.rc == 0, again.output
     assert recap(again)["changed"] == 0, again.stdout
 
