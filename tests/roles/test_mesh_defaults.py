@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from tests.roles.test_mesh_service import DB, WEB, converge, recap
+from tests.support.devagent import DevAgent
 
 PROXY_DEFAULTS = {"config": {"local_connect_timeout_ms": 1500, "handshake_timeout_ms": 7000}}
 DB_DEFAULTS: dict[str, Any] = {**DB, "defaults": {"protocol": "http"}}
@@ -63,3 +64,31 @@ def test_bad_defaults_fail_before_anything_is_written(tmp_path, dev_agent):
     assert "Traceback" not in out
     assert entry(dev_agent, "proxy-defaults", "global") is None
     assert dev_agent.ok("GET", "/v1/agent/services") == {}
+
+
+def test_rerun_is_unchanged_when_the_agent_merges_the_defaults(tmp_path):
+    """With enable_central_service_config the agent answers the sidecars with the defaults
+    merged in (e23-e27); consul_service must still see its own registration unchanged."""
+    web = {**WEB, "sidecar": {**WEB["sidecar"], "config": {"local_connect_timeout_ms": 900}}}
+    with DevAgent(tmp_path / "agent", extra_args=["-enable-central-service-config"]) as agent:
+        run = converge(tmp_path, agent, [web, DB_DEFAULTS], meshkit_proxy_defaults=PROXY_DEFAULTS)
+        assert run.rc == 0, run.output
+        merged = agent.ok("GET", "/v1/agent/service/web-1-sidecar-proxy")["Proxy"]
+        assert merged["Config"] == {"local_connect_timeout_ms": 900, "handshake_timeout_ms": 7000}
+        db_up = next(u for u in merged["Upstreams"] if u["DestinationName"] == "db")
+        assert db_up["Config"] == {"protocol": "http"}
+        db_proxy = agent.ok("GET", "/v1/agent/service/db-1-sidecar-proxy")["Proxy"]
+        assert db_proxy["Config"]["protocol"] == "http"
+
+        again = converge(tmp_path, agent, [web, DB_DEFAULTS], meshkit_proxy_defaults=PROXY_DEFAULTS)
+        assert again.rc == 0, again.output
+        assert recap(again)["changed"] == 0, again.stdout
+
+        # real drift is still seen: web's own key changed behind Ansible's back
+        body = {"Name": "web", "ID": "web-1", "Port": 18080, "Connect": {"SidecarService": {
+            "Port": 21000, "Proxy": {"Config": {"local_connect_timeout_ms": 1}}}}}  # fmt: skip
+        agent.register(body)
+        drift = converge(
+            tmp_path, agent, [web, DB_DEFAULTS], "--check", meshkit_proxy_defaults=PROXY_DEFAULTS
+        )
+        assert recap(drift)["changed"] == 1, drift.stdout

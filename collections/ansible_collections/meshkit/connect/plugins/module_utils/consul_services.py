@@ -15,6 +15,7 @@ from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import 
     ConsulClient,
     segment,
 )
+from ansible_collections.meshkit.connect.plugins.module_utils.consul_central import unmerge
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import Service
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_render import (
     CHECKS_META_KEY,
@@ -97,6 +98,9 @@ def read_view(
         sidecar = client.get(f"/v1/agent/service/{segment(sidecar_id)}", missing_ok=True)
     if sidecar and sidecar.get("Kind") == "connect-proxy":
         view["Connect"] = {"SidecarService": _sidecar_view(sidecar, view, want)}
+        if want is not None and want.sidecar is not None:  # central config merged by the agent
+            want_proxy = desired_view(want)["Connect"]["SidecarService"]["Proxy"]
+            unmerge(client, want.name, view["Connect"]["SidecarService"]["Proxy"], want_proxy)
     return view
 
 
