@@ -130,6 +130,8 @@ def test_proxy_defaults_reach_running_proxies_and_registration_wins(
         lambda: setting(spec, paths, "web", 19000, "local_connect_timeout_ms") == 900,
     )
     assert setting(spec, paths, "db", 19001, "local_connect_timeout_ms") == 1500
+    # key by key: web keeps the handshake_timeout_ms of proxy-defaults
+    assert setting(spec, paths, "web", 19000, "handshake_timeout_ms") == 7000
     assert {m: main_pid(spec, paths, m, unit) for m, (unit, _) in proxies.items()} == pids
     out = on(spec, paths, "web", "curl -sS -m 10 http://127.0.0.1:9191/")
     assert out.startswith("db on "), out  # traffic still flows through the mesh

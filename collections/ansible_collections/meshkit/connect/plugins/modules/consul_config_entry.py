@@ -14,10 +14,11 @@ description:
     M(meshkit.connect.consul_intention).
   - The whole entry is compared, so a second run reports no change and a removed key is a
     change; the diff holds only the fields that differ.
-  - Input is checked before anything is written (Consul 1.7 itself stores a C(proxy-defaults)
-    entry with any name and any protocol); an unknown O(kind), a C(proxy-defaults) entry not
-    named V(global), or a protocol other than V(tcp), V(http), V(http2), V(grpc) fail with the
-    field named.
+  - Input is checked before anything is written. Consul 1.7 itself accepts any protocol and
+    stores a C(proxy-defaults) entry as V(global) whatever its name, so a wrong name would
+    overwrite the global defaults. An unknown O(kind), a C(proxy-defaults) entry not named
+    V(global), or a protocol other than V(tcp), V(http), V(http2), V(grpc) fail with the field
+    named.
   - Every write is a check-and-set against the C(ModifyIndex) read at the start of the run (or
     O(cas) when given), so an edit made by someone else in between is refused and reported,
     never overwritten.
