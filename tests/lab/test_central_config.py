@@ -12,6 +12,7 @@ sidecar registrations as Consul 1.7.14 does (consul-1.7.14-edges e22-e27).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -135,3 +136,8 @@ def test_proxy_defaults_reach_running_proxies_and_registration_wins(
     assert {m: main_pid(spec, paths, m, unit) for m, (unit, _) in proxies.items()} == pids
     out = on(spec, paths, "web", "curl -sS -m 10 http://127.0.0.1:9191/")
     assert out.startswith("db on "), out  # traffic still flows through the mesh
+
+    # re-running the same rollout changes nothing, although the agent answers merged configs
+    again = playbook(paths, tmp_path, "site.yml", "-e", f"@{defaults}", "-i", str(override))
+    changed = re.findall(r"changed=(\d+)", again.split("PLAY RECAP", 1)[-1])
+    assert changed and set(changed) == {"0"}, again[-3000:]
