@@ -72,3 +72,25 @@ def test_meshkit_render_warns_and_round_trips_through_the_dev_agent(
     sidecar = dev_agent.ok("GET", "/v1/agent/service/web-sidecar-proxy")
     ups = sidecar["Proxy"]["Upstreams"]
     assert [(u["DestinationName"], u["LocalBindPort"]) for u in ups] == [("redis", 1234)]
+
+
+def test_meshkit_render_shows_the_config_entries_and_refuses_bad_defaults(tmp_path: Path) -> None:
+    vars_file = tmp_path / "vars.yml"
+    model = {
+        "meshkit_proxy_defaults": {"config": {"handshake_timeout_ms": 7000}},
+        "meshkit_services": [{"name": "db", "port": 5432, "defaults": {"protocol": "http"}}],
+    }
+    vars_file.write_text(yaml.safe_dump(model))
+    res = render("--json", vars_file)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["config_entries"] == [
+        {"kind": "proxy-defaults", "name": "global", "config": {"handshake_timeout_ms": 7000}},
+        {"kind": "service-defaults", "name": "db", "protocol": "http"},
+    ]
+    text = render(vars_file)
+    assert "# proxy-defaults global: consul_config_entry" in text.stdout
+    model["meshkit_services"][0]["defaults"] = {"protocol": "smtp"}  # type: ignore[index]
+    vars_file.write_text(yaml.safe_dump(model))
+    bad = render(vars_file)
+    assert bad.returncode == 2
+    assert "services[0] (db).defaults.protocol" in bad.stderr, bad.stderr
