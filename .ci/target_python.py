@@ -7,8 +7,9 @@ older (ansible-core 2.16 serves targets down to 3.6 for some platforms; meshkit.
 
 - vermin (run by .ci/lint-ansible) knows which stdlib modules, functions and keyword
   arguments appeared in which version (`str.removeprefix`, `zip(strict=)`, `match`, ...);
-- this script covers the typing forms vermin does not see outside annotations, because with
-  `from __future__ import annotations` an annotation is never evaluated but an expression is:
+- this script covers the typing forms vermin does not see outside annotations (and a few
+  newer methods, such as `str.removeprefix`, that vermin misses when it cannot see the
+  type), because with `from __future__ import annotations` an annotation is never evaluated but an expression is:
   `isinstance(x, int | str)` (PEP 604, 3.10) and `list[int]`, `dict[str, int]` as values
   (PEP 585, 3.9), e.g. in `cast(...)`, a type alias or a default.
 
@@ -23,6 +24,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 MINIMUM = "3.8"
+# Methods vermin only recognises on values whose type it can see (a literal, `str(...)`).
+NEWER_METHODS = {"removeprefix": "3.9", "removesuffix": "3.9", "is_relative_to": "3.9",
+                 "bit_count": "3.10"}  # fmt: skip
 BUILTIN_GENERICS = frozenset({"list", "dict", "set", "frozenset", "tuple", "type"})
 TYPE_NAMES = BUILTIN_GENERICS | {
     "int",
@@ -99,6 +103,11 @@ def problems(path: Path) -> Iterator[str]:
             yield (
                 f"{where}: `X | Y` as a value needs Python 3.10 (targets from {MINIMUM}); "
                 "use a tuple in isinstance, or typing.Union/Optional"
+            )
+        elif isinstance(node, ast.Attribute) and node.attr in NEWER_METHODS:
+            yield (
+                f"{where}: `.{node.attr}()` needs Python {NEWER_METHODS[node.attr]} (targets from "
+                f"{MINIMUM}); vermin cannot see it when it does not know the type"
             )
         elif (
             isinstance(node, ast.Subscript)

@@ -82,6 +82,7 @@ class PublicListener:
     local_port: int
     local_connect_timeout_ms: float = DEFAULT_LOCAL_CONNECT_TIMEOUT_MS
     handshake_timeout_ms: float = DEFAULT_HANDSHAKE_TIMEOUT_MS
+    protocol: str = "tcp"  # Config.protocol: a metrics label (the proxy forwards bytes)
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class UpstreamListener:
     connect_timeout_ms: float = DEFAULT_CONNECT_TIMEOUT_MS
     allow_non_loopback: bool = False
     datacenter: str = ""
+    protocol: str = "tcp"  # the upstream's Config.protocol: a metrics label
 
     @property
     def key(self) -> str:

@@ -82,6 +82,7 @@ class CommandLine:
     event_loop: str = "auto"  # auto (uvloop when importable), uvloop, asyncio
     tls_engine: str = "auto"  # auto (openssl when importable), openssl, stdlib
     help: bool = False
+    version: bool = False  # -version: print the version and exit, as `consul version` does
     # the -config file's top-level `mode:` (static unless it says consul), read at parse time
     config_mode: str = "static"
 
@@ -129,6 +130,7 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "tls-engine": ("tls_engine", "choice:auto,openssl,stdlib"),
     "help": ("help", "bool"),
     "h": ("help", "bool"),
+    "version": ("version", "bool"),
 }
 
 _HTTP_FIELDS = frozenset(f.name for f in fields(HTTPFlags))
@@ -170,6 +172,7 @@ Flags (also as --flag, -flag=value):
                            auto (default) = usable CPUs, cgroup quota, at most 4; 1 to 64
   -event-loop auto|uvloop|asyncio
   -tls-engine auto|openssl|stdlib  pyOpenSSL (the cryptography wheel's OpenSSL) or Python's ssl
+  -version                 print the version and exit
 """
 
 
@@ -232,7 +235,7 @@ def parse(argv: Sequence[str], env: Mapping[str, str] | None = None) -> CommandL
         http=HTTPFlags(**http),  # type: ignore[arg-type]
         **values,  # type: ignore[arg-type]
     )
-    if not cmd.help:
+    if not cmd.help and not cmd.version:
         _check(cmd)
     return cmd
 

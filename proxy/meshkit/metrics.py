@@ -37,6 +37,14 @@ METRICS: dict[str, tuple[str, str]] = {
         "gauge",
         "Seconds since the Consul watch last succeeded (-1: never).",
     ),
+    "listener_setting": (
+        "gauge",
+        "A listener's setting in force for new connections (ports; timeouts in ms), by setting.",
+    ),
+    "listener_info": (
+        "gauge",
+        "1 per listener, labelled with its protocol (Config.protocol) and addresses.",
+    ),
     "workers": ("gauge", "Worker processes configured (-workers; 1 in Consul mode)."),
     "workers_up": (
         "gauge",
@@ -46,7 +54,15 @@ METRICS: dict[str, tuple[str, str]] = {
 }
 
 # Per-process states, not amounts: across workers the minimum (ready only when all are ready).
-STATE_GAUGES = frozenset({"ready", "control_plane_reachable", "consul_watch_healthy"})
+STATE_GAUGES = frozenset(
+    {
+        "ready",
+        "control_plane_reachable",
+        "consul_watch_healthy",
+        "listener_setting",  # the same in every worker: not an amount to sum
+        "listener_info",
+    }
+)
 
 
 def labels(service: str, upstream: str = "", dst_type: str = "local", **extra: str) -> Labels:

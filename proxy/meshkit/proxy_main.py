@@ -79,6 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cmd.help:
         print(flags.USAGE)
         return 0
+    if cmd.version:
+        from meshkit import __version__
+
+        print(f"meshkit-proxy v{__version__}")
+        return 0
     logs.setup(cmd.log_level, cmd.log_json)
     if not cmd.static:
         try:

@@ -89,6 +89,8 @@ def as_text(out: dict[str, Any], config_name: str) -> str:
         return f"# {title}\n{body.rstrip()}\n"
 
     parts: list[str] = []
+    for entry in out.get("config_entries", []):
+        parts.append(block(f"{entry['kind']} {entry['name']}: consul_config_entry", entry))
     for body in out["agent_registrations"]:
         title = f"service {body['ID']}: PUT /v1/agent/service/register?replace-existing-checks"
         parts.append(block(title, body))
@@ -139,7 +141,16 @@ def main(argv: list[str] | None = None) -> int:
     except model.MeshError as err:
         print(f"meshkit render: {err}", file=sys.stderr)
         return 2
+    defaults = importlib.import_module(f"{_UTILS}.mesh_defaults")
+    try:
+        entries = defaults.config_entries(data, source=", ".join(args.files))
+    except model.MeshError as err:
+        print(f"meshkit render: {err}", file=sys.stderr)
+        return 2
+    for warning in mesh.warnings:  # older Consul proxy forms, converted (mesh_legacy.py)
+        print(f"meshkit render: warning: {warning}", file=sys.stderr)
     out = render(model, render_mod, mesh)
+    out["config_entries"] = entries  # proxy-defaults, service-defaults (consul_config_entry)
     if args.config_file:
         Path(args.config_file).write_text(out["agent_config_file"], encoding="utf-8")
         os.chmod(args.config_file, 0o644)

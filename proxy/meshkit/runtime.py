@@ -14,6 +14,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
+from meshkit import effective
 from meshkit import metrics as m
 from meshkit.authz import Authorizer, StaticAuthorizer
 from meshkit.certstore import CertStore
@@ -119,6 +120,7 @@ class Proxy:
                 return
             await self._apply_listeners(config)
             self._pending_apply = False
+            effective.report(self.metrics, config)
 
     def _desired(
         self, config: ProxyConfig

@@ -257,6 +257,8 @@ def module_read(answer: Answer, client: module_api.ConsulClient) -> Any:
 
 
 MODULE_KINDS = ("intentions-list", "query-list", "agent-services", "agent-service", "agent-checks")
+
+
 # The module client reads a 403 on a missing_ok GET as "not registered"; issue 13 ("403 is
 # never absent", branch lp-defects) changes consul_api.py for it, outside this branch.
 @pytest.mark.parametrize(

@@ -63,6 +63,7 @@ def test_the_collection_passes() -> None:
         ("    return isinstance(value, int | str)\n", "3.10"),
         ("    return isinstance(value, (list[int], str))\n", "3.9"),
         ("    return isinstance(value, dict | None)\n", "3.10"),
+        ("    return bool(getattr(value, 'x', '').removeprefix('y'))\n", "3.9"),
     ],
 )
 def test_pep604_and_pep585_values_fail_the_gate(tmp_path: Path, line: str, needs: str) -> None:

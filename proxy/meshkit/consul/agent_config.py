@@ -4,25 +4,45 @@ This is where agent mode decides what to listen on. It follows `consul connect p
 where the contract reference says the built-in proxy is wrong: `Config.bind_address` /
 `Config.bind_port` win over the service Address/Port (Nomad sets them; consul#10114), and
 numeric options accept int, float or string (JSON numbers arrive as floats; consul#11603).
-Unknown `Config` keys are ignored: Consul and Nomad merge in keys of their own (§1.6, §7.3).
+Consul merges `proxy-defaults` Config and `service-defaults` Protocol into what the agent
+returns (`enable_central_service_config`), so the proxy reads one merged map. Keys it does not
+support are collected in `Registration.unsupported` (never fatal: Consul and Nomad merge in keys
+of their own, §1.6, §7.3, and other proxies of the mesh may use them); `config_keys.py` warns
+about each once, naming its source.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from meshkit.config import (
     DEFAULT_CONNECT_TIMEOUT_MS,
     DEFAULT_HANDSHAKE_TIMEOUT_MS,
     DEFAULT_LOCAL_CONNECT_TIMEOUT_MS,
+    parse_hostport,
     parse_ms,
 )
 from meshkit.consul.client import ConsulClient
 from meshkit.resolver import PREPARED_QUERY, SERVICE
 
 log = logging.getLogger("meshkit.consul.agent_config")
+
+# The `Config` keys meshkit-proxy applies (docs/consul-mode.md, "Central configuration").
+PROXY_CONFIG_KEYS = frozenset(
+    {
+        "bind_address",
+        "bind_port",
+        "local_service_address",
+        "local_connect_timeout_ms",
+        "handshake_timeout_ms",
+        "protocol",
+    }
+)
+UPSTREAM_CONFIG_KEYS = frozenset({"connect_timeout_ms", "protocol"})
+PROTOCOLS = ("tcp", "http", "http2", "grpc")
+NOT_SUPPORTED = "not supported by meshkit-proxy"
 
 
 class AgentConfigError(ValueError):
@@ -37,6 +57,7 @@ class UpstreamSpec:
     bind_host: str
     bind_port: int
     connect_timeout_ms: float = DEFAULT_CONNECT_TIMEOUT_MS
+    protocol: str = "tcp"
 
     @property
     def key(self) -> str:
@@ -58,6 +79,11 @@ class Registration:
     local_connect_timeout_ms: float = DEFAULT_LOCAL_CONNECT_TIMEOUT_MS
     handshake_timeout_ms: float = DEFAULT_HANDSHAKE_TIMEOUT_MS
     upstreams: tuple[UpstreamSpec, ...] = ()
+    protocol: str = "tcp"
+    # (where, key, why) of every Config key not applied, e.g.
+    # ("Proxy.Config", "envoy_stats_tags", "not supported by meshkit-proxy")
+    unsupported: tuple[tuple[str, str, str], ...] = ()
+    config: dict[str, Any] = field(default_factory=dict, compare=False)  # merged Proxy.Config
 
 
 def _get(obj: Any, key: str) -> Any:
@@ -128,6 +154,15 @@ def parse_registration(body: Any, proxy_id: str) -> Registration:
 
     local_host = _get(proxy, "LocalServiceAddress") or "127.0.0.1"
     local_port = _port(_get(proxy, "LocalServicePort") or 0, f"{where}: Proxy.LocalServicePort")
+    if config.get("local_service_address") is not None:
+        local_host, local_port = _local_address(
+            config["local_service_address"],
+            local_port,
+            f"{where}: Proxy.Config.local_service_address",
+        )
+    unsupported = [
+        ("Proxy.Config", str(k), NOT_SUPPORTED) for k in config if k not in PROXY_CONFIG_KEYS
+    ]
     if bind_host is not None and local_port == 0:
         raise AgentConfigError(
             f"{where}: Proxy.LocalServicePort is not set; register the proxy with the port "
@@ -147,6 +182,12 @@ def parse_registration(body: Any, proxy_id: str) -> Registration:
             log.error("%s: LocalBindSocketPath is not supported; upstream skipped", up_where)
             continue
         up_config = _get(raw, "Config") or {}
+        if isinstance(up_config, dict):
+            unsupported += [
+                (f"Proxy.Upstreams[{i}].Config ({name})", str(k), NOT_SUPPORTED)
+                for k in up_config
+                if k not in UPSTREAM_CONFIG_KEYS
+            ]
         upstreams.append(
             UpstreamSpec(
                 dst_type=dst_type,
@@ -159,6 +200,7 @@ def parse_registration(body: Any, proxy_id: str) -> Registration:
                     DEFAULT_CONNECT_TIMEOUT_MS,
                     f"{up_where}.Config.connect_timeout_ms",
                 ),
+                protocol=_protocol(up_config, f"Proxy.Upstreams[{i}].Config ({name})", unsupported),
             )
         )
     return Registration(
@@ -180,7 +222,39 @@ def parse_registration(body: Any, proxy_id: str) -> Registration:
             f"{where}: Proxy.Config.handshake_timeout_ms",
         ),
         upstreams=tuple(upstreams),
+        protocol=_protocol(config, "Proxy.Config", unsupported),
+        unsupported=tuple(unsupported),
+        config=dict(config),
     )
+
+
+def _protocol(config: Any, where: str, unsupported: list[tuple[str, str, str]]) -> str:
+    """`Config.protocol` (Consul's default: tcp). Only a label here: the proxy stays L4.
+
+    Consul 1.7 stores any protocol in service-defaults (edges e18), so an unknown one must not
+    stop the proxy: it is reported like an unsupported key and the label stays tcp.
+    """
+    value = config.get("protocol") if isinstance(config, dict) else None
+    if value is None or value == "":
+        return "tcp"
+    if not isinstance(value, str) or value.lower() not in PROTOCOLS:
+        why = f"value {str(value)[:40]!r} is not one of {', '.join(PROTOCOLS)}; tcp assumed"
+        unsupported.append((where, "protocol", why))
+        return "tcp"
+    return value.lower()
+
+
+def _local_address(value: Any, default_port: int, where: str) -> tuple[str, int]:
+    """`local_service_address` as `consul connect proxy` reads it: HOST:PORT, or a HOST alone."""
+    if not isinstance(value, str) or not value.strip():
+        raise AgentConfigError(f"{where}: {value!r} is not HOST:PORT")
+    text = value.strip()
+    try:
+        return parse_hostport(text)
+    except ValueError:
+        if ":" in text and not text.startswith("["):
+            raise AgentConfigError(f"{where}: {value!r} is not HOST:PORT") from None
+        return text.strip("[]"), default_port
 
 
 def pick_sidecar(services: Any, parent_id: str) -> str:

@@ -38,6 +38,7 @@ from meshkit.consul.agent_config import (
 )
 from meshkit.consul.certs import ConsulCerts
 from meshkit.consul.client import ConsulClient, ConsulError, ConsulHTTPError, ConsulUnavailable
+from meshkit.consul.config_keys import KeyWarner
 from meshkit.consul.configfile import ConsulFile
 from meshkit.consul.discovery import ConsulResolver
 from meshkit.consul.intentions import AgentAuthorizer, IntentionsAuthorizer
@@ -135,6 +136,7 @@ class ConsulMode:
         self.tasks: list[asyncio.Task[None]] = []
         self.expired = False
         self._apply_lock = asyncio.Lock()
+        self.key_warner = KeyWarner(self.client)
 
     # -- startup ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -359,6 +361,7 @@ class ConsulMode:
                 local_port=reg.local_port,
                 local_connect_timeout_ms=reg.local_connect_timeout_ms,
                 handshake_timeout_ms=reg.handshake_timeout_ms,
+                protocol=reg.protocol,
             )
         upstreams: tuple[UpstreamListener, ...] = ()
         if not self.expired:
@@ -371,6 +374,7 @@ class ConsulMode:
                     dst_type=spec.dst_type,
                     connect_timeout_ms=spec.connect_timeout_ms,
                     datacenter=spec.datacenter,
+                    protocol=spec.protocol,
                 )
                 for spec in reg.upstreams
             )
@@ -419,6 +423,7 @@ class ConsulMode:
                 return
             self.registration = reg
             await self._drop_unused(reg)
+        await self.key_warner.check(reg)  # central config keys we do not apply, once each
 
     async def _drop_unused(self, reg: Registration) -> None:
         wanted = {spec.key for spec in reg.upstreams} if not self.expired else set()

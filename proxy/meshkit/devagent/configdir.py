@@ -14,6 +14,7 @@ from typing import Any
 from meshkit import bounded
 from meshkit.devagent.catalog import BadRequest
 from meshkit.devagent.decode import SERVICE, DecodeError, decode
+from meshkit.devagent.legacy import LegacyFormError, modernize
 from meshkit.devagent.state import SERVICE_TABLES, State
 
 
@@ -50,11 +51,16 @@ def load_file(path: Path) -> list[Definition]:
         try:
             if low == "service":
                 items = value if isinstance(value, list) else [value]
-                out += [Definition(path, _service(v, key)) for v in items]
+                out += [
+                    Definition(path, _service(modernize(v, f"{path}: {key}"), key)) for v in items
+                ]
             elif low == "services":
                 if not isinstance(value, list):
                     raise ConfigError(f"Error loading {path}: services: expected a list")
-                out += [Definition(path, _service(v, f"{key}[{i}]")) for i, v in enumerate(value)]
+                out += [
+                    Definition(path, _service(modernize(v, f"{path}: {key}[{i}]"), f"{key}[{i}]"))
+                    for i, v in enumerate(value)
+                ]
             else:
                 raise ConfigError(
                     f"Error loading {path}: invalid config key {key} "
@@ -62,6 +68,8 @@ def load_file(path: Path) -> list[Definition]:
                 )
         except DecodeError as exc:
             raise ConfigError(f"Error loading {path}: {exc}") from None
+        except LegacyFormError as exc:
+            raise ConfigError(f"Error loading {exc}") from None
     return out
 
 

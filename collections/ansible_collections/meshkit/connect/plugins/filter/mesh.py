@@ -12,7 +12,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
+from ansible.utils.display import Display
 
+from ansible_collections.meshkit.connect.plugins.module_utils.mesh_defaults import (
+    config_entries,
+)
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import (
     Mesh,
     MeshError,
@@ -32,9 +36,12 @@ from ansible_collections.meshkit.connect.plugins.module_utils.mesh_render import
 
 def _parse(data: Mapping[str, Any], what: str, known_queries: Any = ()) -> Mesh:
     try:
-        return parse_mesh(data, source=what, known_queries=list(known_queries or ()))
+        mesh = parse_mesh(data, source=what, known_queries=list(known_queries or ()))
     except MeshError as err:
         raise AnsibleFilterError(str(err)) from None
+    for warning in mesh.warnings:  # older Consul proxy forms, converted
+        Display().warning(warning)
+    return mesh
 
 
 def _services(value: Any) -> Any:
@@ -82,6 +89,14 @@ def mesh_listeners(services: Any) -> Any:
     ]
 
 
+def mesh_config_entries(data: Mapping[str, Any]) -> Any:
+    """proxy_defaults and the services' defaults as consul_config_entry options, validated."""
+    try:
+        return config_entries(data, source="mesh_config_entries")
+    except MeshError as err:
+        raise AnsibleFilterError(str(err)) from None
+
+
 def _any_query(service: Any) -> list[str]:
     """Query names a lone service's upstreams use: their existence is checked elsewhere."""
     if not isinstance(service, Mapping):
@@ -112,4 +127,5 @@ class FilterModule:
             "mesh_intention_entries": mesh_intention_entries,
             "mesh_listeners": mesh_listeners,
             "mesh_prune_plan": mesh_prune_plan,
+            "mesh_config_entries": mesh_config_entries,
         }

@@ -22,6 +22,7 @@ from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import 
     ConsulClient,
     segment,
 )
+from ansible_collections.meshkit.connect.plugins.module_utils.consul_central import unmerge
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import Service
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_render import (
     CHECKS_META_KEY,
@@ -118,6 +119,9 @@ def read_view(
             # when the check provably dials elsewhere than the registration would make it.
             side_view["Checks"] = [{"Name": "Connect Sidecar Listening", "TCP": dialled}]
         view["Connect"] = {"SidecarService": side_view}
+        if want is not None and want.sidecar is not None:  # central config merged by the agent
+            want_proxy = desired_view(want)["Connect"]["SidecarService"]["Proxy"]
+            unmerge(client, want.name, side_view["Proxy"], want_proxy)
     elif isinstance(svc.get("Connect"), dict) and svc["Connect"].get("Native"):
         view["Connect"] = {"Native": True}
     return view

@@ -17,6 +17,11 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible_collections.meshkit.connect.plugins.module_utils.mesh_legacy import (
+    LegacyProblems,
+    modernize_model,
+)
+
 AUTO_PORT_MIN = 21000
 AUTO_PORT_MAX = 21255
 """Consul's default ``sidecar_min_port``..``sidecar_max_port``: auto ports come from here."""
@@ -165,6 +170,8 @@ class Mesh:
     services: tuple[Service, ...] = ()
     prepared_queries: tuple[PreparedQuery, ...] = ()
     intentions: tuple[Intention, ...] = ()
+    # deprecation warnings of older Consul proxy forms converted by mesh_legacy.py
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def service(self, service_id: str) -> Service:
         for svc in self.services:
@@ -349,6 +356,7 @@ def _plain(value: Any) -> Any:
 _SERVICE_KEYS = {
     "name", "id", "port", "address", "allow_non_loopback", "tags", "meta", "checks", "sidecar",
     "nomad", "connect",
+    "defaults",  # service-defaults entry: read by mesh_defaults.py
 }  # fmt: skip
 _SIDECAR_KEYS = {
     "port", "address", "local_service_address", "local_service_port", "admin_port", "config",
@@ -366,6 +374,7 @@ _CHECK_KEYS = {
 _QUERY_KEYS = {"name", "service", "tags", "only_passing", "near", "failover", "connect"}
 _INTENTION_KEYS = {"source", "destination", "action", "description"}
 _TOP_KEYS = {"datacenter", "services", "prepared_queries", "intentions"}
+_TOP_KEYS |= {"proxy_defaults"}  # the proxy-defaults entry: read by mesh_defaults.py
 
 
 def parse_mesh(
@@ -382,10 +391,20 @@ def parse_mesh(
     already exist in Consul, so an upstream may point at a query this model does not define.
     """
     r = _Reader()
+    try:  # older Consul proxy forms in services: converted first (mesh_legacy.py)
+        data, legacy_warnings = (
+            modernize_model(data, source) if isinstance(data, Mapping) else (data, [])
+        )
+    except LegacyProblems as err:
+        fix = "write the service with a sidecar (docs/mesh-model.md, older proxy forms)"
+        raise MeshError([Problem(p, m, fix) for p, m in err.problems], source) from None
     top = r.mapping(data, "(top level)")
     if top is None:
         raise MeshError(r.problems, source)
-    top = {k.removeprefix("meshkit_") if isinstance(k, str) else k: v for k, v in top.items()}
+    top = {
+        k[len("meshkit_") :] if isinstance(k, str) and k.startswith("meshkit_") else k: v
+        for k, v in top.items()
+    }
     if top and not any(k in _TOP_KEYS for k in top):
         # Inventory vars hold much else, so other keys are ignored, unless nothing at all is
         # recognised: then the file is most likely misspelt.
@@ -419,7 +438,7 @@ def parse_mesh(
     _check_listeners(r, services)
     if r.problems:
         raise MeshError(r.problems, source)
-    return Mesh(datacenter, services, queries, intentions)
+    return Mesh(datacenter, services, queries, intentions, tuple(legacy_warnings))
 
 
 def _label(path: str, name: str) -> str:

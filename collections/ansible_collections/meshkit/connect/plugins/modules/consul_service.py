@@ -220,6 +220,8 @@ class ServiceLifecycle(Lifecycle):
                 known_queries=known,
             )
             self.service = mesh.services[0]
+            for warning in mesh.warnings:  # older Consul proxy forms, converted
+                module.warn(warning)
         self.service_id = self.service.id if self.service is not None else params["id"]
         self.standalone = standalone_proxy(module, [self.service] if self.service else [])
 
@@ -296,6 +298,8 @@ class ServicesLifecycle(Lifecycle):
             known_queries=known,
         )
         self.services = {svc.id: svc for svc in mesh.services}
+        for warning in mesh.warnings:  # older Consul proxy forms, converted
+            module.warn(warning)
         self.standalone = standalone_proxy(module, mesh.services)
 
     def desired(self) -> dict[str, Any] | None:
