@@ -9,7 +9,8 @@ older (ansible-core 2.16 serves targets down to 3.6 for some platforms; meshkit.
   arguments appeared in which version (`str.removeprefix`, `zip(strict=)`, `match`, ...);
 - this script covers the typing forms vermin does not see outside annotations (and a few
   newer methods, such as `str.removeprefix`, that vermin misses when it cannot see the
-  type), because with `from __future__ import annotations` an annotation is never evaluated but an expression is:
+  type), because with `from __future__ import annotations` an annotation is never
+  evaluated but an expression is:
   `isinstance(x, int | str)` (PEP 604, 3.10) and `list[int]`, `dict[str, int]` as values
   (PEP 585, 3.9), e.g. in `cast(...)`, a type alias or a default.
 
