@@ -39,7 +39,18 @@ class LegacyProblems(ValueError):
         self.problems = problems
 
 
-_LEGACY_KEYS = ("connect", "proxy_destination", "kind", "proxy")
+_LEGACY_KEYS = ("proxy_destination", "kind", "proxy")
+# `connect` is the model's own key for `{native: true}`; only these inside it are Consul's forms.
+_LEGACY_CONNECT_KEYS = ("proxy", "sidecar_service")
+
+
+def _is_legacy(svc: Any) -> bool:
+    if not isinstance(svc, Mapping):
+        return False
+    connect = svc.get("connect")
+    if isinstance(connect, Mapping) and any(k in connect for k in _LEGACY_CONNECT_KEYS):
+        return True
+    return any(k in svc for k in _LEGACY_KEYS)
 _UPSTREAM_KEYS = (
     "destination_name", "destination_type", "datacenter", "local_bind_address",
     "local_bind_port", "config",
@@ -60,15 +71,13 @@ def modernize_model(
     """``data`` with every legacy service entry converted, and the deprecation warnings."""
     key = "services" if "services" in data else "meshkit_services"
     services = data.get(key)
-    if not isinstance(services, list) or not any(
-        isinstance(s, Mapping) and any(k in s for k in _LEGACY_KEYS) for s in services
-    ):
+    if not isinstance(services, list) or not any(_is_legacy(s) for s in services):
         return data, []
     warnings: list[str] = []
     problems: list[tuple[str, str]] = []
     out: list[Any] = []
     for i, svc in enumerate(services):
-        if not isinstance(svc, Mapping) or not any(k in svc for k in _LEGACY_KEYS):
+        if not _is_legacy(svc):
             out.append(svc)
             continue
         path = f"{key}[{i}] ({svc.get('name', '')})"
