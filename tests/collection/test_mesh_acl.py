@@ -77,3 +77,38 @@ def test_bad_acl_input_names_the_field(
         parse_mesh({**model(**acl), **top}, source="host_vars/app1")
     assert any(str(p).startswith(expect) for p in err.value.problems), err.value
     assert str(err.value).startswith("host_vars/app1: ")
+
+
+def test_token_specs_and_stale_tokens_filters() -> None:
+    from ansible_collections.meshkit.connect.plugins.filter.mesh_acl import (
+        mesh_acl_stale_tokens,
+        mesh_acl_tokens,
+    )
+
+    services = [
+        {"name": "web", "id": "web-1", "port": 8080, "sidecar": {"port": 21000},
+         "acl": {"policies": ["db-q-read"], "service_identities": ["web-admin"]}},
+        {"name": "web-admin", "port": 8081},
+    ]  # fmt: skip
+    specs = mesh_acl_tokens(services, "app1")
+    assert specs == [
+        {
+            "id": "web-1",
+            "description": "meshkit proxy web-1 on app1",
+            "service_identities": [{"service_name": "web"}, {"service_name": "web-admin"}],
+            "policies": ["db-q-read"],
+        },
+        {
+            "id": "web-admin",
+            "description": "meshkit proxy web-admin on app1",
+            "service_identities": [{"service_name": "web-admin"}],
+            "policies": [],
+        },
+    ]
+    listed = [
+        {"AccessorID": "a", "Description": "meshkit proxy web-1 on app1"},
+        {"AccessorID": "b", "Description": "meshkit proxy old on app1"},
+        {"AccessorID": "c", "Description": "meshkit proxy old on app10"},
+        {"AccessorID": "d", "Description": "Master Token"},
+    ]
+    assert [t["AccessorID"] for t in mesh_acl_stale_tokens(listed, specs, "app1")] == ["b"]
