@@ -1,6 +1,7 @@
 """ACL policy rules as Consul 1.7 reads and applies them: parse, validate, merge, decide.
 
-Rules come as HCL (`service "web" { policy = "write" }`) or as the same structure in JSON
+Rules come as HCL (`service "web" { policy = "write" }`, read by a small reader of the subset
+ACL rules use) or as the same structure in JSON
 (`{"service": {"web": {"policy": "write"}}}`). Validation answers with Consul's own texts,
 Go syntax included (`Invalid service policy: &acl.ServiceRule{...}`): clients and operators
 match on them.
@@ -14,6 +15,7 @@ merged first, and for the same name the stronger verdict wins: deny, then write,
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,42 +69,96 @@ def _valid(policy: str, allow_list: bool = False) -> bool:
     return policy in (DENY, READ, WRITE) or (allow_list and policy == LIST)
 
 
-def _unquote(value: Any) -> Any:
-    """python-hcl2 8 keeps the quotes of string literals and labels; older releases do not."""
-    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
-        return value[1:-1]
-    return value
+_TOKEN = re.compile(
+    r"(?P<ws>[ \t\r]+)|(?P<nl>\n)|(?P<comment>#[^\n]*|//[^\n]*|/\*.*?\*/)"
+    r'|(?P<string>"(?:[^"\\\n]|\\.)*")|(?P<ident>[A-Za-z_][A-Za-z0-9_.-]*)'
+    r"|(?P<punct>[={},])",
+    re.S,
+)
+
+
+def _tokens(text: str) -> list[tuple[str, str, int, int]]:
+    """(kind, value, line, column) of the HCL subset ACL rules use."""
+    out: list[tuple[str, str, int, int]] = []
+    pos, line, col = 0, 1, 1
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if m is None:
+            raise RulesError(
+                f"Failed to parse ACL rules: At {line}:{col}: illegal char {text[pos]!r}"
+            )
+        kind = m.lastgroup or ""
+        value = m.group()
+        if kind == "string":
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise RulesError(
+                    f"Failed to parse ACL rules: At {line}:{col}: bad string {value}"
+                ) from None
+        if kind in ("string", "ident", "punct"):
+            out.append((kind, value, line, col))
+        newlines = m.group().count("\n")
+        if newlines:
+            line += newlines
+            col = len(m.group()) - m.group().rfind("\n")
+        else:
+            col += len(m.group())
+        pos = m.end()
+    return out
 
 
 def _load_hcl(text: str) -> dict[str, Any]:
-    try:
-        import hcl2  # the controller's dependency: loaded only when HCL rules arrive
-    except ImportError:  # pragma: no cover - depends on the install
-        raise RulesError(
-            "Failed to parse ACL rules: HCL rules need python-hcl2 (pip install meshkit"
-            "[controller]); or give the rules as JSON"
-        ) from None
-    try:
-        raw = hcl2.loads(text if text.endswith("\n") else text + "\n")
-    except Exception as exc:  # lark raises many types; every one is a parse error here
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RulesError(f"Failed to parse ACL rules: {first}") from None
+    """Consul's HCL rules: `kind "name" { key = "value" ... }` blocks and `key = "value"`.
+
+    A small reader of its own (no dependency): the dev agent also runs on hosts that only have
+    the proxy's packages. Repeated blocks of one kind merge, as HCL 1's decoder does.
+    """
+    toks = _tokens(text)
+    i = 0
+
+    def fail(msg: str) -> RulesError:
+        if i < len(toks):
+            _, value, line, col = toks[i]
+            return RulesError(f"Failed to parse ACL rules: At {line}:{col}: {msg}, got {value!r}")
+        return RulesError(f"Failed to parse ACL rules: unexpected end of rules: {msg}")
+
+    def take(kind: str, value: str | None = None) -> str:
+        nonlocal i
+        if i >= len(toks) or toks[i][0] != kind or (value is not None and toks[i][1] != value):
+            raise fail(f"expected {value or kind}")
+        i += 1
+        return toks[i - 1][1]
+
+    def peek(value: str) -> bool:
+        return i < len(toks) and toks[i][0] == "punct" and toks[i][1] == value
+
     out: dict[str, Any] = {}
-    for kind, value in raw.items():
-        if isinstance(value, list):  # blocks: [{label: {attr: value}}, ...]
-            blocks: dict[str, Any] = {}
-            for block in value:
-                if not isinstance(block, dict):
-                    raise RulesError(f"Failed to parse ACL rules: {kind}: expected a block")
-                for label, attrs in block.items():
-                    if not isinstance(attrs, dict):
-                        raise RulesError(f"Failed to parse ACL rules: {kind}: expected a block")
-                    blocks[_unquote(label)] = {
-                        k: _unquote(v) for k, v in attrs.items() if not k.startswith("__")
-                    }
-            out[kind] = blocks
+    while i < len(toks):
+        key = take("ident")
+        if peek("="):
+            take("punct", "=")
+            out[key] = take("string")
+            continue
+        if i < len(toks) and toks[i][0] == "string":
+            label = take("string")
         else:
-            out[kind] = _unquote(value)
+            raise fail(f"expected a label or '=' after {key}")
+        if peek("="):  # `service "x" = { ... }` is HCL too
+            take("punct", "=")
+        take("punct", "{")
+        attrs: dict[str, str] = {}
+        while not peek("}"):
+            name = take("ident")
+            take("punct", "=")
+            attrs[name] = take("string")
+            if peek(","):
+                take("punct", ",")
+        take("punct", "}")
+        blocks = out.setdefault(key, {})
+        if not isinstance(blocks, dict):
+            raise fail(f"{key} is both a value and a block")
+        blocks[label] = attrs
     return out
 
 
