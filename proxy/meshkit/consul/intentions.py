@@ -69,7 +69,9 @@ def parse_match(resp: Response, destination: str) -> tuple[Intention, ...]:
         raise ValueError("intentions match: expected an object keyed by destination")
     raw = body.get(destination)
     if raw is None:
-        raw = next((v for k, v in body.items() if k.lower() == destination.lower()), [])
+        raw = next((v for k, v in body.items() if k.lower() == destination.lower()), None)
+    if raw is None:  # Consul 1.7 answers {"web": null} when no intention matches (edges e55)
+        raw = []
     if not isinstance(raw, list):
         raise ValueError("intentions match: expected a list of intentions")
     out: list[Intention] = []
