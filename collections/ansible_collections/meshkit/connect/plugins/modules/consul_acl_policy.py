@@ -38,7 +38,7 @@ options:
   rules:
     description:
       - The rules, as HCL or JSON text, or as a mapping (sent as JSON).
-      - Compared as text: the same rules written differently are a change.
+      - Compared as text, so the same rules written differently are a change.
     type: raw
   datacenters:
     description: Datacenters the policy applies in (all when empty).
