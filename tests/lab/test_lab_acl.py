@@ -188,3 +188,11 @@ def test_token_per_proxy_on_lab_machines(acl_lab: tuple[LabPaths, str, Path]) ->
     assert (
         shell(inv, "web", "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:9191/") == "200"
     )
+
+    # A service removed from a host (db no longer runs on db): its token is deleted.
+    removed = extra_file.with_name("db-removed.yml")
+    removed.write_text(yaml.safe_dump({"all": {"hosts": {"db": {"meshkit_services": []}}}}))
+    run(inv, "ansible-playbook", "-i", str(removed), "-e", extra, "playbooks/site.yml")
+    assert agent(inv, "GET", "/v1/acl/token/self", tokens["db-db"]) == (403, "ACL not found")
+    assert agent(inv, "GET", "/v1/acl/token/self", tokens["db-cp"])[0] == 200
+    assert agent(inv, "GET", "/v1/acl/token/self", rotated)[0] == 200
