@@ -203,6 +203,13 @@ def test_token_update_links_and_anonymous(dev_agent_acl: DevAgent) -> None:
         "Permission denied",
     )
     assert agent.ok("GET", "/v1/acl/token/self", token=secret)["AccessorID"] == accessor
+    # acl:read reads tokens without their secrets; acl:write sees them.
+    policy(agent, "acl-read", 'acl = "read"')
+    reader = token(agent, "acl-read")
+    seen = agent.ok("GET", f"/v1/acl/token/{accessor}", token=reader)
+    assert seen["SecretID"] == "<hidden>" and seen["AccessorID"] == accessor
+    assert agent.ok("GET", f"/v1/acl/token/{accessor}")["SecretID"] == secret
+    assert agent.put("/v1/acl/token", {}, token=reader)[:3:2] == (403, "Permission denied")
 
 
 def test_service_identity_least_privilege(dev_agent_acl: DevAgent) -> None:

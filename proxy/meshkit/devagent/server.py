@@ -970,7 +970,13 @@ class Agent:
         return reply(self.acl.self_token(request), index=self.acl.index(), meta=True)
 
     async def acl_token_get(self, request: web.Request) -> web.Response:
-        return self._acl_read_reply(request, lambda: self.acl.get(request.match_info["id"]))
+        def read() -> dict[str, Any]:
+            tok = self.acl.get(request.match_info["id"])
+            if not self.rights(request).acl_write():
+                tok["SecretID"] = "<hidden>"  # acl:read alone sees no secrets (Consul's filter)
+            return tok
+
+        return self._acl_read_reply(request, read)
 
     async def acl_token_delete(self, request: web.Request) -> web.Response:
         self._acl_need(request, write=True)
