@@ -189,6 +189,11 @@ class TokenLifecycle(Lifecycle):
             return None
         self.accessor_id = str(found.get("AccessorID"))
         self.secret_id = found.get("SecretID")
+        if self.secret_id == "<hidden>":
+            raise ACLInputError(
+                "token: Consul hid the token's SecretID, so the token this module sends has "
+                "acl:read but not acl:write; use the management token"
+            )
         return token_view(found)
 
     def _check_policies(self, want: dict[str, Any]) -> None:
