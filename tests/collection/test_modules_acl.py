@@ -235,3 +235,15 @@ def test_consul_acl_token_refuses_bad_input_and_writes_nothing(
     msg = wrong.task("wrong token")["msg"]
     assert "ACL not found" in msg and "CONSUL_HTTP_TOKEN" in msg, msg
     assert agent.ok("GET", "/v1/acl/tokens") == before
+    # A caller with acl:read only gets hidden secrets: a clear failure, never "<hidden>".
+    agent.ok("PUT", "/v1/acl/policy", {"Name": "acl-read", "Rules": 'acl = "read"'})
+    reader = agent.ok("PUT", "/v1/acl/token", {"Policies": [{"Name": "acl-read"}]})["SecretID"]
+    agent.ok("PUT", "/v1/acl/token", {"Description": TOKEN["description"]})
+    hidden = run_play(
+        tmp_path / "hidden",
+        [{"name": "reader", mod: {"description": TOKEN["description"]}, "ignore_errors": True}],
+        agent.address,
+        module_defaults={"token": reader},
+    )
+    msg = hidden.task("reader")["msg"]
+    assert "acl:read but not acl:write" in msg and "<hidden>" not in msg, msg
