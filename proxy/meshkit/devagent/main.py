@@ -70,6 +70,13 @@ def parser() -> argparse.ArgumentParser:
     )
     opt("acl-master-token", default=None, help="enable ACLs with this management token")
     opt("acl-master-token-file", type=Path, default=None, help="read the master token from a file")
+    opt(
+        "acl-default-policy",
+        choices=("allow", "deny"),
+        default="deny",
+        help="with ACLs on: what a token (or anonymous) may do where no rule matches (Consul's "
+        "acl.default_policy; default deny)",
+    )
     opt("sidecar-min-port", type=int, default=21000)
     opt("sidecar-max-port", type=int, default=21255)
     opt("max-check-interval", default=None, help="cap check intervals (a Go duration; for tests)")
@@ -149,10 +156,12 @@ def build(args: argparse.Namespace) -> tuple[Agent, str, int]:
     state = State(store, node, (args.sidecar_min_port, args.sidecar_max_port))
     ca = CA(store, cluster_id, args.datacenter)
     explicit = args.default_intention_policy is not None
-    default_allow = (args.default_intention_policy or ("deny" if master else "allow")) == "allow"
+    # With ACLs on, no matching intention falls to the ACL default policy (as in Consul).
+    acl_default = args.acl_default_policy if master else "allow"
+    default_allow = (args.default_intention_policy or acl_default) == "allow"
     intentions = Intentions(store, default_allow, explicit, bool(master))
     queries = Queries(store, state)
-    acl = ACL(store, master)
+    acl = ACL(store, master, default_allow=args.acl_default_policy == "allow")
     runner = CheckRunner(state, max_interval)
     dirs: list[Path] = list(args.config_dir)
 

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from meshkit import __version__
 from meshkit.devagent import catalog as cat
-from meshkit.devagent.acl import ACL, Forbidden, Rights, request_token
+from meshkit.devagent.acl import ACL, ACLServerError, Forbidden, Rights, request_token
 from meshkit.devagent.blocking import BadQuery, block_on_hash, block_on_index, min_index, wait_time
 from meshkit.devagent.ca import CA
 from meshkit.devagent.catalog import BadRequest, NotFound
@@ -195,7 +195,7 @@ class Agent:
             return web.Response(status=404, text=str(exc))
         except Forbidden as exc:
             return web.Response(status=403, text=str(exc))
-        except ServerError as exc:
+        except (ServerError, ACLServerError) as exc:
             return web.Response(status=500, text=str(exc))
 
     def rights(self, request: web.Request) -> Rights:
@@ -210,15 +210,15 @@ class Agent:
         if not self.rights(request).service_read(name):
             raise Forbidden("Permission denied")
 
-    def need_management(self, request: web.Request) -> None:
-        if not self.rights(request).management:
-            raise Forbidden("Permission denied")
-
-    def need_any_read(self, request: web.Request) -> Rights:
+    def need(self, request: web.Request, allowed: Callable[[Rights], bool]) -> Rights:
+        """Resolve the request's token; 403 Permission denied unless `allowed` says yes."""
         r = self.rights(request)
-        if not (r.management or r.read_all):
+        if not allowed(r):
             raise Forbidden("Permission denied")
         return r
+
+    def need_any_read(self, request: web.Request) -> Rights:
+        return self.need(request, lambda r: r.node_read(self.node.name))
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.middleware], client_max_size=8 * 1024 * 1024)
@@ -281,12 +281,19 @@ class Agent:
         get("/v1/acl/token/{id}", self.acl_token_get)
         r.add_delete("/v1/acl/token/{id}", self.acl_token_delete)
         get("/v1/acl/tokens", self.acl_tokens)
+        put("/v1/acl/token/{id}", self.acl_token_update)
+        put("/v1/acl/policy", self.acl_policy_create)
+        get("/v1/acl/policy/name/{name}", self.acl_policy_by_name)
+        get("/v1/acl/policy/{id}", self.acl_policy_get)
+        put("/v1/acl/policy/{id}", self.acl_policy_update)
+        r.add_delete("/v1/acl/policy/{id}", self.acl_policy_delete)
+        get("/v1/acl/policies", self.acl_policies)
         return app
 
     # -- agent --------------------------------------------------------------------------------
 
     async def agent_self(self, request: web.Request) -> web.Response:
-        self.need_management(request)
+        self.need(request, lambda r: r.agent_read(self.node.name))
         host, _, port = self.http_addr.rpartition(":")
         n = self.node
         return reply(
@@ -301,7 +308,7 @@ class Agent:
                 },
                 "DebugConfig": {
                     "ACLsEnabled": self.acl.enabled,
-                    "ACLDefaultPolicy": "deny" if self.acl.enabled else "allow",
+                    "ACLDefaultPolicy": "allow" if self.acl.default_allow else "deny",
                     "BindAddr": n.address,
                     "ClientAddrs": [host.strip("[]")],
                     "ConnectEnabled": True,
@@ -368,8 +375,8 @@ class Agent:
         }
 
     async def agent_members(self, request: web.Request) -> web.Response:
-        self.need_any_read(request)
-        return reply([self._member()])
+        r = self.rights(request)
+        return reply([self._member()] if r.node_read(self.node.name) else [])
 
     def _server_addr(self) -> str:
         host = self.node.address
@@ -392,10 +399,12 @@ class Agent:
 
     async def agent_service(self, request: web.Request) -> web.Response:
         sid = request.match_info["id"]
+        rights = self.rights(request)  # an unknown token is refused before the lookup
         svc = self.state.services.get(sid)
         if svc is None:
             raise NotFound(f"unknown service ID: {sid}")
-        self.need_service_read(request, svc.name)
+        if not rights.service_read(svc.name):
+            raise Forbidden("Permission denied")
 
         def current_hash() -> str | None:
             s = self.state.services.get(sid)
@@ -436,7 +445,7 @@ class Agent:
             svc = self.state.services.get(chk.service_id)
             if chk.service_id and not r.service_read(chk.service_name):
                 continue
-            if not chk.service_id and not (r.management or r.read_all):
+            if not chk.service_id and not r.node_read(self.node.name):
                 continue
             out[cid] = cat.render_check(chk, self.node.name, svc.tags if svc else [], agent=True)
         return reply(filtered(request, out))
@@ -452,7 +461,7 @@ class Agent:
                 raise BadRequest(f"ServiceID {d['ServiceID']!r} does not exist")
             self.need_service_write(request, svc.name)
         else:
-            self.need_management(request)
+            self.need(request, lambda r: r.node_write(self.node.name))
         chk = self.state.check_from_def(d, d.get("ID") or d.get("CheckID") or d["Name"], svc)
         self.state.add_check(chk)
         return empty()
@@ -472,7 +481,7 @@ class Agent:
         if chk.service_id:
             self.need_service_write(request, chk.service_name)
         else:
-            self.need_management(request)
+            self.need(request, lambda r: r.node_write(self.node.name))
 
     def _ttl_handler(self, status: str) -> Handler:
         async def handler(request: web.Request) -> web.Response:
@@ -547,7 +556,7 @@ class Agent:
         return self._health_reply(entry, entry["AggregatedStatus"])
 
     async def reload(self, request: web.Request) -> web.Response:
-        self.need_management(request)
+        self.need(request, lambda r: r.agent_write(self.node.name))
         if self.reload_hook is None:
             return empty()
         try:
@@ -559,14 +568,20 @@ class Agent:
     # -- catalog and health -------------------------------------------------------------------
 
     async def catalog_services(self, request: web.Request) -> web.Response:
-        r = self.need_any_read(request)
+        r = self.rights(request)
         index = await block_on_index(request, self.store, self.state.index)
-        out: dict[str, list[str]] = {"consul": []}
+        out: dict[str, list[str]] = {"consul": []} if r.service_read("consul") else {}
         for svc in self.state.services.values():
             if r.service_read(svc.name):
                 tags = out.setdefault(svc.name, [])
                 tags.extend(t for t in svc.tags if t not in tags)
         return reply(dict(sorted(out.items())), index=index, meta=True, consistency=True)
+
+    def _visible(self, request: web.Request, name: str) -> bool:
+        """Catalog and health answers drop what the token may not read (no 403: Consul
+        filters the result by service:read and node:read)."""
+        r = self.rights(request)
+        return r.service_read(name) and r.node_read(self.node.name)
 
     def _filtered(self, request: web.Request, name: str, connect: bool) -> list[cat.Service]:
         found = self.state.by_name(name, connect=connect)
@@ -579,11 +594,11 @@ class Agent:
 
     async def _catalog(self, request: web.Request, connect: bool) -> web.Response:
         name = request.match_info["name"]
-        self.need_service_read(request, name)
+        visible = self._visible(request, name)
         index = await block_on_index(
             request, self.store, lambda: self.state.name_index_of(name, connect=connect)
         )
-        found = self._filtered(request, name, connect)
+        found = self._filtered(request, name, connect) if visible else []
         rows = [cat.catalog_service(self.node, s) for s in found]
         return reply(filtered(request, rows), index=index, meta=True, consistency=True)
 
@@ -594,23 +609,24 @@ class Agent:
         return await self._catalog(request, connect=True)
 
     async def catalog_nodes(self, request: web.Request) -> web.Response:
-        self.need_any_read(request)
+        r = self.rights(request)
         index = await block_on_index(request, self.store, self.state.index)
         n = self.node.render()
         n["TaggedAddresses"] = self.node.tagged()
-        return reply([n], index=index, meta=True, consistency=True)
+        rows = [n] if r.node_read(self.node.name) else []
+        return reply(rows, index=index, meta=True, consistency=True)
 
     async def catalog_datacenters(self, request: web.Request) -> web.Response:
         return reply([self.node.datacenter])
 
     async def _health(self, request: web.Request, connect: bool) -> web.Response:
         name = request.match_info["name"]
-        self.need_service_read(request, name)
+        visible = self._visible(request, name)
         index = await block_on_index(
             request, self.store, lambda: self.state.name_index_of(name, connect=connect)
         )
         rows = []
-        for svc in self._filtered(request, name, connect):
+        for svc in self._filtered(request, name, connect) if visible else []:
             rows.append(
                 {
                     "Node": self.node.render(),
@@ -633,10 +649,10 @@ class Agent:
 
     async def health_checks(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        self.need_service_read(request, name)
+        visible = self._visible(request, name)
         index = await block_on_index(request, self.store, lambda: self.state.name_index_of(name))
         rows = []
-        for svc in self.state.by_name(name):
+        for svc in self.state.by_name(name) if visible else []:
             rows += [
                 cat.render_check(c, self.node.name, svc.tags)
                 for c in self.state.service_checks(svc.id)
@@ -657,11 +673,11 @@ class Agent:
         return reply(CA.leaf_json(rec), index=rec.modify_index, headers={"X-Cache": "MISS"})
 
     async def ca_config_get(self, request: web.Request) -> web.Response:
-        self.need_management(request)
+        self.need(request, lambda r: r.operator_read())
         return reply(self.ca.config_json())
 
     async def ca_config_put(self, request: web.Request) -> web.Response:
-        self.need_management(request)
+        self.need(request, lambda r: r.operator_write())
         self.ca.set_config(await read_json(request))
         return empty()
 
@@ -680,35 +696,29 @@ class Agent:
             peer = parse_service_uri(uri)
         except SpiffeError:
             raise BadRequest("ClientCertURI not a valid Connect identifier") from None
-        if peer.trust_domain.lower() != self.ca.trust_domain.lower():
-            return reply(
-                {
-                    "Authorized": False,
-                    "Reason": f"Identity from an external trust domain: {peer.trust_domain}",
-                },
-                headers={"X-Cache": "MISS"},
-            )
+        # Consul 1.7.14 does not compare the client's trust domain here (edges e56: a URI of
+        # another trust domain gets the intention/default answer); the proxy checks it.
         allowed, reason = self.intentions.decide(peer.service, target)
         return reply({"Authorized": allowed, "Reason": reason}, headers={"X-Cache": "MISS"})
 
-    def _intentions_read(self, request: web.Request, destination: str | None = None) -> None:
-        r = self.rights(request)
-        if (
-            r.management
-            or (destination is not None and r.service_read(destination))
-            or (destination is None and r.read_all)
-        ):
-            return
-        raise Forbidden("Permission denied")
+    def _intentions_read(self, request: web.Request, destination: str) -> None:
+        self.need(request, lambda r: r.intention_read(destination))
+
+    def _intention_write(self, request: web.Request, *destinations: str) -> None:
+        """intention:write on every destination named (Consul checks old and new)."""
+        self.need(request, lambda r: all(r.intention_write(d) for d in destinations))
 
     async def intentions_list(self, request: web.Request) -> web.Response:
-        self._intentions_read(request)
+        r = self.rights(request)
         index = await block_on_index(request, self.store, self.intentions.index)
-        return reply(filtered(request, self.intentions.listing()), index=index, meta=True)
+        rows = [i for i in self.intentions.listing() if r.intention_read(i["DestinationName"])]
+        return reply(filtered(request, rows), index=index, meta=True)
 
     async def intention_create(self, request: web.Request) -> web.Response:
-        self.need_management(request)
+        r = self.rights(request)
         body = await read_json(request, INTENTION)
+        if not r.intention_write(str(body.get("DestinationName") or "")):
+            raise Forbidden("Permission denied")
         return reply({"ID": self.intentions.create(body)})
 
     async def intentions_match(self, request: web.Request) -> web.Response:
@@ -732,7 +742,7 @@ class Agent:
         src, dst = request.query.get("source", ""), request.query.get("destination", "")
         if not src or not dst:
             raise BadRequest("required query parameter 'source' and 'destination' not set")
-        self._intentions_read(request, dst)
+        self.need(request, lambda r: r.service_read(dst))
         allowed, _ = self.intentions.decide(src, dst)
         return reply({"Allowed": allowed})
 
@@ -742,16 +752,16 @@ class Agent:
         return reply(self.intentions.exact(src, dst))
 
     async def intention_exact_put(self, request: web.Request) -> web.Response:
-        self.need_management(request)
         src, dst = request.query.get("source", ""), request.query.get("destination", "")
+        self._intention_write(request, dst)
         if not src or not dst:
             raise BadRequest("required query parameter 'source' and 'destination' not set")
         self.intentions.upsert_exact(src, dst, await read_json(request, INTENTION))
         return reply(True)
 
     async def intention_exact_delete(self, request: web.Request) -> web.Response:
-        self.need_management(request)
         src, dst = request.query.get("source", ""), request.query.get("destination", "")
+        self._intention_write(request, dst)
         ixn = self.intentions.exact(src, dst)
         self.intentions.delete(ixn["ID"])
         return reply(True)
@@ -762,50 +772,93 @@ class Agent:
         return reply(ixn)
 
     async def intention_update(self, request: web.Request) -> web.Response:
-        self.need_management(request)
         ixn_id = request.match_info["id"]
-        self.intentions.update(ixn_id, await read_json(request, INTENTION))
+        self.rights(request)
+        body = await read_json(request, INTENTION)
+        old = self.intentions.get(ixn_id)
+        self._intention_write(
+            request, old["DestinationName"], str(body.get("DestinationName") or "")
+        )
+        self.intentions.update(ixn_id, body)
         return reply({"ID": ixn_id})
 
     async def intention_delete(self, request: web.Request) -> web.Response:
-        self.need_management(request)
+        self.rights(request)
+        old = self.intentions.get(request.match_info["id"])
+        self._intention_write(request, old["DestinationName"])
         self.intentions.delete(request.match_info["id"])
         return reply(True)
 
     # -- prepared queries ---------------------------------------------------------------------
 
+    @staticmethod
+    def _query_visible(r: Rights, q: dict[str, Any]) -> bool:
+        """query:read on the query's name; a query without a name only for management."""
+        return r.management or (bool(q.get("Name")) and r.query_read(q["Name"]))
+
+    @staticmethod
+    def _query_writable(r: Rights, name: str) -> bool:
+        """query:write on the name; Consul lets any token write a query without a name."""
+        return not name or r.query_write(name)
+
+    @staticmethod
+    def _query_shown(r: Rights, q: dict[str, Any]) -> dict[str, Any]:
+        out = render_query(q)
+        if out.get("Token") and not r.acl_write():
+            out["Token"] = "<hidden>"  # Consul redacts query tokens for all but management
+        return out
+
     async def query_list(self, request: web.Request) -> web.Response:
-        self.need_management(request)
+        r = self.rights(request)
         index = await block_on_index(request, self.store, self.queries.index)
         return reply(
-            [render_query(q) for q in self.queries.listing()],
+            [self._query_shown(r, q) for q in self.queries.listing() if self._query_visible(r, q)],
             index=index,
             meta=True,
             consistency=True,
         )
 
     async def query_create(self, request: web.Request) -> web.Response:
-        self.need_management(request)
-        return reply({"ID": self.queries.create(await read_json(request, QUERY))})
+        r = self.rights(request)
+        body = await read_json(request, QUERY)
+        if not self._query_writable(r, str(body.get("Name") or "")):
+            raise Forbidden("Permission denied")
+        return reply({"ID": self.queries.create(body)})
 
     async def query_get(self, request: web.Request) -> web.Response:
-        self.need_management(request)
+        r = self.rights(request)
         q = self.queries.get(request.match_info["id"])
-        return reply([render_query(q)], index=self.queries.index(), meta=True, consistency=True)
+        if not self._query_visible(r, q):
+            raise Forbidden("Permission denied")
+        return reply(
+            [self._query_shown(r, q)], index=self.queries.index(), meta=True, consistency=True
+        )
 
     async def query_update(self, request: web.Request) -> web.Response:
-        self.need_management(request)
-        self.queries.update(request.match_info["id"], await read_json(request, QUERY))
+        r = self.rights(request)
+        body = await read_json(request, QUERY)
+        old = self.queries.get(request.match_info["id"])
+        if not (
+            self._query_writable(r, str(old.get("Name") or ""))
+            and self._query_writable(r, str(body.get("Name") or ""))
+        ):
+            raise Forbidden("Permission denied")
+        self.queries.update(request.match_info["id"], body)
         return empty()
 
     async def query_delete(self, request: web.Request) -> web.Response:
-        self.need_management(request)
+        r = self.rights(request)
+        old = self.queries.get(request.match_info["id"])
+        if not self._query_writable(r, str(old.get("Name") or "")):
+            raise Forbidden("Permission denied")
         self.queries.delete(request.match_info["id"])
         return empty()
 
     async def query_execute(self, request: web.Request) -> web.Response:
-        _, service = self.queries.resolve(request.match_info["id"])
-        self.need_service_read(request, service)
+        q, service = self.queries.resolve(request.match_info["id"])
+        # Results are filtered with the query's own token when it has one, else the caller's
+        # (no query:read needed to execute): nodes the token may not read are dropped.
+        r = self.acl.resolve(q["Token"]) if q.get("Token") else self.rights(request)
         try:
             limit = int(request.query.get("limit", "0") or 0)
         except ValueError:
@@ -813,13 +866,17 @@ class Agent:
         result = self.queries.execute(
             request.match_info["id"], connect=truthy(request, "connect"), limit=limit
         )
+        if not (r.service_read(service) and r.node_read(self.node.name)):
+            result["Nodes"] = []
         return reply(result, index=1, meta=True, consistency=True)
 
     async def query_explain(self, request: web.Request) -> web.Response:
-        self.need_management(request)
+        r = self.rights(request)
         q, _ = self.queries.resolve(request.match_info["id"])
+        if not self._query_visible(r, q):
+            raise Forbidden("Permission denied")
         body = {
-            "Query": render_query(q),
+            "Query": self._query_shown(r, q),
             "Index": 0,
             "LastContact": 0,
             "KnownLeader": True,
@@ -839,9 +896,39 @@ class Agent:
         except ValueError:
             raise BadQuery(f"Failed to parse cas: {raw!r}") from None
 
+    @staticmethod
+    def _config_can_read(r: Rights, kind: str, name: str) -> bool:
+        """Consul 1.7's CanRead: proxy-defaults for anyone, intentions by intention:read,
+        every other kind by service:read on its name."""
+        if kind == "proxy-defaults":
+            return True
+        if kind == "service-intentions":
+            return r.intention_read(name)
+        return r.service_read(name)
+
+    @staticmethod
+    def _config_can_write(r: Rights, kind: str, name: str) -> bool:
+        if kind == "proxy-defaults":
+            return r.operator_write()
+        if kind == "service-intentions":
+            return r.intention_write(name)
+        return r.service_write(name)
+
+    def _readable_entries(self, r: Rights, rows: Any) -> Any:
+        if not isinstance(rows, list):
+            return rows
+        return [
+            e
+            for e in rows
+            if not isinstance(e, dict)
+            or self._config_can_read(r, str(e.get("Kind", "")), str(e.get("Name", "")))
+        ]
+
     async def config_put(self, request: web.Request) -> web.Response:
-        self.need_management(request)
+        r = self.rights(request)
         body = await read_json(request)
+        if not self._config_can_write(r, str(body.get("Kind", "")), str(body.get("Name", ""))):
+            raise Forbidden("Permission denied")
         return reply(self.config.put(body, self._cas(request)))
 
     @staticmethod
@@ -853,24 +940,25 @@ class Agent:
 
     async def config_list(self, request: web.Request) -> web.Response:
         kind = self._config_kind(request)
-        self.need_any_read(request)
+        r = self.rights(request)
         index = await block_on_index(request, self.store, lambda: self.config.index(kind))
-        return reply(filtered(request, self.config.listing(kind)), index=index, meta=True)
+        entries = self._readable_entries(r, self.config.listing(kind))
+        return reply(filtered(request, entries), index=index, meta=True)
 
     async def config_get(self, request: web.Request) -> web.Response:
         kind, name = self._config_kind(request), request.match_info["name"]
-        self.need_any_read(request)
+        self.need(request, lambda r: self._config_can_read(r, kind, name))
         index = await block_on_index(request, self.store, lambda: self.config.index(kind))
         try:
             entry = self.config.get(kind, name)
         except NotFound as exc:
-            # Consul sets the query meta before it answers 404 (edges e13, e30).
+            # Consul sets the query meta before it answers 404 (edges e13, e30, e64).
             return web.Response(status=404, text=str(exc), headers=meta_headers(index))
         return reply(entry, index=index, meta=True)
 
     async def config_delete(self, request: web.Request) -> web.Response:
-        self.need_management(request)
         kind, name = request.match_info["kind"], request.match_info["name"]
+        self.need(request, lambda r: self._config_can_write(r, kind, name))
         return reply(self.config.delete(kind, name, self._cas(request)))
 
     # -- ACL ----------------------------------------------------------------------------------
@@ -879,30 +967,76 @@ class Agent:
         if not self.acl.enabled:
             raise ServerError("ACL support disabled")
 
-    async def acl_token_create(self, request: web.Request) -> web.Response:
+    def _acl_need(self, request: web.Request, write: bool) -> None:
+        """acl:read or acl:write; a refused read carries the query meta, as Consul's does."""
         self._acl_on()
-        self.need_management(request)
+        r = self.rights(request)
+        if not (r.acl_write() if write else r.acl_read()):
+            raise Forbidden("Permission denied")
+
+    def _acl_read_reply(self, request: web.Request, read: Callable[[], Any]) -> web.Response:
+        """An ACL read: 403s (a missing right, an unknown ID) carry the query meta too."""
+        headers = {
+            "X-Consul-Index": str(self.acl.index()),
+            "X-Consul-KnownLeader": "true",
+            "X-Consul-LastContact": "0",
+        }
+        try:
+            self._acl_need(request, write=False)
+            body = read()
+        except Forbidden as exc:
+            return web.Response(status=403, text=str(exc), headers=headers)
+        return reply(body, index=self.acl.index(), meta=True)
+
+    async def acl_token_create(self, request: web.Request) -> web.Response:
+        self._acl_need(request, write=True)
         return reply(self.acl.create(await read_json(request)))
+
+    async def acl_token_update(self, request: web.Request) -> web.Response:
+        self._acl_need(request, write=True)
+        return reply(self.acl.update(request.match_info["id"], await read_json(request)))
 
     async def acl_token_self(self, request: web.Request) -> web.Response:
         self._acl_on()
-        return reply(self.acl.self_token(request))
+        return reply(self.acl.self_token(request), index=self.acl.index(), meta=True)
 
     async def acl_token_get(self, request: web.Request) -> web.Response:
-        self._acl_on()
-        self.need_management(request)
-        return reply(self.acl.get(request.match_info["id"]), index=self.acl.index(), meta=True)
+        def read() -> dict[str, Any]:
+            tok = self.acl.get(request.match_info["id"])
+            if not self.rights(request).acl_write():
+                tok["SecretID"] = "<hidden>"  # acl:read alone sees no secrets (Consul's filter)
+            return tok
+
+        return self._acl_read_reply(request, read)
 
     async def acl_token_delete(self, request: web.Request) -> web.Response:
-        self._acl_on()
-        self.need_management(request)
-        self.acl.delete(request.match_info["id"])
+        self._acl_need(request, write=True)
+        self.acl.delete(request.match_info["id"], request_token(request))
         return reply(True)
 
     async def acl_tokens(self, request: web.Request) -> web.Response:
-        self._acl_on()
-        self.need_management(request)
-        rows = [self.acl.master_json()] + [self.acl.render(t) for t in self.acl.tokens.values()]
-        for row in rows:
-            row.pop("SecretID", None)
-        return reply(rows, index=self.acl.index(), meta=True)
+        policy = request.query.get("policy", "")
+        return self._acl_read_reply(request, lambda: self.acl.listing(policy))
+
+    async def acl_policy_create(self, request: web.Request) -> web.Response:
+        self._acl_need(request, write=True)
+        return reply(self.acl.policy_create(await read_json(request)))
+
+    async def acl_policy_update(self, request: web.Request) -> web.Response:
+        self._acl_need(request, write=True)
+        return reply(self.acl.policy_update(request.match_info["id"], await read_json(request)))
+
+    async def acl_policy_get(self, request: web.Request) -> web.Response:
+        return self._acl_read_reply(request, lambda: self.acl.policy_get(request.match_info["id"]))
+
+    async def acl_policy_by_name(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        return self._acl_read_reply(request, lambda: self.acl.policy_by_name(name))
+
+    async def acl_policy_delete(self, request: web.Request) -> web.Response:
+        self._acl_need(request, write=True)
+        self.acl.policy_delete(request.match_info["id"])
+        return reply(True)
+
+    async def acl_policies(self, request: web.Request) -> web.Response:
+        return self._acl_read_reply(request, self.acl.policy_listing)

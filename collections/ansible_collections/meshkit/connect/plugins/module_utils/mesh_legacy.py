@@ -51,6 +51,8 @@ def _is_legacy(svc: Any) -> bool:
     if isinstance(connect, Mapping) and any(k in connect for k in _LEGACY_CONNECT_KEYS):
         return True
     return any(k in svc for k in _LEGACY_KEYS)
+
+
 _UPSTREAM_KEYS = (
     "destination_name", "destination_type", "datacenter", "local_bind_address",
     "local_bind_port", "config",

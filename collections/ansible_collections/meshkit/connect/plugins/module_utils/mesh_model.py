@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import json
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -121,6 +122,34 @@ class Sidecar:
 
 
 @dataclass(frozen=True)
+class ServiceAcl:
+    """What the token minted for this service's proxy carries beyond its own service identity
+    (``meshkit_acl_mode: per_service``): extra policies and identities of this host's services."""
+
+    policies: tuple[str, ...] = ()
+    service_identities: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AclPolicy:
+    """An ACL policy the rollout creates (``meshkit_acl_policies``), HCL or JSON rules."""
+
+    name: str
+    rules: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class MeshAcl:
+    """``shared``: one token (``meshkit_consul_token``) everywhere, as before; ``per_service``:
+    a token per proxy, minted on the controller with the management token."""
+
+    mode: str = "shared"
+    policies: tuple[AclPolicy, ...] = ()
+    known_policies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Service:
     name: str
     id: str
@@ -133,6 +162,7 @@ class Service:
     allow_non_loopback: bool = False
     nomad: Mapping[str, Any] = field(default_factory=dict)
     native: bool = False  # connect: {native: true}: the app speaks mTLS itself (meshkit.native)
+    acl: ServiceAcl = field(default_factory=lambda: ServiceAcl())
 
     @property
     def sidecar_id(self) -> str:
@@ -170,6 +200,7 @@ class Mesh:
     services: tuple[Service, ...] = ()
     prepared_queries: tuple[PreparedQuery, ...] = ()
     intentions: tuple[Intention, ...] = ()
+    acl: MeshAcl = field(default_factory=MeshAcl)
     # deprecation warnings of older Consul proxy forms converted by mesh_legacy.py
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
@@ -358,6 +389,7 @@ _SERVICE_KEYS = {
     "nomad", "connect",
     "defaults",  # service-defaults entry: read by mesh_defaults.py
 }  # fmt: skip
+_SERVICE_KEYS |= {"acl"}
 _SIDECAR_KEYS = {
     "port", "address", "local_service_address", "local_service_port", "admin_port", "config",
     "upstreams",
@@ -371,9 +403,14 @@ _CHECK_KEYS = {
     "alias_service", "interval", "timeout", "deregister_critical_service_after", "notes",
     "status",
 }  # fmt: skip
+_ACL_TOP_KEYS = {"acl_mode", "acl_policies", "acl_known_policies"}
+_ACL_SERVICE_KEYS = {"policies", "service_identities"}
+_ACL_POLICY_KEYS = {"name", "rules", "description"}
+_ACL_MODES = ("shared", "per_service")
+_POLICY_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _QUERY_KEYS = {"name", "service", "tags", "only_passing", "near", "failover", "connect"}
 _INTENTION_KEYS = {"source", "destination", "action", "description"}
-_TOP_KEYS = {"datacenter", "services", "prepared_queries", "intentions"}
+_TOP_KEYS = {"datacenter", "services", "prepared_queries", "intentions"} | _ACL_TOP_KEYS
 _TOP_KEYS |= {"proxy_defaults"}  # the proxy-defaults entry: read by mesh_defaults.py
 
 
@@ -436,9 +473,11 @@ def parse_mesh(
     )
     _check_ids(r, services)
     _check_listeners(r, services)
+    acl = _parse_mesh_acl(r, top)
+    _check_service_acls(r, services, acl)
     if r.problems:
         raise MeshError(r.problems, source)
-    return Mesh(datacenter, services, queries, intentions, tuple(legacy_warnings))
+    return Mesh(datacenter, services, queries, intentions, acl=acl, warnings=tuple(legacy_warnings))
 
 
 def _label(path: str, name: str) -> str:
@@ -500,6 +539,7 @@ def _parse_service(
         allow_non_loopback=allow,
         nomad=_plain(nomad),
         native=native,
+        acl=_parse_service_acl(r, f"{path}.acl", data.get("acl")),
     )
 
 
@@ -804,6 +844,79 @@ def _parse_intention(r: _Reader, path: str, value: Any) -> Intention | None:
             "use allow or deny",
         )
     return Intention(source, dest, action, r.string(data, "description", path))
+
+
+# --- ACLs (meshkit_acl_mode per_service: one token per proxy) --------------------------------
+
+
+def _parse_service_acl(r: _Reader, path: str, value: Any) -> ServiceAcl:
+    if value is None:
+        return ServiceAcl()
+    data = r.mapping(value, path)
+    if data is None:
+        return ServiceAcl()
+    r.known_keys(data, _ACL_SERVICE_KEYS, path)
+    return ServiceAcl(
+        policies=r.strings(data, "policies", path),
+        service_identities=r.strings(data, "service_identities", path),
+    )
+
+
+def _parse_mesh_acl(r: _Reader, top: Mapping[str, Any]) -> MeshAcl:
+    mode = r.string(top, "acl_mode", "", "shared") or "shared"
+    if mode not in _ACL_MODES:
+        r.add("acl_mode", f"unknown ACL mode {mode!r}", "use shared or per_service")
+    policies: list[AclPolicy] = []
+    for path, value in r.items(top, "acl_policies", ""):
+        data = r.mapping(value, path)
+        if data is None:
+            continue
+        name = r.string(data, "name", path)
+        path = _label(path, name)
+        r.known_keys(data, _ACL_POLICY_KEYS, path)
+        if not _POLICY_NAME_RE.match(name):
+            r.add(
+                f"{path}.name",
+                f"{name!r} is not a valid ACL policy name",
+                "use 1-128 letters, digits, '-' and '_'",
+            )
+        rules = data.get("rules", "")
+        if isinstance(rules, Mapping):  # a mapping is sent as JSON rules
+            rules = json.dumps(_plain(rules), sort_keys=True, indent=2)
+        if not isinstance(rules, str) or not rules.strip():
+            r.add(
+                f"{path}.rules", "rules are missing", "give HCL or JSON rules (text or a mapping)"
+            )
+            rules = ""
+        policies.append(AclPolicy(name, rules, r.string(data, "description", path)))
+    _unique(r, [(f"acl_policies[{i}]", p.name) for i, p in enumerate(policies)], "ACL policy")
+    known = r.strings(top, "acl_known_policies", "")
+    return MeshAcl(mode, tuple(policies), known)
+
+
+def _check_service_acls(r: _Reader, services: Sequence[Service], acl: MeshAcl) -> None:
+    """Every extra policy must exist; an extra identity only names a service of this host
+    (a proxy's token must not let one host act as another host's service)."""
+    defined = {p.name for p in acl.policies} | set(acl.known_policies)
+    here = {s.name for s in services}
+    for i, svc in enumerate(services):
+        path = f"services[{i}] ({svc.name}).acl"
+        for j, name in enumerate(svc.acl.policies):
+            if name not in defined:
+                r.add(
+                    f"{path}.policies[{j}]",
+                    f"unknown ACL policy {name!r}",
+                    "define it in meshkit_acl_policies, or list a policy that already exists "
+                    "in Consul in meshkit_acl_known_policies",
+                )
+        for j, name in enumerate(svc.acl.service_identities):
+            if name not in here:
+                r.add(
+                    f"{path}.service_identities[{j}]",
+                    f"{name!r} is not a service of this host; a proxy's token may only carry "
+                    "identities of services on its own host",
+                    f"remove {name!r} (the proxy of {name!r} gets its own token where it runs)",
+                )
 
 
 def _unique(r: _Reader, items: Iterable[tuple[str, str]], what: str) -> None:
