@@ -8,6 +8,7 @@ message naming the variable (and the path), never a traceback, never plain http.
 
 from __future__ import annotations
 
+import asyncio
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,8 @@ from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import 
     Connection,
     ConsulClient,
 )
+from meshkit.consul.client import ConsulClient as ProxyConsulClient
+from meshkit.consul.settings import HTTPFlags, resolve
 from tests.support.devagent import DevAgent
 
 from .ansible_run import run_play
@@ -114,3 +117,22 @@ def test_bad_connection_variables_fail_the_task_by_name(
     for needle in needles:
         assert needle in result["msg"], result["msg"]
     assert "Traceback" not in play.output and "cannot reach" not in result["msg"]
+
+
+def test_the_proxy_and_the_modules_reach_the_same_socket_from_one_environment(
+    socket_agent: tuple[DevAgent, Path],
+) -> None:
+    """One CONSUL_HTTP_ADDR=unix://..., both resolvers, one real agent answering both."""
+    agent, sock = socket_agent
+    env = {"CONSUL_HTTP_ADDR": f"unix://{sock}"}
+
+    async def proxy_side() -> Any:
+        async with ProxyConsulClient(resolve(HTTPFlags(), env)) as client:
+            return (await client.get("/v1/agent/self")).body
+
+    proxy_view = asyncio.run(proxy_side())
+    try:
+        module_view = ConsulClient(Connection.from_params({}, env)).get("/v1/agent/self")
+    finally:
+        urllib.request.install_opener(None)
+    assert proxy_view["Config"]["NodeName"] == module_view["Config"]["NodeName"] == agent.node
