@@ -299,7 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(serve(agent, host, port, args.ready_file, args.dns_port, args.http_unix_socket))
     except OSError as exc:
-        print(f"meshkit dev-agent: cannot serve on {args.http_addr}: {exc}", file=sys.stderr)
+        where = args.http_addr
+        if args.http_unix_socket is not None:
+            where += f" and unix://{args.http_unix_socket}"
+        print(f"meshkit dev-agent: cannot serve on {where}: {exc}", file=sys.stderr)
         return 1
     return 0
 
