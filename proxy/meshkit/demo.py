@@ -2,7 +2,7 @@
 
 Boots the lab (cp, web, db), runs `playbooks/demo.yml` with ansible-playbook against it, then
 shows one request from web through its upstream to db's app over the mesh and a direct
-connection to db's app port from web that is refused, and leaves the lab running.
+connection to db's app port from web that is dropped, and leaves the lab running.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -40,8 +41,8 @@ class DemoShape:
 def read_shape(inventory_dir: Path) -> DemoShape:
     gv = inventory_dir / "group_vars"
     try:
-        web: Any = yaml.safe_load((gv / "web.yml").read_text())
-        db: Any = yaml.safe_load((gv / "db.yml").read_text())
+        web: Any = yaml.safe_load((gv / "web_servers.yml").read_text())
+        db: Any = yaml.safe_load((gv / "db_servers.yml").read_text())
         upstream = web["meshkit_services"][0]["sidecar"]["upstreams"][0]
         return DemoShape(
             upstream_port=int(upstream["local_bind_port"]),
@@ -50,7 +51,8 @@ def read_shape(inventory_dir: Path) -> DemoShape:
         )
     except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError, ValueError) as exc:
         raise LabError(
-            f"{gv}: cannot read the demo's web upstream and db port from web.yml/db.yml "
+            f"{gv}: cannot read the demo's web upstream and db port from web_servers.yml/"
+            "db_servers.yml "
             f"(meshkit_services[0].sidecar.upstreams[0].local_bind_port, "
             f"meshkit_services[0].port): {exc!r}"
         ) from exc
@@ -97,14 +99,80 @@ def show_traffic(spec: LabSpec, paths: LabPaths, shape: DemoShape) -> bool:
     res = on_web(spec, paths, direct_cmd)
     print(f"web$ {direct_cmd}")
     print(textblock(res.stdout + res.stderr))
-    refused = res.returncode != 0
-    print(
-        "   -> refused: db's app listens on 127.0.0.1 only and the loopback guard's nftables "
-        "table drops anything to its port that does not arrive on lo"
-        if refused
-        else "   -> NOT refused: db's app is reachable around the mesh"
+    blocked, verdict = direct_verdict(res.returncode)
+    print(f"   -> {verdict}")
+    return through_mesh and blocked
+
+
+# curl's exit codes for the two ways a connection fails (curl(1), EXIT CODES).
+CURL_CONNECT_REFUSED = 7
+CURL_TIMED_OUT = 28
+
+
+def direct_verdict(curl_exit: int) -> tuple[bool, str]:
+    """Whether the direct connection was kept out, and how, in the words of what happened.
+
+    The loopback guard drops packets (no answer, curl times out); a reset is a refusal. The
+    two read differently when something breaks, so the demo never calls a timeout "refused".
+    """
+    if curl_exit == 0:
+        return False, "NOT blocked: db's app is reachable around the mesh"
+    if curl_exit == CURL_TIMED_OUT:
+        return True, (
+            "dropped (no answer, curl timed out): the loopback guard's nftables table drops "
+            "anything to db's app port that does not arrive on lo"
+        )
+    if curl_exit == CURL_CONNECT_REFUSED:
+        return True, "refused (connection reset): nothing accepts db's app port on db's address"
+    return True, f"blocked (curl exit {curl_exit})"
+
+
+def typed_path(path: Path) -> str:
+    """A path as the user types it where they ran the demo: relative when under the cwd."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def program(name: str) -> str:
+    """How the user runs this venv's ``name``: bare when their PATH finds it, else its path.
+
+    `./run demo` runs `.venv/bin/meshkit` with the venv off PATH; a hint saying `meshkit ...`
+    would then be "command not found".
+    """
+    mine = Path(sys.executable).parent / name
+    found = shutil.which(name)
+    if found and Path(found).resolve() == mine.resolve():
+        return name
+    text = typed_path(mine)
+    return text if "/" in text else f"./{text}"
+
+
+def closing_hints(spec: LabSpec, paths: LabPaths, shape: DemoShape) -> list[str]:
+    """Commands to go on with the running lab, each runnable as printed (from the cwd)."""
+    meshkit = program("meshkit")
+    lab_name = shlex.quote(spec.name)
+    playbook = shlex.join(
+        [
+            program("ansible-playbook"),
+            "-i",
+            typed_path(ROOT / "inventories" / "lab"),
+            "-i",
+            str(paths.inventory),
+            typed_path(ROOT / "playbooks" / "verify.yml"),
+        ]
     )
-    return through_mesh and refused
+    if Path.cwd().resolve() != ROOT.resolve():  # ansible.cfg is read from the checkout
+        playbook = f"ANSIBLE_CONFIG={shlex.quote(str(ROOT / 'ansible.cfg'))} {playbook}"
+    return [
+        f"   shell on web:   {meshkit} lab ssh --name {lab_name} web",
+        f"   through mesh:   {meshkit} lab ssh --name {lab_name} web -- "
+        f"curl -s http://127.0.0.1:{shape.upstream_port}/",
+        f"   status:         {meshkit} lab status --name {lab_name}",
+        f"   Ansible:        {playbook}",
+        f"   tear down:      {meshkit} lab down --name {lab_name}",
+    ]
 
 
 def textblock(text: str) -> str:
@@ -151,13 +219,7 @@ def main(argv: list[str]) -> int:
     step("The lab is still running")
     print(f"   lab up {t_lab - started:.0f}s, rollout {t_play - t_lab:.0f}s, "
           f"total {time.monotonic() - started:.0f}s")  # fmt: skip
-    print(f"   shell on web:   meshkit lab ssh --name {spec.name} web")
-    print(f"   through mesh:   meshkit lab ssh --name {spec.name} web -- "
-          f"curl -s http://127.0.0.1:{shape.upstream_port}/")  # fmt: skip
-    print(f"   status:         meshkit lab status --name {spec.name}")
-    print(f"   Ansible:        ansible-playbook -i inventories/lab -i {paths.inventory} "
-          "playbooks/verify.yml")  # fmt: skip
-    print(f"   tear down:      meshkit lab down --name {spec.name}")
+    print("\n".join(closing_hints(spec, paths, shape)))
     if not ok:
         print("meshkit demo: the mesh did not behave as shown above", file=sys.stderr)
         return 1

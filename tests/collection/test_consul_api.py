@@ -13,9 +13,9 @@ from ansible_collections.meshkit.connect.plugins.module_utils.consul_lifecycle i
 )
 
 
-def test_defaults_are_local_http_with_verification_on() -> None:
+def test_defaults_are_consuls_loopback_http_with_verification_on() -> None:
     conn = Connection.from_params({}, {})
-    assert conn.base_url == "http://localhost:8500"
+    assert conn.base_url == "http://127.0.0.1:8500"  # Consul's api.DefaultConfig address
     assert conn.validate_certs and conn.token is None and conn.timeout == 10
 
 

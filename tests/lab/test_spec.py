@@ -29,8 +29,13 @@ def test_default_lab_shape_matches_the_roles_agreement() -> None:
         ("web", "198.18.0.11"),
         ("db", "198.18.0.12"),
     ]
-    assert spec.groups == {"mesh_control": ("cp",), "web": ("web",), "db": ("db", "cp")}
-    assert spec.parents == {"mesh_hosts": ("web", "db")}
+    assert spec.groups == {
+        "mesh_control": ("cp",),
+        "web_servers": ("web",),
+        "db_servers": ("db", "cp"),
+    }
+    assert spec.parents == {"mesh_hosts": ("web_servers", "db_servers")}
+    assert not set(spec.groups) & {m.name for m in spec.machines}, "a group named like a host"
 
 
 def test_machines_and_groups_from_arguments() -> None:
@@ -105,9 +110,10 @@ def test_inventory_with_the_lab_group_vars(tmp_path: Path, isolated: bool) -> No
     if (ROOT / "inventories" / "lab").is_dir():
         sources.insert(0, ROOT / "inventories" / "lab")
     inv = _ansible_inventory(*sources)
-    groups = {g: set(inv[g].get("hosts", [])) for g in ("mesh_control", "web", "db")}  # type: ignore[attr-defined]
-    assert groups == {"mesh_control": {"cp"}, "web": {"web"}, "db": {"db", "cp"}}
-    assert set(inv["mesh_hosts"]["children"]) == {"web", "db"}  # type: ignore[index]
+    names = ("mesh_control", "web_servers", "db_servers")
+    groups = {g: set(inv[g].get("hosts", [])) for g in names}  # type: ignore[attr-defined]
+    assert groups == {"mesh_control": {"cp"}, "web_servers": {"web"}, "db_servers": {"db", "cp"}}
+    assert set(inv["mesh_hosts"]["children"]) == {"web_servers", "db_servers"}  # type: ignore[index]
     hv = inv["_meta"]["hostvars"]  # type: ignore[index]
     assert hv["web"]["ansible_host"] == "198.18.0.11"
     assert hv["cp"]["ansible_user"] == "root"

@@ -19,8 +19,8 @@ LAB_HOSTS = {
         },
         "children": {
             "mesh_control": {"hosts": {"cp": {}}},
-            "web": {"hosts": {"web": {}}},
-            "db": {"hosts": {"db": {}, "cp": {}}},
+            "web_servers": {"hosts": {"web": {}}},
+            "db_servers": {"hosts": {"db": {}, "cp": {}}},
         },
     }
 }
@@ -34,7 +34,7 @@ def validate(*inventories: Path) -> str:
         cmd, capture_output=True, text=True, env=ansible_env(), cwd=ROOT, timeout=300, check=False
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
+    return proc.stdout + proc.stderr
 
 
 def test_example_inventory_is_valid():
@@ -47,5 +47,6 @@ def test_lab_inventory_is_valid_with_unique_ids(tmp_path):
     hosts = tmp_path / "hosts.yml"
     hosts.write_text(yaml.safe_dump(LAB_HOSTS))
     out = validate(ROOT / "inventories" / "lab", hosts)
+    assert "Found both group and host with same name" not in out, out
     for host, service in (("web", "web-web"), ("db", "db-db"), ("cp", "db-cp")):
         assert re.search(rf'ok: \[{host}\] => {{\s*"msg": \[\s*"{service}"', out), out

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_ADDRESS = "127.0.0.1:8500"
+_GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")
+_GO_FALSE = ("0", "f", "F", "FALSE", "false", "False")
 
 
 class SettingsError(ValueError):
@@ -68,12 +70,19 @@ class Settings:
 
 
 def parse_bool(value: str, name: str) -> bool:
-    """Go's strconv.ParseBool, which is what Consul uses for its boolean variables."""
-    if value in ("1", "t", "T", "TRUE", "true", "True"):
+    """Go's strconv.ParseBool, which is what Consul uses for its boolean variables.
+
+    The modules' resolver (module_utils/consul_api.py) parses the same way, with the same
+    message: a typo never quietly means plain http.
+    """
+    if value in _GO_TRUE:
         return True
-    if value in ("0", "f", "F", "FALSE", "false", "False"):
+    if value in _GO_FALSE:
         return False
-    raise SettingsError(f"{name}={value!r} is not a boolean; use true or false")
+    raise SettingsError(
+        f"{name}={value!r} is not a boolean; use true or false "
+        f"(accepted: {', '.join(_GO_TRUE + _GO_FALSE)})"
+    )
 
 
 def _read_token_file(path: str, source: str) -> str:
@@ -152,6 +161,8 @@ def resolve(flags: HTTPFlags | None = None, env: Mapping[str, str] | None = None
         token_source = "CONSUL_HTTP_TOKEN_FILE"
     if not token and not flags.token and env.get("CONSUL_HTTP_TOKEN"):
         token, token_source = env["CONSUL_HTTP_TOKEN"], "CONSUL_HTTP_TOKEN"
+    if not token:
+        token_source = ""  # an empty token file sent nothing: say "no token", not the file
 
     basic_auth: tuple[str, str] | None = None
     if auth := env.get("CONSUL_HTTP_AUTH"):

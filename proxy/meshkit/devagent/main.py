@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import signal
 import socket
 import sqlite3
@@ -86,6 +87,13 @@ def parser() -> argparse.ArgumentParser:
         default=-1,
         help="serve Consul's DNS interface (UDP and TCP) on this port of the -http-addr host; "
         "0 picks a free one, -1 (default) turns it off",
+    )
+    opt(
+        "http-unix-socket",
+        type=Path,
+        default=None,
+        help="also serve the HTTP API on this unix socket (mode 0600), as Consul's "
+        "addresses.http = unix:///PATH; clients use CONSUL_HTTP_ADDR=unix:///PATH",
     )
     opt("ready-file", type=Path, default=None, help="write the bound HOST:PORT here once serving")
     opt("log-level", default="info", choices=("debug", "info", "warn", "error"))
@@ -190,7 +198,12 @@ def build(args: argparse.Namespace) -> tuple[Agent, str, int]:
 
 
 async def serve(
-    agent: Agent, host: str, port: int, ready_file: Path | None, dns_port: int = -1
+    agent: Agent,
+    host: str,
+    port: int,
+    ready_file: Path | None,
+    dns_port: int = -1,
+    unix_socket: Path | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -208,6 +221,8 @@ async def serve(
     bound = runner.addresses[0] if runner.addresses else (host, port)
     shown = f"[{bound[0]}]:{bound[1]}" if ":" in bound[0] else f"{bound[0]}:{bound[1]}"
     agent.http_addr = shown
+    if unix_socket is not None:
+        await _serve_unix(runner, unix_socket)
     log.info(
         "meshkit dev-agent serving http://%s (datacenter %s, node %s, trust domain %s)",
         shown,
@@ -257,10 +272,25 @@ async def serve(
         with contextlib.suppress(asyncio.CancelledError):
             await pruner
         await runner.cleanup()
+        if unix_socket is not None:
+            with contextlib.suppress(OSError):
+                unix_socket.unlink()
         log.debug("http server closed")
         await agent.runner.stop()
         agent.store.close()
         log.info("meshkit dev-agent stopped")
+
+
+async def _serve_unix(runner: web.AppRunner, path: Path) -> None:
+    """The same API on a unix socket, owner-only; a stale socket of a previous run is replaced."""
+    if path.is_socket():
+        path.unlink()
+    old_umask = os.umask(0o177)  # created 0600: no window where others may connect
+    try:
+        await web.UnixSite(runner, str(path)).start()
+    finally:
+        os.umask(old_umask)
+    log.info("meshkit dev-agent serving unix://%s", path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,9 +306,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"meshkit dev-agent: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(agent, host, port, args.ready_file, args.dns_port))
+        asyncio.run(serve(agent, host, port, args.ready_file, args.dns_port, args.http_unix_socket))
     except OSError as exc:
-        print(f"meshkit dev-agent: cannot serve on {args.http_addr}: {exc}", file=sys.stderr)
+        where = args.http_addr
+        if args.http_unix_socket is not None:
+            where += f" and unix://{args.http_unix_socket}"
+        print(f"meshkit dev-agent: cannot serve on {where}: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -23,13 +23,14 @@ FIRST_MACHINE = 10
 MAX_MACHINES = 40
 
 DEFAULT_MACHINES = ("cp", "web", "db")
-# The inventory shape agreed with the roles (see docs/lab.md).
+# The inventory shape agreed with the roles (see docs/lab.md). Group names differ from machine
+# names: Ansible warns "Found both group and host with same name" otherwise.
 DEFAULT_GROUPS: dict[str, tuple[str, ...]] = {
     "mesh_control": ("cp",),
-    "web": ("web",),
-    "db": ("db", "cp"),
+    "web_servers": ("web",),
+    "db_servers": ("db", "cp"),
 }
-DEFAULT_PARENTS: dict[str, tuple[str, ...]] = {"mesh_hosts": ("web", "db")}
+DEFAULT_PARENTS: dict[str, tuple[str, ...]] = {"mesh_hosts": ("web_servers", "db_servers")}
 
 _LAB_NAME = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 _MACHINE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,14}$")

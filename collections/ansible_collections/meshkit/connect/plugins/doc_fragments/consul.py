@@ -11,19 +11,22 @@ options:
   host:
     description:
       - Host name or address of the Consul agent's HTTP API.
-      - When not set, taken from E(CONSUL_HTTP_ADDR) (for example V(https://127.0.0.1:8501)),
-        else V(localhost).
+      - When not set, taken from E(CONSUL_HTTP_ADDR) (V(host:port), V(http://), V(https://) or
+        V(unix:///path/to/socket), as Consul's CLI), else V(127.0.0.1).
     type: str
   port:
     description:
       - Port of the Consul agent's HTTP API.
-      - When not set, taken from E(CONSUL_HTTP_ADDR), else V(8500).
+      - When not set, taken from E(CONSUL_HTTP_ADDR) (an address without a port uses the
+        scheme's, as Consul's CLI), else V(8500).
     type: int
   scheme:
     description:
       - V(http) or V(https).
       - When not set, taken from E(CONSUL_HTTP_ADDR), else V(https) if E(CONSUL_HTTP_SSL) is
-        true, else V(http).
+        true, else V(http). An V(http://) address never downgrades E(CONSUL_HTTP_SSL=true).
+      - E(CONSUL_HTTP_SSL) and E(CONSUL_HTTP_SSL_VERIFY) take Go's booleans (V(true), V(false),
+        V(1), V(0), ...); another value fails the task naming the variable.
     type: str
     choices: [http, https]
   validate_certs:
@@ -47,7 +50,9 @@ options:
   token:
     description:
       - ACL token, sent only in the C(X-Consul-Token) header and never logged or returned.
-      - Falls back to E(CONSUL_HTTP_TOKEN), then to the contents of E(CONSUL_HTTP_TOKEN_FILE).
+      - Falls back to the contents of E(CONSUL_HTTP_TOKEN_FILE), then to E(CONSUL_HTTP_TOKEN)
+        (Consul's CLI order; an empty file leaves E(CONSUL_HTTP_TOKEN) in force). A token file
+        that cannot be read fails the task naming the variable and the path.
     type: str
   timeout:
     description:

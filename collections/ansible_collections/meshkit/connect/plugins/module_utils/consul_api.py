@@ -30,8 +30,6 @@ CONNECTION_ARGSPEC: dict[str, dict[str, Any]] = {
     "timeout": {"type": "int", "default": 10},
 }
 
-_TRUE = ("1", "true", "yes", "on")
-
 
 class ConsulError(Exception):
     """A request Consul refused or could not answer; ``status`` is 0 for transport errors."""
@@ -72,6 +70,94 @@ def access_denied(method: str, path: str, consul_text: str, token_source: str) -
     )
 
 
+class ConnectionSettingsError(ValueError):
+    """A connection setting that cannot be used; the message names the variable and the fix."""
+
+
+# Consul's default agent address (api.DefaultConfig): the loopback address, not "localhost".
+DEFAULT_ADDRESS = "127.0.0.1:8500"
+# The most of a token file read (a token is 36 characters; the bound keeps memory bounded).
+TOKEN_FILE_LIMIT = 64 * 1024
+_GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")
+_GO_FALSE = ("0", "f", "F", "FALSE", "false", "False")
+
+
+def parse_bool(value: str, name: str) -> bool:
+    """Go's strconv.ParseBool, which Consul's CLI uses for its boolean variables.
+
+    Anything else is an error naming the variable: a typo in CONSUL_HTTP_SSL must never
+    quietly mean plain http.
+    """
+    if value in _GO_TRUE:
+        return True
+    if value in _GO_FALSE:
+        return False
+    raise ConnectionSettingsError(
+        f"{name}={value!r} is not a boolean; use true or false "
+        f"(accepted: {', '.join(_GO_TRUE + _GO_FALSE)})"
+    )
+
+
+@dataclass(frozen=True)
+class Address:
+    """CONSUL_HTTP_ADDR split as Consul's api.NewClient splits it."""
+
+    scheme: str  # "https" when the address says so, else "" (CONSUL_HTTP_SSL decides)
+    host: str
+    port: int | None  # None: the address names none (the scheme's port, as in Consul)
+    path_prefix: str = ""
+    unix_socket: str | None = None
+
+
+def split_address(address: str, source: str) -> Address:
+    """``host:port``, ``http://``, ``https://`` (with an optional path prefix) or ``unix://``."""
+    rest = address
+    scheme = ""
+    if "://" in address:
+        proto, rest = address.split("://", 1)
+        if proto == "unix":
+            if not rest:
+                raise ConnectionSettingsError(f"{source}={address!r} names no socket path")
+            return Address("", "", None, "", rest)
+        if proto not in ("http", "https"):
+            raise ConnectionSettingsError(
+                f"{source}={address!r}: unknown protocol scheme {proto!r}; "
+                "use host:port, http://, https:// or unix://"
+            )
+        # http:// never downgrades a CONSUL_HTTP_SSL=true (the proxy's rule too).
+        scheme = "https" if proto == "https" else ""
+    hostport, _, prefix = rest.partition("/")
+    prefix = prefix.rstrip("/")
+    try:
+        parts = urlsplit(f"//{hostport}")
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        host, port = "", None
+    if not host:
+        raise ConnectionSettingsError(
+            f"{source}={address!r} names no usable host[:port]; write for example 127.0.0.1:8500"
+        )
+    return Address(scheme, host, port, f"/{prefix}" if prefix else "")
+
+
+def _read_token_file(path: str, source: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read(TOKEN_FILE_LIMIT + 1)
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        raise ConnectionSettingsError(
+            f"cannot read the ACL token file {path!r} (from {source}): {reason}; "
+            "fix the path or its permissions"
+        ) from None
+    if len(text) > TOKEN_FILE_LIMIT:
+        raise ConnectionSettingsError(
+            f"the ACL token file {path!r} (from {source}) is larger than "
+            f"{TOKEN_FILE_LIMIT} bytes; it must hold only the token"
+        )
+    return text.strip()
+
+
 @dataclass(frozen=True)
 class Connection:
     """Where and how to reach the agent, resolved once from options and environment."""
@@ -84,50 +170,70 @@ class Connection:
     token: str | None
     timeout: int
     token_source: str = TOKEN_NONE  # where ``token`` came from, for 403 messages
+    unix_socket: str | None = None  # CONSUL_HTTP_ADDR=unix:///path: requests go over it
+
+    def describe(self) -> str:
+        """Where requests go, for messages (no secrets)."""
+        return f"unix://{self.unix_socket}" if self.unix_socket else self.base_url
 
     @classmethod
     def from_params(
         cls, params: dict[str, Any], environ: dict[str, str] | None = None
     ) -> Connection:
+        """Options over Consul's environment over Consul's defaults, as its CLI resolves them.
+
+        Token precedence is Consul's (api.NewClient, command/flags): the ``token`` option (the
+        CLI's ``-token``), then the contents of ``CONSUL_HTTP_TOKEN_FILE``, then
+        ``CONSUL_HTTP_TOKEN``; an empty token file leaves ``CONSUL_HTTP_TOKEN`` in force.
+        Raises ``ConnectionSettingsError`` for a setting that cannot be used.
+        """
         env = dict(os.environ if environ is None else environ)
-        addr = env.get("CONSUL_HTTP_ADDR", "")
-        addr_scheme, addr_host, addr_port = _split_addr(addr)
-        scheme = params.get("scheme") or addr_scheme
-        if not scheme:
-            scheme = "https" if env.get("CONSUL_HTTP_SSL", "").lower() in _TRUE else "http"
-        host = params.get("host") or addr_host or "localhost"
-        port = params.get("port") or addr_port or 8500
+        ssl = env.get("CONSUL_HTTP_SSL", "")
+        env_scheme = "https" if ssl and parse_bool(ssl, "CONSUL_HTTP_SSL") else "http"
+        ssl_verify = env.get("CONSUL_HTTP_SSL_VERIFY", "")
+        env_verify = not ssl_verify or parse_bool(ssl_verify, "CONSUL_HTTP_SSL_VERIFY")
+        addr = split_address(env.get("CONSUL_HTTP_ADDR") or DEFAULT_ADDRESS, "CONSUL_HTTP_ADDR")
+        scheme = params.get("scheme") or addr.scheme or env_scheme
         verify = params.get("validate_certs")
         if verify is None:
-            verify = env.get("CONSUL_HTTP_SSL_VERIFY", "true").lower() in _TRUE
-        token = params.get("token") or None
-        source = TOKEN_FROM_OPTION
-        if token is None and env.get("CONSUL_HTTP_TOKEN"):
-            token, source = env["CONSUL_HTTP_TOKEN"], TOKEN_FROM_ENV
-        if token is None and env.get("CONSUL_HTTP_TOKEN_FILE"):
-            with open(env["CONSUL_HTTP_TOKEN_FILE"], encoding="utf-8") as handle:
-                token = handle.read().strip() or None
-            source = f"{TOKEN_FROM_FILE} ({env['CONSUL_HTTP_TOKEN_FILE']})"
+            verify = env_verify
+        unix_socket = None
+        if params.get("host"):
+            host, port, prefix = params["host"], params.get("port") or 8500, ""
+        elif addr.unix_socket:
+            host, port, prefix = "localhost", None, ""
+            unix_socket = addr.unix_socket
+        else:
+            host, port, prefix = addr.host, params.get("port") or addr.port, addr.path_prefix
         netloc = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        if port is not None:
+            netloc = f"{netloc}:{port}"
+        token, source = _resolve_token(params.get("token") or None, env)
         return cls(
-            base_url=f"{scheme}://{netloc}:{port}",
+            base_url=f"{scheme}://{netloc}{prefix}",
             validate_certs=bool(verify),
             ca_path=params.get("ca_path") or env.get("CONSUL_CACERT") or None,
             client_cert=params.get("client_cert") or env.get("CONSUL_CLIENT_CERT") or None,
             client_key=params.get("client_key") or env.get("CONSUL_CLIENT_KEY") or None,
             token=token,
             timeout=int(params.get("timeout") or 10),
-            token_source=source if token else TOKEN_NONE,
+            token_source=source,
+            unix_socket=unix_socket,
         )
 
 
-def _split_addr(addr: str) -> tuple[str, str, int | None]:
-    if not addr:
-        return "", "", None
-    if "://" not in addr:
-        addr = f"//{addr}"
-    parts = urlsplit(addr)
-    return parts.scheme, parts.hostname or "", parts.port
+def _resolve_token(option: str | None, env: dict[str, str]) -> tuple[str | None, str]:
+    """Option, then CONSUL_HTTP_TOKEN_FILE's contents, then CONSUL_HTTP_TOKEN (Consul's order)."""
+    if option:
+        return option, TOKEN_FROM_OPTION
+    path = env.get("CONSUL_HTTP_TOKEN_FILE")
+    if path:
+        from_file = _read_token_file(path, TOKEN_FROM_FILE)
+        if from_file:
+            return from_file, f"{TOKEN_FROM_FILE} ({path})"
+    if env.get("CONSUL_HTTP_TOKEN"):
+        return env["CONSUL_HTTP_TOKEN"], TOKEN_FROM_ENV
+    return None, TOKEN_NONE
 
 
 @dataclass(frozen=True)
@@ -189,6 +295,7 @@ class ConsulClient:
                 timeout=self.conn.timeout,
                 use_proxy=False,
                 follow_redirects="none",
+                unix_socket=self.conn.unix_socket,
             )
             raw = resp.read()
             status = resp.status
@@ -208,7 +315,7 @@ class ConsulClient:
         except (URLError, OSError) as err:
             reason = getattr(err, "reason", err)
             raise ConsulError(
-                method, path, 0, f"cannot reach {self.conn.base_url}: {reason}"
+                method, path, 0, f"cannot reach {self.conn.describe()}: {reason}"
             ) from err
         return Response(status, resp_headers, _decode(raw))
 

@@ -18,6 +18,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import (
     CONNECTION_ARGSPEC,
     Connection,
+    ConnectionSettingsError,
     ConsulClient,
     ConsulError,
 )
@@ -31,7 +32,16 @@ def connection_argspec(**extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def client_for(module: AnsibleModule) -> ConsulClient:
-    return ConsulClient(Connection.from_params(module.params))
+    """The module's client; a connection setting that cannot be used fails the task cleanly."""
+    try:
+        conn = Connection.from_params(module.params)
+    except ConnectionSettingsError as err:
+        problem = str(err)
+    else:
+        return ConsulClient(conn)
+    # Outside the except block: the setting is the whole story, no exception to attach.
+    module.fail_json(msg=problem)
+    raise AssertionError("unreachable: fail_json exits")
 
 
 def changed_parts(before: Any, after: Any) -> tuple[Any, Any]:
