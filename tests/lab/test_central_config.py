@@ -122,7 +122,7 @@ def test_proxy_defaults_reach_running_proxies_and_registration_wins(
     override = tmp_path / "override"
     (override / "host_vars").mkdir(parents=True)
     (override / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": {"web": {}}}}))
-    web_vars = yaml.safe_load((ROOT / "inventories/lab/group_vars/web.yml").read_text())
+    web_vars = yaml.safe_load((ROOT / "inventories/lab/group_vars/web_servers.yml").read_text())
     web_vars["meshkit_services"][0]["sidecar"]["config"] = {"local_connect_timeout_ms": 900}
     (override / "host_vars" / "web.yml").write_text(yaml.safe_dump(web_vars))
     playbook(paths, tmp_path, "site.yml", "-e", f"@{defaults}", "-i", str(override))
