@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import importlib
 import logging
 import os
@@ -128,6 +129,11 @@ def _run_workers(cmd: flags.CommandLine, setup: StaticSetup, count: int) -> int:
     worker 0's loop ends, the `finally` stops and reaps every child (no zombies, no orphans).
     """
     pool = workers.WorkerPool(count)
+    # Everything imported and built so far is shared with the children after fork. A garbage
+    # collection in a child writes to the header of every object it scans, copying the page;
+    # frozen objects are never scanned, so those pages stay shared (gc.freeze's documented use).
+    gc.collect()
+    gc.freeze()
 
     def child(index: int, sock: socket.socket) -> int:
         return asyncio.run(run_static(cmd, setup, worker=index, control=sock))
