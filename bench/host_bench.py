@@ -19,7 +19,7 @@ one that column is skipped with a message. Figures are medians over `--rounds` i
 rounds, and ratios to the reference of the same run.
 
     .venv/bin/python bench/host_bench.py [--sizes 1,5,10,20] [--rounds 3] [--conns 100]
-        [--proxy-args "-workers 1"] [--json out.json]
+        [--proxy-args "-workers 1"] [--checkout before=/tmp/before] [--json out.json]
 
 Everything listens on 127.0.0.1; every child gets a parent-death signal and is stopped on exit.
 """
