@@ -19,7 +19,7 @@ one that column is skipped with a message. Figures are medians over `--rounds` i
 rounds, and ratios to the reference of the same run.
 
     .venv/bin/python bench/host_bench.py [--sizes 1,5,10,20] [--rounds 3] [--conns 100]
-        [--proxy-args "-workers 1"] [--json out.json]
+        [--proxy-args "-workers 1"] [--checkout before=/tmp/before] [--json out.json]
 
 Everything listens on 127.0.0.1; every child gets a parent-death signal and is stopped on exit.
 """
@@ -193,10 +193,14 @@ class Fleet:
                 p.wait(5)
 
 
-def meshkit_fleet(extra: list[str]) -> Callable[[Host], Fleet]:
+def meshkit_fleet(
+    extra: list[str], src: Path = PROXY_SRC, name: str = "meshkit"
+) -> Callable[[Host], Fleet]:
+    """N meshkit sidecars; `src` is the `proxy/` directory of the checkout to run."""
+
     def launch(host: Host) -> Fleet:
-        fleet = Fleet("meshkit")
-        env = dict(os.environ, PYTHONPATH=str(PROXY_SRC), CONSUL_HTTP_ADDR=host.agent.address)
+        fleet = Fleet(name)
+        env = dict(os.environ, PYTHONPATH=str(src), CONSUL_HTTP_ADDR=host.agent.address)
         for svc in host.services:
             admin = free_port()
             argv = [sys.executable, "-m", "meshkit.proxy_main", "-sidecar-for", svc,
@@ -370,6 +374,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--conns", type=int, default=100, help="idle connections per proxy")
     ap.add_argument("--proxy-args", default="", help="extra meshkit-proxy flags")
+    ap.add_argument(
+        "--checkout",
+        action="append",
+        default=[],
+        metavar="LABEL=PATH",
+        help="also run the proxy of another checkout of this repository in the same rounds "
+        "(before/after figures in one run), e.g. --checkout before=/tmp/before",
+    )
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     sizes = [int(x) for x in args.sizes.split(",")]
@@ -377,6 +389,12 @@ def main(argv: list[str] | None = None) -> int:
         "haproxy": haproxy_fleet,
         "meshkit": meshkit_fleet(args.proxy_args.split()),
     }
+    for text in args.checkout:
+        label, _, path = text.partition("=")
+        src = Path(path) / "proxy" / "meshkit"
+        if not label.isidentifier() or not src.is_dir():
+            ap.error(f"--checkout {text!r}: expected LABEL=PATH of a checkout with proxy/meshkit")
+        kinds[label] = meshkit_fleet(args.proxy_args.split(), src.parent, label)
     if shutil.which("consul"):
         kinds["consul"] = consul_fleet
     else:

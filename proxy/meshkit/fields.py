@@ -8,7 +8,6 @@ loaders report every problem at once and apply nothing unless all of them are cl
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,8 @@ class Problems:
 def check_keys(p: Problems, where: str, data: dict[str, Any], allowed: set[str]) -> None:
     for key in data:
         if key not in allowed:
+            import difflib  # only a bad file pays for it
+
             hint = difflib.get_close_matches(str(key), sorted(allowed), n=1)
             extra = (
                 f" (did you mean {hint[0]!r}?)"

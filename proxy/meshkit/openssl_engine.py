@@ -157,7 +157,7 @@ class OpenSSLEngine:
         # already decrypted; bulk reads go straight into a buffer of their own (no extra copy).
         cap = lib.BIO_get_mem_data(self.rbio, _PTR_IN) + lib.SSL_pending(ssl_)
         if cap < _LARGE:
-            return self._read_small(ssl_)
+            return self._read_small(ssl_, self.rbio)
         cap = min(cap, READ_CHUNK)
         buf = _raw_alloc("char[]", cap)
         got = 0
@@ -171,12 +171,12 @@ class OpenSSLEngine:
             break
         data: bytes = ffi.buffer(buf, got) if got else b""
         if got == cap and not eof:
-            more, eof = self._read_small(ssl_)
+            more, eof = self._read_small(ssl_, self.rbio)
             if more:
                 data = b"".join((data, more))
         return data, eof
 
-    def _read_small(self, ssl_: object) -> tuple[bytes, bool]:
+    def _read_small(self, ssl_: object, rbio: object) -> tuple[bytes, bool]:
         got = 0
         size = READ_CHUNK
         eof = False
@@ -188,6 +188,11 @@ class OpenSSLEngine:
                 if got == size:
                     chunks.append(bytes(_SCRATCH_VIEW[:got]))
                     got = 0
+                elif lib.BIO_get_mem_data(rbio, _PTR_IN) <= 0 and lib.SSL_pending(ssl_) <= 0:
+                    # Nothing left to decrypt: skip the SSL_read (and SSL_get_error) that could
+                    # only answer WANT_READ. A close_notify or a partial record still waiting
+                    # is either in the BIO (read on) or needs more bytes (a later feed).
+                    break
                 continue
             eof = _read_stopped_at_eof(ssl_, n)
             break

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import importlib
 import logging
 import os
@@ -115,9 +116,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as exc:
         print(f"meshkit-proxy: -tls-engine {cmd.tls_engine}: {exc}", file=sys.stderr)
         return 2
-    if (tls_problem := _tls_problem(cmd, setup)) is not None:
-        print(tls_problem, file=sys.stderr)  # once, before any worker exists to repeat it
-        return 2
     try:
         count, why = workers.choose(setup.workers, setup.config)
     except workers.WorkersError as exc:
@@ -129,32 +127,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     return asyncio.run(run_static(cmd, setup))
 
 
-def _tls_problem(cmd: flags.CommandLine, setup: StaticSetup) -> str | None:
-    """The one-line error for TLS material that cannot be loaded, or None when it loads."""
-    try:
-        FileWatcher(setup.files, CertStore(cmd.tls_engine)).load_now()
-    except (MaterialError, OSError) as exc:
-        files = ", ".join(str(p) for p in setup.files.paths())
-        return f"meshkit-proxy: {setup.config.source}: tls: {exc} (files: {files})"
-    return None
-
-
 def _run_workers(cmd: flags.CommandLine, setup: StaticSetup, count: int) -> int:
     """Fork workers 1..N-1 (SO_REUSEPORT on every listener); this process is worker 0.
 
     Forking happens before any event loop exists; each child runs its own loop. Whatever way
     worker 0's loop ends, the `finally` stops and reaps every child (no zombies, no orphans).
     """
+    # TLS material is read and checked once, before forking: a bad file is one error line and
+    # exit 2 from worker 0 alone, and the parsed material is shared with the children.
+    certs = CertStore(cmd.tls_engine)
+    watcher = FileWatcher(setup.files, certs)
+    if not _load_material(setup, watcher):
+        return 2
     pool = workers.WorkerPool(count)
+    # Everything imported and built so far is shared with the children after fork. A garbage
+    # collection in a child writes to the header of every object it scans, copying the page;
+    # frozen objects are never scanned, so those pages stay shared (gc.freeze's documented use).
+    gc.collect()
+    gc.freeze()
 
     def child(index: int, sock: socket.socket) -> int:
-        return asyncio.run(run_static(cmd, setup, worker=index, control=sock))
+        return asyncio.run(run_static(cmd, setup, worker=index, control=sock, loaded=watcher))
 
     try:
         pool.spawn(child)
-        return asyncio.run(run_static(cmd, setup, worker=0, pool=pool))
+        return asyncio.run(run_static(cmd, setup, worker=0, pool=pool, loaded=watcher))
     finally:
         pool.shutdown()
+
+
+def _load_material(setup: StaticSetup, watcher: FileWatcher) -> bool:
+    """Read the TLS files now; False (the problem on stderr) when they do not load."""
+    try:
+        watcher.load_now()
+    except (MaterialError, OSError) as exc:
+        files = ", ".join(str(p) for p in setup.files.paths())
+        print(f"meshkit-proxy: {setup.config.source}: tls: {exc} (files: {files})", file=sys.stderr)
+        return False
+    return True
 
 
 async def run_static(
@@ -164,17 +174,20 @@ async def run_static(
     worker: int = 0,
     pool: workers.WorkerPool | None = None,
     control: socket.socket | None = None,
+    loaded: FileWatcher | None = None,
 ) -> int:
-    """One worker's life: load, listen, serve, drain. Worker 0 also watches the pool."""
+    """One worker's life: load, listen, serve, drain. Worker 0 also watches the pool.
+
+    `loaded` is material already read before forking (each worker then polls it on its own)."""
     from meshkit.staticfile import load
 
-    certs = CertStore(cmd.tls_engine)
-    watcher = FileWatcher(setup.files, certs)
-    try:
-        watcher.load_now()
-    except (MaterialError, OSError):  # changed since main() checked it: say it once more
-        print(_tls_problem(cmd, setup) or "meshkit-proxy: tls: material changed", file=sys.stderr)
-        return 2
+    if loaded is not None:
+        watcher, certs = loaded, loaded.store
+    else:
+        certs = CertStore(cmd.tls_engine)
+        watcher = FileWatcher(setup.files, certs)
+        if not _load_material(setup, watcher):
+            return 2
     proxy = Proxy(certs, reuse_port=pool is not None or control is not None)
     try:
         await proxy.apply(setup.config)

@@ -344,3 +344,20 @@ def test_auto_with_a_port_0_listener_runs_one_process(
         assert proxy.metrics()["meshkit_proxy_workers"] == 1
     finally:
         assert proxy.stop() == 0
+
+
+def test_bad_tls_file_with_workers_is_one_line_from_worker_0(
+    tmp_path: Path, ca: ThrowawayCA
+) -> None:
+    """The TLS files are read once, before forking: a bad key is one error line and exit 2,
+    not one line per worker (every forked worker used to load the files and report them)."""
+    leaf = ca.leaf("db")
+    leaf.key.write_bytes(b"\xff\xfe not a key")
+    config = inbound_config("db", leaf, [ca.root_file()], 8080, free_port())
+    path = tmp_path / "proxy.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = run_proxy_cli("-config", str(path), "-workers", "8")
+    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("meshkit-proxy:")]
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 1, done.stderr
+    assert f"{leaf.key}: not UTF-8: byte 0xff at offset 0" in lines[0]
