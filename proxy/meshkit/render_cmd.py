@@ -1,9 +1,9 @@
 """`meshkit render`: validate a mesh model and print what would be sent to Consul.
 
 The model's parser and renderers live in the Ansible collection's module_utils (so modules,
-filters and this command cannot disagree); they are imported from the checkout's
-``collections/`` or from ``ANSIBLE_COLLECTIONS_PATH``. Nothing is contacted: this is the
-"what exactly would change" view for a review or a CI job.
+filters and this command cannot disagree); they are imported from ``ANSIBLE_COLLECTIONS_PATH``,
+the checkout's ``collections/``, or the copy the installed distribution carries. Nothing is
+contacted: this is the "what exactly would change" view for a review or a CI job.
 """
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ def collection_roots(environ: dict[str, str] | None = None) -> list[Path]:
             path = Path(entry).expanduser()
             roots.append(path.parent if path.name == "ansible_collections" else path)
     roots.append(Path(__file__).resolve().parents[2] / "collections")
+    # A plain `pip install meshkit[controller]` has no checkout: the wheel carries a copy of the
+    # collection's module_utils (proxy/meshkit/_collection, a symlink in the checkout), so the
+    # command works on its own and always with the parser of its own release.
+    roots.append(Path(__file__).resolve().parent / "_collection")
     return roots
 
 

@@ -52,7 +52,7 @@ def prune_plan(drift: Mapping[str, Any], services: Sequence[Service]) -> dict[st
             remove_queries.append(name)
     remove_intentions: list[str] = []
     for text in (drift.get("intentions") or {}).get("extra") or []:
-        source, _, destination = str(text).partition(" -> ")
+        source, _arrow, destination = str(text).partition(" -> ")
         users = [
             who for src, dst, who in pairs if _matches(source, src) and _matches(destination, dst)
         ]

@@ -33,6 +33,39 @@ options:
         C(only_passing), C(near), C(failover.nearest_n), C(failover.datacenters), C(connect)).
       - Required when O(state=present).
     type: dict
+    # mesh schema: QUERY (written by .ci/mesh-schema from mesh_schema.py)
+    suboptions:
+      name:
+        description: Query name, unique; an upstream names it.
+        type: str
+      service:
+        description: The service the query finds.
+        type: str
+      tags:
+        description: Tags the instances must have.
+        type: list
+        elements: str
+      only_passing:
+        description: Only passing instances (default V(true)).
+        type: bool
+      near:
+        description: Sort by distance, e.g. V(_agent).
+        type: str
+      failover:
+        description: Other datacenters to try.
+        type: dict
+        suboptions:
+          nearest_n:
+            description: The N nearest other datacenters.
+            type: int
+          datacenters:
+            description: Explicit list.
+            type: list
+            elements: str
+      connect:
+        description: Results are Connect-capable instances (default V(true)).
+        type: bool
+    # end mesh schema
   name:
     description: Name of the query to delete when O(state=absent) and O(query) is not given.
     type: str
@@ -100,6 +133,11 @@ from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import 
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_render import (
     prepared_query_body,
 )
+from ansible_collections.meshkit.connect.plugins.module_utils.mesh_schema import (
+    QUERY,
+    argspec,
+    drop_unset,
+)
 
 
 class QueryLifecycle(Lifecycle):
@@ -151,13 +189,14 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec=connection_argspec(
             state={"type": "str", "choices": ["present", "absent"], "default": "present"},
-            query={"type": "dict"},
+            query={"type": "dict", "options": argspec(QUERY)},
             name={"type": "str"},
         ),
         required_if=[("state", "present", ["query"])],
         required_one_of=[("query", "name")],
         supports_check_mode=True,
     )
+    module.params["query"] = drop_unset(module.params["query"], QUERY)
     run_lifecycle(QueryLifecycle, module)
 
 

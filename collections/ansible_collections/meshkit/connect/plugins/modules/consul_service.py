@@ -40,10 +40,158 @@ options:
     description:
       - One item of C(meshkit_services), in the form the mesh model documents
         (C(name), C(id), C(port), C(address), C(allow_non_loopback), C(tags), C(meta),
-        C(checks), C(sidecar), C(nomad), C(connect)); C(connect: {native: true}) registers a
+        C(checks), C(sidecar), C(nomad), C(connect)); C(connect.native=true) registers a
         Connect-native service (no sidecar, no upstreams).
       - Required when O(state=present).
     type: dict
+    # mesh schema: SERVICE (written by .ci/mesh-schema from mesh_schema.py)
+    suboptions:
+      name:
+        description: 'Service name: lower case letters, digits, dashes.'
+        type: str
+      id:
+        description: 'Service ID, unique per host (default: C(name)).'
+        type: str
+      port:
+        description: The app's port.
+        type: int
+      address:
+        description: 'Where the app listens: loopback (default V(127.0.0.1)) unless C(allow_non_loopback).'
+        type: str
+      allow_non_loopback:
+        description: 'The documented escape hatch: the app may listen on a host address.'
+        type: bool
+      tags:
+        description: Service tags.
+        type: list
+        elements: str
+      meta:
+        description: Service meta, string to string.
+        type: dict
+      checks:
+        description: Health checks of the app.
+        type: list
+        elements: dict
+        suboptions:
+          name:
+            description: Check name.
+            type: str
+          id:
+            description: 'Check ID (default: Consul''s).'
+            type: str
+          tcp:
+            description: C(host:port) to dial (one of tcp, http, ttl, args, alias_service).
+            type: str
+          http:
+            description: URL to GET (or C(method)).
+            type: str
+          method:
+            description: HTTP method of an http check.
+            type: str
+          header:
+            description: HTTP headers, name to list of values.
+            type: dict
+          tls_skip_verify:
+            description: Do not verify an https check's server.
+            type: bool
+          ttl:
+            description: TTL of a check the app updates itself.
+            type: str
+          args:
+            description: Script check's command.
+            type: list
+            elements: str
+          alias_service:
+            description: Service whose health this check mirrors.
+            type: str
+          interval:
+            description: How often, e.g. V(10s).
+            type: str
+          timeout:
+            description: Timeout, e.g. V(2s).
+            type: str
+          deregister_critical_service_after:
+            description: Deregister the service after this long critical.
+            type: str
+          notes:
+            description: Free text.
+            type: str
+          status:
+            description: 'Initial status: V(passing), V(warning) or V(critical).'
+            type: str
+      sidecar:
+        description: The Connect sidecar; omit for a service outside the mesh.
+        type: dict
+        suboptions:
+          port:
+            description: V(auto) (Consul picks from 21000-21255) or a port number; a number is required
+              when C(address) is a host address.
+            type: raw
+          address:
+            description: 'Public listener address; empty: Consul inherits the service address.'
+            type: str
+          local_service_address:
+            description: 'Where the proxy reaches the app (default: the service''s C(address)).'
+            type: str
+          local_service_port:
+            description: 'The app''s port for the proxy (default: the service''s C(port)).'
+            type: int
+          admin_port:
+            description: meshkit-proxy's C(/metrics) and C(/ready) port on 127.0.0.1.
+            type: int
+          config:
+            description: Passed to C(Proxy.Config) (C(handshake_timeout_ms), ...).
+            type: dict
+          upstreams:
+            description: The upstreams the app reaches through the sidecar.
+            type: list
+            elements: dict
+            suboptions:
+              destination_name:
+                description: Service name or prepared query name.
+                type: str
+              destination_type:
+                description: V(service) (the default) or V(prepared_query).
+                type: str
+              datacenter:
+                description: Datacenter of the destination (optional).
+                type: str
+              local_bind_address:
+                description: Where the app reaches the upstream; loopback (default V(127.0.0.1)) unless
+                  the upstream's C(allow_non_loopback).
+                type: str
+              local_bind_port:
+                description: The upstream listener's port.
+                type: int
+              config:
+                description: Upstream config (C(connect_timeout_ms), ...).
+                type: dict
+              allow_non_loopback:
+                description: Allow a non-loopback C(local_bind_address) (default V(false)).
+                type: bool
+      connect:
+        description: 'C({native: true}) for a Connect-native service (no sidecar); older Consul forms
+          (C(proxy), C(sidecar_service)) are converted with a warning.'
+        type: dict
+      nomad:
+        description: Nomad-only settings (docs/nomad.md).
+        type: dict
+      acl:
+        description: Per-service ACL settings (docs/security.md).
+        type: dict
+      defaults:
+        description: The service's C(service-defaults) entry.
+        type: dict
+      kind:
+        description: 'Older Consul form: V(connect-proxy), converted.'
+        type: str
+      proxy:
+        description: Older Consul form of a proxy, converted.
+        type: dict
+      proxy_destination:
+        description: Consul 1.2-1.3 form, converted.
+        type: str
+    # end mesh schema
   services:
     description:
       - Several items of C(meshkit_services), managed by one task, the services of one host.
@@ -53,6 +201,154 @@ options:
       - Mutually exclusive with O(service) and O(id).
     type: list
     elements: dict
+    # mesh schema: SERVICE (written by .ci/mesh-schema from mesh_schema.py)
+    suboptions:
+      name:
+        description: 'Service name: lower case letters, digits, dashes.'
+        type: str
+      id:
+        description: 'Service ID, unique per host (default: C(name)).'
+        type: str
+      port:
+        description: The app's port.
+        type: int
+      address:
+        description: 'Where the app listens: loopback (default V(127.0.0.1)) unless C(allow_non_loopback).'
+        type: str
+      allow_non_loopback:
+        description: 'The documented escape hatch: the app may listen on a host address.'
+        type: bool
+      tags:
+        description: Service tags.
+        type: list
+        elements: str
+      meta:
+        description: Service meta, string to string.
+        type: dict
+      checks:
+        description: Health checks of the app.
+        type: list
+        elements: dict
+        suboptions:
+          name:
+            description: Check name.
+            type: str
+          id:
+            description: 'Check ID (default: Consul''s).'
+            type: str
+          tcp:
+            description: C(host:port) to dial (one of tcp, http, ttl, args, alias_service).
+            type: str
+          http:
+            description: URL to GET (or C(method)).
+            type: str
+          method:
+            description: HTTP method of an http check.
+            type: str
+          header:
+            description: HTTP headers, name to list of values.
+            type: dict
+          tls_skip_verify:
+            description: Do not verify an https check's server.
+            type: bool
+          ttl:
+            description: TTL of a check the app updates itself.
+            type: str
+          args:
+            description: Script check's command.
+            type: list
+            elements: str
+          alias_service:
+            description: Service whose health this check mirrors.
+            type: str
+          interval:
+            description: How often, e.g. V(10s).
+            type: str
+          timeout:
+            description: Timeout, e.g. V(2s).
+            type: str
+          deregister_critical_service_after:
+            description: Deregister the service after this long critical.
+            type: str
+          notes:
+            description: Free text.
+            type: str
+          status:
+            description: 'Initial status: V(passing), V(warning) or V(critical).'
+            type: str
+      sidecar:
+        description: The Connect sidecar; omit for a service outside the mesh.
+        type: dict
+        suboptions:
+          port:
+            description: V(auto) (Consul picks from 21000-21255) or a port number; a number is required
+              when C(address) is a host address.
+            type: raw
+          address:
+            description: 'Public listener address; empty: Consul inherits the service address.'
+            type: str
+          local_service_address:
+            description: 'Where the proxy reaches the app (default: the service''s C(address)).'
+            type: str
+          local_service_port:
+            description: 'The app''s port for the proxy (default: the service''s C(port)).'
+            type: int
+          admin_port:
+            description: meshkit-proxy's C(/metrics) and C(/ready) port on 127.0.0.1.
+            type: int
+          config:
+            description: Passed to C(Proxy.Config) (C(handshake_timeout_ms), ...).
+            type: dict
+          upstreams:
+            description: The upstreams the app reaches through the sidecar.
+            type: list
+            elements: dict
+            suboptions:
+              destination_name:
+                description: Service name or prepared query name.
+                type: str
+              destination_type:
+                description: V(service) (the default) or V(prepared_query).
+                type: str
+              datacenter:
+                description: Datacenter of the destination (optional).
+                type: str
+              local_bind_address:
+                description: Where the app reaches the upstream; loopback (default V(127.0.0.1)) unless
+                  the upstream's C(allow_non_loopback).
+                type: str
+              local_bind_port:
+                description: The upstream listener's port.
+                type: int
+              config:
+                description: Upstream config (C(connect_timeout_ms), ...).
+                type: dict
+              allow_non_loopback:
+                description: Allow a non-loopback C(local_bind_address) (default V(false)).
+                type: bool
+      connect:
+        description: 'C({native: true}) for a Connect-native service (no sidecar); older Consul forms
+          (C(proxy), C(sidecar_service)) are converted with a warning.'
+        type: dict
+      nomad:
+        description: Nomad-only settings (docs/nomad.md).
+        type: dict
+      acl:
+        description: Per-service ACL settings (docs/security.md).
+        type: dict
+      defaults:
+        description: The service's C(service-defaults) entry.
+        type: dict
+      kind:
+        description: 'Older Consul form: V(connect-proxy), converted.'
+        type: str
+      proxy:
+        description: Older Consul form of a proxy, converted.
+        type: dict
+      proxy_destination:
+        description: Consul 1.2-1.3 form, converted.
+        type: str
+    # end mesh schema
   id:
     description:
       - Service ID to remove when O(state=absent) and O(service) is not given.
@@ -84,6 +380,39 @@ options:
     type: list
     elements: dict
     default: []
+    # mesh schema: QUERY (written by .ci/mesh-schema from mesh_schema.py)
+    suboptions:
+      name:
+        description: Query name, unique; an upstream names it.
+        type: str
+      service:
+        description: The service the query finds.
+        type: str
+      tags:
+        description: Tags the instances must have.
+        type: list
+        elements: str
+      only_passing:
+        description: Only passing instances (default V(true)).
+        type: bool
+      near:
+        description: Sort by distance, e.g. V(_agent).
+        type: str
+      failover:
+        description: Other datacenters to try.
+        type: dict
+        suboptions:
+          nearest_n:
+            description: The N nearest other datacenters.
+            type: int
+          datacenters:
+            description: Explicit list.
+            type: list
+            elements: str
+      connect:
+        description: Results are Connect-capable instances (default V(true)).
+        type: bool
+    # end mesh schema
   known_queries:
     description:
       - Names of prepared queries defined elsewhere that upstreams may use.
@@ -197,6 +526,12 @@ from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import 
     Problem,
     Service,
     parse_mesh,
+)
+from ansible_collections.meshkit.connect.plugins.module_utils.mesh_schema import (
+    QUERY,
+    SERVICE,
+    argspec,
+    drop_unset,
 )
 
 
@@ -340,15 +675,20 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec=connection_argspec(
             state={"type": "str", "choices": ["present", "absent"], "default": "present"},
-            service={"type": "dict"},
-            services={"type": "list", "elements": "dict"},
+            service={"type": "dict", "options": argspec(SERVICE)},
+            services={"type": "list", "elements": "dict", "options": argspec(SERVICE)},
             registration={
                 "type": "str",
                 "choices": ["sidecar_service", "standalone_proxy"],
                 "default": "sidecar_service",
             },
             id={"type": "str"},
-            prepared_queries={"type": "list", "elements": "dict", "default": []},
+            prepared_queries={
+                "type": "list",
+                "elements": "dict",
+                "default": [],
+                "options": argspec(QUERY),
+            },
             known_queries={"type": "list", "elements": "str", "default": []},
         ),
         required_if=[("state", "present", ["service", "services"], True)],
@@ -356,6 +696,8 @@ def main() -> None:
         mutually_exclusive=[("service", "services"), ("services", "id")],
         supports_check_mode=True,
     )
+    for key, spec in (("service", SERVICE), ("services", SERVICE), ("prepared_queries", QUERY)):
+        module.params[key] = drop_unset(module.params[key], spec)
     if module.params["services"] is not None:
         run_lifecycle(ServicesLifecycle, module)
     else:
