@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ansible_collections.meshkit.connect.plugins.module_utils import mesh_model, mesh_schema
 from tests.support.devagent import DevAgent, dev_agent  # noqa: F401
@@ -65,7 +66,7 @@ def test_the_module_checks_types_and_names_from_the_schema(
     unknown = {"name": "db", "port": 5432, "sidecar": {"upstreams": [
         {"destination_name": "cache", "local_bind_prot": 9191}]}}  # fmt: skip
     mod = "meshkit.connect.consul_service"
-    tasks = [
+    tasks: list[dict[str, Any]] = [
         {"name": "wrong type", mod: {"service": wrong_type}, "ignore_errors": True},
         {"name": "unknown", mod: {"service": unknown}, "ignore_errors": True},
         {"name": "good", mod: {"service": good_service}},
