@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MPL-2.0
 """Refuse module code that would not run on the oldest target Python ansible-core still serves.
 
 Modules and module_utils run on managed hosts, where the interpreter may be RHEL 9's 3.9 or

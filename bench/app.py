@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The local app behind every pair: an echo and a data source on one port, cheap enough to vanish.
 
 The first byte of a connection picks the mode: ``E`` echoes everything back (request/response,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """One throwaway Consul-shaped CA and the two leaves every pair in a run presents.
 
 Every pair (meshkit, haproxy, stunnel, the experiment relays) loads the same files, so the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """A host of many sidecars: N proxies in Consul mode on one machine, what they cost together.
 
 A fleet pays for sidecars per host, not per pair: ten services on a host run ten proxies, and

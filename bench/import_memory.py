@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Where a proxy's memory goes before it serves anything: the growth of each import, in order.
 
 A sidecar at rest is mostly what it imported. Anonymous memory (the interpreter's heap: module

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The client load, run as separate processes so the orchestrator never competes with it.
 
 Each invocation waits for a shared start time, runs one mode for a fixed time and prints one

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The five measurements, each against one running pair, with the proxies' CPU read around it.
 
 The client load runs in child processes (bench.loadgen) that start together at a shared

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """meshkit.native against a meshkit-proxy pair: the same request loop, two paths, one run.
 
     .venv/bin/python bench/native_bench.py [--seconds 3] [--conns 8] [--size 64] [--json out.json]

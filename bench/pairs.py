@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The proxy pairs under test: each is an outbound side the client dials in plain TCP, an mTLS
 hop, and an inbound side that dials the app. All of them load the same certificate files.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """CPU time and memory of a proxy and all of its worker processes, from /proc.
 
 CPU is utime+stime of every process in the tree (each process's figure already covers all

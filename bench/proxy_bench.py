@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The data-plane benchmark: meshkit's pair against haproxy, stunnel and no proxy at all.
 
 One invocation runs every pair round by round (round 1: baseline, haproxy, stunnel, meshkit;

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Make the in-tree packages importable when pytest runs from the checkout."""
 
 import sys

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Resident memory per established, idle TLS endpoint, by library and buffer mode.
 
 Handshakes `--count` client/server pairs over memory BIOs in this process (no sockets),

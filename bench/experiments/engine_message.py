@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """CPU per 64-byte message through meshkit's OpenSSL engine, as it is and with a trimmed path.
 
 `current` drives `meshkit.openssl_engine` through its `Engine` methods (write, take_output,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """CPU per mutual TLS handshake, both ends in one process over memory BIOs (no sockets).
 
 Compares Python's ``ssl`` (Debian's OpenSSL 3.0) with pyOpenSSL (the OpenSSL 4.0 inside the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """CPU per GiB and per small message of the TLS record path alone, in one process.
 
 A client and a server TLS object over memory BIOs: the client encrypts (what the outbound

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """A minimal TLS-terminating TCP relay in several data-path styles, to measure their raw cost.
 
 Not the proxy: no config, no authorization beyond reading the peer's URI SAN, no metrics. One

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Run the relay styles of bench.experiments.relay against haproxy with the benchmark's load.
 
 Each variant is a pair of relay processes; haproxy runs in the same invocation, interleaved,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """picker: a Connect-native HTTP service whose upstream is chosen per request.
 
 A sidecar's upstreams are fixed in its registration; this app decides at run time, from the

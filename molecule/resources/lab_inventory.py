@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MPL-2.0
 """Ansible inventory script: the lab inventory `meshkit lab up` wrote for this scenario.
 
 Molecule passes its inventories to every playbook, `destroy` and `create` included, which run

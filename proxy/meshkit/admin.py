@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The admin listener: `/metrics`, `/ready`, `/health` on loopback.
 
 Three GET endpoints with `Connection: close` do not justify an HTTP framework in every proxy

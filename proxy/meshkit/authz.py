@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Who may open a connection to this service.
 
 One small interface so the static allow/deny lists of static mode and Consul's intentions

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The one reader of every file a meshkit command takes as input: bounded in size, nesting,
 alias expansion and time, and strict UTF-8.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The YAML half of `meshkit.bounded`, imported on first use (see `bounded.load_yaml`).
 
 The limits, the wording and `FileError` are `bounded`'s; this file only holds what needs PyYAML.

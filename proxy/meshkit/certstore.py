@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The proxy's current TLS material, swapped atomically.
 
 Each new handshake asks the store for the current context; a connection keeps the context it

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """`meshkit`: one command for the controller-side tools.
 
 Subcommands load lazily so `meshkit-proxy` hosts never import controller dependencies

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The proxy's runtime configuration: what `Proxy.apply` takes, whatever mode produced it.
 
 Static mode builds it from the flags and a YAML file (`staticfile`); Consul mode from the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Splicing two sockets: protocol-level copying with back-pressure and half-close.
 
 Each socket is a `Leg` (an asyncio protocol). Bytes a leg receives go straight into its

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """A deadline for one connection's dial: a single timer that cancels the dialling task.
 
 `asyncio.timeout()` builds a context-manager object and reschedules a timer on every entry;

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """`meshkit demo`: the README's main command. Lab machines, the mesh rolled out, proof it works.
 
 Boots the lab (cp, web, db), runs `playbooks/demo.yml` with ansible-playbook against it, then

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The listener settings in force, on `/metrics`, so an operator (and the lab test) can see
 that a central configuration change reached the running proxy without a restart.
 

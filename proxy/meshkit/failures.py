@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Short, stable reason labels for failed handshakes (the `reason` metric label)."""
 
 from __future__ import annotations

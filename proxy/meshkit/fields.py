@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Typed readers for the fields of the proxy's YAML files, shared by static mode and the
 Consul-mode file.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """`meshkit-proxy` command line: the flags of `consul connect proxy`, plus ours.
 
 Go's flag package conventions are kept so operators can swap binaries: `-flag` and `--flag`,

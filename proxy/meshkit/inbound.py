@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The public listener: accept → TLS handshake (deadline) → identity → authorize → dial app → copy.
 
 The local application is dialled only after the peer finished the handshake, proved a Consul

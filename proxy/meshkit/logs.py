@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Logging set-up: `-log-level` and `-log-json` as `consul connect proxy` spells them."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Prometheus text metrics, kept cheap on the data path.
 
 Connections add to plain integers on their own objects; only the scrape walks the open

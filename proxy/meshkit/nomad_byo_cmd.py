@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """`meshkit nomad render|plan|run --job-file FILE`: an operator's own job, meshkit filled in.
 
 The file is HCL or API JSON; services marked `meta { meshkit = "..." }` get meshkit's parts

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """`meshkit nomad render|plan|run`: the nomad_job module's sequence from a shell or CI.
 
 Exit codes follow nomad-pack's plan: 0 no change, 1 changes planned (plan), 255 error; an

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """TLS through pyOpenSSL and the OpenSSL the `cryptography` wheel carries.
 
 Measured cheaper than Python's `ssl` (Debian's OpenSSL 3.0) for the mutual handshake

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Certificates shaped like Consul's built-in CA makes them.
 
 Used by the development control plane (its real CA) and by the tests (throwaway CAs), so the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """`meshkit-proxy`: parse flags, then run static mode (`-config`) or Consul mode.
 
 Exit codes: 0 after a clean stop (SIGTERM/SIGINT, drained), 2 for bad flags, bad config or

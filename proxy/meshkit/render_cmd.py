@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """`meshkit render`: validate a mesh model and print what would be sent to Consul.
 
 The model's parser and renderers live in the Ansible collection's module_utils (so modules,

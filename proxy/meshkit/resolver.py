@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Where an upstream listener sends a connection.
 
 A resolver returns the candidates in the order to try them. Static mode lists them in the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The running proxy: listeners diffed from a `ProxyConfig`, readiness, drain.
 
 `apply()` is the only way configuration changes, in both modes. Listeners are keyed

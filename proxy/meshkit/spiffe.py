@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Consul's SPIFFE identities: the one place that parses and builds them.
 
 The proxy, the development control plane and the tests all agree on identity through this

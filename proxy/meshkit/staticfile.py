@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Static mode: the YAML file (plus flags) turned into a `ProxyConfig` and certificate files.
 
 The file holds what Consul would otherwise supply: the leaf chain, key and roots files, each

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """TLS contexts for both sides of the mesh, and reading the peer's identity.
 
 Both sides follow Consul's built-in proxy (contract §3.3): TLS 1.2 minimum, a certificate

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Upstream listeners: accept a local client → resolve → dial + handshake → check identity → copy.
 
 Targets are tried in the resolver's order within one `connect_timeout_ms` budget; a dial,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Static mode's worker processes: how many, and how worker 0 (the parent) sees the others.
 
 Workers share the listening ports with `SO_REUSEPORT`, so the kernel spreads new connections

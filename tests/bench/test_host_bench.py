@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The host benchmark runs a tiny host end to end: N sidecars start, hold connections, report.
 
 A correctness test of the script (the dev agent, the registrations, every proxy ready, the

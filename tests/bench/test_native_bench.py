@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """bench/native_bench.py runs both phases end to end (a correctness test of the script: the
 dev agent, the native server, the proxy pair and the load start, numbers come back; never a
 timed assertion)."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The benchmark script runs one tiny round end to end and reports every metric and floor.
 
 A correctness test of the script (pairs start, load runs, numbers are parsed and tabulated),

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Run real ansible-playbook against a dev agent and collect what every task returned."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Make the collection importable as ``ansible_collections.meshkit.connect`` from the checkout."""
 
 import sys

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """100 services with sidecars registered by one play, twice: the second run changes nothing.
 
     python -m tests.collection.hundred_services [COUNT] [loop|batch]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """`meshkit.connect.consul_config_entry` through real ansible-playbook against the real dev
 agent: the lifecycle (idempotent, check mode, diff of only the changed field, absent),
 check-and-set against a concurrent edit, and bad input refused before anything is written."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The /etc/consul.d renderer and the API renderer describe the same registration.
 
 One dev agent loads the rendered file from -config-dir, another gets the API bodies; both

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Consul's connection variables in real module runs (issue 16 item 5).
 
 The real dev agent serves its API on a unix socket too (``-http-unix-socket``, as Consul's

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """One table of connection cases, run against both resolvers: they must agree (issue 16/14).
 
 The proxy resolves its agent connection in ``meshkit.consul.settings.resolve``; the modules in

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Connection settings: options first, then Consul's environment variables, then defaults."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The older proxy forms of Consul's documentation (1.2-1.7), each converted by the one
 converter (module_utils/consul_legacy.py) with a deprecation warning naming the field and the
 modern spelling; what meshkit cannot honour is refused with the fix."""

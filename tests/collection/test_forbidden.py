@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """A 403 is never "absent" (issue 13 item 3).
 
 Against the real dev agent with ACLs on (default deny): a wrong token, a token from each

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The collection as it ships: the tarball's tree, ansible-doc of the installed collection, the
 mesh schema written where it is documented, and `meshkit render` from a plain pip install.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Issue 12 acceptance: sidecars bound to a host address pass their checks on a dev agent that
 runs checks exactly as Consul 1.7 does, when registered the way meshkit renders them.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Acceptance: 100 services with sidecars in one play; the second run reports zero changes."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The mesh model's ACL fields: per-service extra policies and identities, the mesh-wide mode
 and the policies the rollout creates; bad input names the field and the fix."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Older Consul proxy forms in the mesh model's services: converted (with a deprecation warning
 naming the entry and field) by `parse_mesh`, shown by `meshkit render`, and round-tripped: the
 rendered registration, sent to the real dev agent, gives the sidecar the legacy form described."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The mesh model: every validation rule has its own case, and valid input parses fully."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Renderers: exact shapes, key spelling per form, and byte-for-byte determinism."""
 
 from __future__ import annotations

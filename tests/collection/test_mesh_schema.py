@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The argument specs' schema of the mesh model against the parser it must never contradict."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Each module through real ansible-playbook against the real dev agent (real HTTP).
 
 Every lifecycle runs in one play: create, the same again (unchanged), change one field (exactly

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """consul_acl_token and consul_acl_policy through real ansible-playbook against the dev agent
 with ACLs on (default deny): lifecycle, check mode, diff, rotation, and the secret kept out of
 every output line (-vvv, --diff) while the registered variable holds it."""

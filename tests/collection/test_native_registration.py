@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """`connect: {native: true}` in the mesh model: parsing, refusals, rendering, consul_service
 against the real dev agent, and the Nomad group of a native app."""
 

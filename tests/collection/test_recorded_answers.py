@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Issue 12: every recorded Consul 1.7.14 answer that a client of ours reads, through our readers.
 
 Both recordings (`consul-1.7.14/` and `consul-1.7.14-edges/`) are served, body, status and all,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """`meshkit render` as a user runs it: a real process, real files, exit codes."""
 
 from __future__ import annotations

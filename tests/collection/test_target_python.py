@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The lint gate refuses module code that would crash on a managed host's older Python.
 
 `.ci/lint-ansible` runs vermin and `.ci/target_python.py` over the collection's modules and

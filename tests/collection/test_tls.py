@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The Consul connection options over real TLS: verified by default, CA bundle, client
 certificate, and the CONSUL_* environment fallbacks."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """A real TLS front for the dev agent (which speaks plain HTTP): terminates TLS, optionally
 requires a client certificate, and forwards bytes to the agent. Lets the modules' TLS options
 be tested end to end: verification on by default, CA bundle, client certificate."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Real loopback applications behind and in front of the proxies, for the acceptance tests.
 
 `App` is a threaded TCP server with two behaviours picked by the first byte a client sends:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The issue-2 data-plane benchmark, static mode against agent mode (issue 3 acceptance).
 
 Not a pytest test (nothing timed is pass/fail): a script that reuses bench/'s measurements

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """A small real HTTP server that answers with recorded Consul 1.7.14 responses.
 
 It doubles Consul (not our code) so the client's wire behaviour (headers, query strings,

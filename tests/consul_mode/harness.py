@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Real `meshkit-proxy` processes in Consul mode, and a two-service mesh on the dev agent.
 
 Everything here is the real thing: the `meshkit dev-agent` process (tests/support/devagent.py),

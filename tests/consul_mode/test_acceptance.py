@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Issue 3 acceptance, against the real `meshkit dev-agent` and real `meshkit-proxy` processes
 started with `-sidecar-for`, real TLS between them, and loopback apps.
 

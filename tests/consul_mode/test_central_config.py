@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The proxy honours the merged `Proxy.Config` (issue 15 item 3), against the real dev agent
 and real `meshkit-proxy` processes: every supported key is applied on change without a
 restart (same pid, held connection untouched) and reported on /metrics; a key the proxy does

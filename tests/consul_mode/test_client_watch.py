@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The Consul client and blocking watches, on the wire, against a double of Consul that answers
 with recorded Consul 1.7.14 responses (real HTTP, real TLS, real unix socket)."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Consul mode started from a `-config` file with `mode: consul` (what the Nomad native pattern
 writes with a `template` block): parsing, flag conflicts, and traffic on the real dev agent."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Never serve with an expired leaf: when Consul does not renew it (here: a Consul double that
 keeps answering with the old one), the listeners close at expiry and /ready says why; a fresh
 leaf reopens them. Real proxy (`Proxy`), real sockets; Consul is the recorded-shape double."""

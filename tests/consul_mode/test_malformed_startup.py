@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Issue 12: an unreadable intentions answer at startup does not stop the proxy.
 
 There is no last good state to keep yet, so the proxy starts failing closed (every peer

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Issue 12: a mesh with no intentions at all, and the last intention deleted under traffic.
 
 Real Consul 1.7 answers the intentions match with `{"<name>": null}` when nothing matches

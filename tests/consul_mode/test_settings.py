@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Connection settings resolve exactly as Consul's CLI resolves them (contract §2.6)."""
 
 from __future__ import annotations

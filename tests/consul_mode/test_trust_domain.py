@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Consul mode: a leaf signed by Consul's own root but naming another trust domain is refused,
 with `-authz local` (the intentions cache, the default) and `-authz agent` (issue 13 item 2).
 

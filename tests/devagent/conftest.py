@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Fixtures for the dev-agent tests: the real process (tests/support/devagent.py) and listeners."""
 
 from __future__ import annotations

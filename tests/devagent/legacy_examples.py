@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Service definitions from Consul's documentation of 1.2-1.7 (and the recorded bodies of
 consul-1.7.14-edges e31-e35), one per older proxy form, for the conversion tests."""
 

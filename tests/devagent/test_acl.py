@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """ACLs: master token, service-identity tokens with Consul's grants, 403 texts."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """ACL policies with rules, token update and service identities, as Consul 1.7 enforces them.
 
 Everything goes through the real dev agent's HTTP API with ACLs on (default deny); the only

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Registration, sidecar expansion, agent views and hash blocking against the real process."""
 
 from __future__ import annotations

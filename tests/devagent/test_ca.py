@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The CA: roots, leaves verified with `cryptography`, blocking leaf, rotation, persistence."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Short-lived leaves: renewal at 60-90 % of the lifetime, old roots pruned after their leaves."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Central service config on the dev agent, as Consul 1.7.14 applies it (issue 15 item 2).
 
 `-enable-central-service-config` merges `proxy-defaults` and `service-defaults` into sidecar

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """HTTP checks, DeregisterCriticalServiceAfter, and a crash (SIGKILL) losing nothing."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """`service-intentions` config entries and the legacy API are two views of one store."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """`-config-dir`: snake_case service files, Consul's `invalid config key`, reload and SIGHUP."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Contract test: replay the recorded Consul 1.7.14 session against the dev-agent.
 
 Every request in `fixtures/consul-1.7.14` (and the steps that led to it) is sent in the

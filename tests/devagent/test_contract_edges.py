@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Contract test: the dev agent answers the `consul-1.7.14-edges` recording exactly as Consul did.
 
 The recording has two phases, each against a fresh Consul 1.7.14 dev agent:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Health/catalog views with index blocking, intentions and authorize, prepared queries."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Round trip of every older proxy form through the dev agent's `-config-dir`: the documented
 example (tests/devagent/legacy_examples.py) in a file, the registration the agent then holds,
 and the deprecation warning in its log naming the file, the field and the modern spelling."""

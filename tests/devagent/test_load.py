@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Load (not timed): 200 services with sidecars, 50 blocking watchers, steady memory, restart."""
 
 from __future__ import annotations

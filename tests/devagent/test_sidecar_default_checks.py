@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The sidecar checks the dev agent adds and runs are Consul 1.7.14's (issue 12 item 4).
 
 Consul 1.7 (agent/sidecar_service.go, sidecarDefaultChecks): for a `sidecar_service` without

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """SIGTERM stops the dev agent at once, even while blocking queries wait (issue 13 item 6)."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Issue 15 acceptance on lab machines: `meshkit_proxy_defaults` sets local_connect_timeout_ms
 and handshake_timeout_ms; the running proxies (meshkit-proxy@ under systemd on web and db)
 report the new values on /metrics without a restart (same MainPID); a service whose

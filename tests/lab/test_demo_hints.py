@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The demo's closing words: commands that run as printed, and "dropped" for a timeout (no root).
 
 `./run demo` runs `.venv/bin/meshkit` without the venv on PATH, so a hint reading

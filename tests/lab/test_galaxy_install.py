@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The collection as a Galaxy user gets it: the tarball, installed, rolls the demo mesh out.
 
 Acceptance of issue 16: `.ci/build-collection` builds the tarball; it is installed into an empty

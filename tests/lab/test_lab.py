@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Real machines: boot, reach each other, and leave nothing behind, also after failures.
 
 Marked `lab` (root, systemd-nspawn, debootstrap'd image); `.ci/molecule` runs them, or

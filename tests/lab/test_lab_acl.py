@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The mesh with ACLs on (default deny) on real lab machines: a token per proxy, least privilege.
 
 cp runs the development control plane with the management (master) token and is the control

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Molecule scenarios and the demo read what exists: playbooks parse, paths resolve (no root)."""
 
 from __future__ import annotations

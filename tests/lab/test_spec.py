@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Lab input parsing and inventory generation, checked with the real ansible-inventory (no root)."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Helpers for the native tests: a recording echo handler and an event-loop runner.
 
 Everything the tests use is real: the dev agent process, meshkit-proxy processes, TLS, sockets.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The dev agent's DNS interface (`-dns-port`), queried with dnspython over UDP and TCP, and
 `meshkit.native` resolving through it."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """examples/native_picker as real processes on the real dev agent: the upstream is picked per
 request, a denied hop answers 403 with Consul's reason, an unknown one 502."""
 

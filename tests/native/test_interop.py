@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Interop between meshkit.native and real meshkit-proxy processes on the real dev agent.
 
 - a native client reaches `api` behind `meshkit-proxy -sidecar-for api`;

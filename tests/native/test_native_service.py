@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """meshkit.native against the real dev agent: serving, dialling, refusing, errors, rotation.
 
 One dev agent per module (its start and stop dominate otherwise); every test registers its own

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Shared pieces of the Nomad tests: collection on sys.path, a two-service mesh, the double."""
 
 from __future__ import annotations

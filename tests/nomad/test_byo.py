@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Bring your own job: real-world job files that ask for meshkit, rendered, planned and run
 against the Nomad double through `meshkit nomad` as a process; everything not meshkit's comes
 out equal in meaning (the parsed job before and after, minus meshkit's additions)."""

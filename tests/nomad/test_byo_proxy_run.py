@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Bring your own job end to end: web.nomad (the operator's own job, template blocks and all)
 is run through `meshkit nomad run` against the Nomad double; the meshkit-proxy task Nomad was
 given starts a real meshkit-proxy against the real dev agent and carries traffic."""

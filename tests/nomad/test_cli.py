@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """`meshkit nomad render|plan|run` as a real process: output and nomad-pack's exit codes."""
 
 from __future__ import annotations

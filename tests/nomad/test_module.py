@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The nomad_job module through real ansible-playbook against the Nomad double."""
 
 from __future__ import annotations

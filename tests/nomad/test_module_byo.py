@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The nomad_job module and the nomad_job_file filter with an operator's own job files,
 through real ansible-playbook against a Nomad 0.11.8 double."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The native pattern end to end: the proxy file Nomad's template block would write, rendered
 from the model, runs a real meshkit-proxy against the real dev agent and carries traffic."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Issue 17 item 5: the HCL meshkit writes is the job it submits, on every Nomad it claims.
 
 Nomad before 1.0 reads job files as HCL1 (keeps `${...}`, does not unescape `$$`), from 1.0 on

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Golden jobs for the three patterns, HCL and JSON, and their fidelity to Nomad's own shapes."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """python-nomad submission against the Nomad double over real HTTP and real TLS."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Every nomad_version refusal: too old is refused with the field and the fix; new enough passes."""
 
 from __future__ import annotations

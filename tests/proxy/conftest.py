@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Fixtures: a throwaway CA, an echo app, and a meshed pair (web's outbound → db's inbound)."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Real processes and sockets for proxy tests: an echo app, proxy processes, a TLS client."""
 
 from __future__ import annotations

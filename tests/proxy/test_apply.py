@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """`Proxy.apply` diffs listeners in-process on real sockets; SIGHUP reloads a running proxy."""
 
 from __future__ import annotations

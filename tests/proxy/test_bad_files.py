@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Bad input files are one clear line and exit 2, fast and in bounded memory (issue 13 item 5).
 
 Every command that reads a file is run as a real subprocess: `meshkit-proxy -config`, the

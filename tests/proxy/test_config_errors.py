@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Bad configuration: each problem is its own clear line naming file and field; exit code 2."""
 
 from __future__ import annotations

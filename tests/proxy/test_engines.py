@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The two TLS engines (pyOpenSSL/OpenSSL 4.0 and Python's ssl) interoperate and refuse alike."""
 
 from __future__ import annotations

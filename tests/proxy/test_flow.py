@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Allowed traffic end to end through real proxy processes: bulk, half-close, many connections."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """A public listener whose TLS material was cleared refuses connections instead of crashing."""
 
 from __future__ import annotations

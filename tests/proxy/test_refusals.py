@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Peers that must be refused, and the app must never see: each checked at the socket and in
 the metrics, with the echo app's accept counter as the witness."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Roots and leaf rotated while traffic flows (the files change under running proxies)."""
 
 from __future__ import annotations

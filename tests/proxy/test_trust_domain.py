@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Static mode: a peer whose leaf names another trust domain is refused (issue 13 item 2).
 
 The foreign leaf is signed by the very root the proxy trusts, so chain validation passes; only

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Flag parsing, value parsing and the static authorizer: fast, in-process, no sockets."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """`meshkit-proxy -version` and `meshkit --version` print the package version, as
 `consul version` users expect, and exit 0 without needing any other flag."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """`-workers`: the auto rule, bad values, and real worker processes behind one admin listener."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Run real ansible / ansible-playbook against localhost for the role tests."""
 
 from __future__ import annotations

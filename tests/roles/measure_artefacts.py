@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MPL-2.0
 """Measure the two artefact kinds of the mesh_proxy role (figures for docs/rollout.md).
 
     .venv/bin/python tests/roles/measure_artefacts.py [--shiv PATH] [--runs 5]

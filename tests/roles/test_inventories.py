@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The shipped inventories hold a valid mesh model (site.yml's first play, no connection)."""
 
 from __future__ import annotations

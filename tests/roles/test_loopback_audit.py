@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """meshkit.connect.loopback_audit, run by real `ansible` against this machine's real sockets."""
 
 from __future__ import annotations

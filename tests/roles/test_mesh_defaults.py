@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The mesh model's central proxy configuration through the mesh_service role, against the
 real dev agent: `meshkit_proxy_defaults` and a service's `defaults` are written before the
 services, a second run changes nothing, `--check --diff` after editing one key shows only that

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The mesh_service role against the real development control plane on loopback."""
 
 from __future__ import annotations

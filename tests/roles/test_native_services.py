@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Connect-native services in the roles: loopback_guard accepts their public address (their
 own port is the mesh port), still refuses it for a proxied app, and mesh_service's model
 validation refuses a native service with upstreams, naming the fix."""

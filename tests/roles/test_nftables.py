@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The loopback_guard ruleset: valid for `nft -c`, and loading it replaces only its own table.
 
 Loading happens inside a private network namespace (`unshare -n`), never on this machine's own

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The nomad_jobs role submits the model's jobs through meshkit.connect.nomad_job (Nomad double)."""
 
 from __future__ import annotations

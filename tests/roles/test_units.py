@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Every systemd unit the roles render passes `systemd-analyze verify`, hardening included."""
 
 from __future__ import annotations

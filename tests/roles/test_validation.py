@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Bad descriptions fail before any change: argument specs, the loopback check, the model."""
 
 from __future__ import annotations

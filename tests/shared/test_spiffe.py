@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 import pytest
 
 from meshkit.spiffe import SpiffeError, parse_service_uri, service_id

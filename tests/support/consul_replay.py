@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Replay a session recorded from a real Consul against the dev agent and list every deviation.
 
 A recording directory holds `requests.json` (each request in order: the file stem of its answer,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Start the real `meshkit dev-agent` process on a free loopback port, for any test.
 
     from tests.support.devagent import DevAgent, dev_agent  # noqa: F401  (the fixture)

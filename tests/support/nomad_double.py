@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """An HTTP double of the Nomad API, shaped by the recorded Nomad 0.11.8 responses.
 
 No Nomad binary can run here, so this serves the endpoints our submission path uses over a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """What Nomad's `POST /v1/jobs/parse` makes of a job file, for the Nomad double.
 
 No Nomad binary runs here, so the double's parse answers are derived, not recorded: this reads

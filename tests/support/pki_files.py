@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Throwaway CAs and Consul-shaped leaves written to files, for proxy tests.
 
 Built on `meshkit.pki` so the leaves look like Consul's: empty subject, one critical URI SAN,

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MPL-2.0
 """A client that keeps requesting an upstream until told to stop, and counts what it lost.
 
 A request is retried only while the connection is refused (nothing was sent: the listener is

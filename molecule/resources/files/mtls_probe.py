@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MPL-2.0
 """Probe a sidecar's public listener from another machine without mesh credentials.
 
 A meshkit sidecar must speak TLS and refuse clients that present no certificate from the mesh

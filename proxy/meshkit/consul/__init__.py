@@ -1,1 +1,2 @@
+# SPDX-License-Identifier: MPL-2.0
 """Consul mode: the proxy takes identity, certificates, upstreams and intentions from Consul."""

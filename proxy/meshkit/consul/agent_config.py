@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The proxy's own registration (`GET /v1/agent/service/<id>`) parsed into typed settings.
 
 This is where agent mode decides what to listen on. It follows `consul connect proxy` except

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """CA roots and the leaf certificate from the agent, fed into the proxy's TLS store.
 
 Both are index-blocking watches (contract §2.3, §2.4). Every root is trusted, not only the

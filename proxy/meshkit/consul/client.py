@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """An async Consul HTTP client that talks to the agent the way Consul's own Go client does.
 
 The token only ever travels in the `X-Consul-Token` header (a `?token=` parameter would land in

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Warn once about each proxy `Config` key meshkit-proxy does not apply, naming its source.
 
 The agent answers one merged `Proxy.Config`; it does not say which key came from where. The

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Consul mode from a file: `meshkit-proxy -config FILE` where the file says `mode: consul`.
 
 Flags cannot carry an upstream's datacenter or per-upstream timeouts; a file written by a

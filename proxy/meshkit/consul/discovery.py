@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Upstream targets from Consul, kept current off the connection's critical path.
 
 `service` upstreams follow `/v1/health/connect/<name>?passing&stale[&dc=]` with a blocking

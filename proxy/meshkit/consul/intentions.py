@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Authorization from Consul intentions, decided locally or by the agent.
 
 Local mode keeps `/v1/connect/intentions/match?by=destination&name=<svc>` current with a

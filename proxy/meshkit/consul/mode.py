@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Consul mode: the proxy's identity, listeners, certificates, targets and intentions all
 come from the local Consul agent, and every change is applied live.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """`-register`: the proxy registers itself as a `connect-proxy`, as `consul connect proxy` does.
 
 ID `<service>-proxy[-<register-id>]`, name `<service>-proxy`, Address/Port from `-listen`, the

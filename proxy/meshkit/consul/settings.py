@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """How to reach the local Consul agent, resolved exactly as Consul's `api.DefaultConfig()` does.
 
 Operators switching from `consul connect proxy` keep their environment and flags, so the

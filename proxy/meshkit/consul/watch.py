@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Blocking watches on Consul endpoints, with the discipline of contract reference §2.8.
 
 Every watch keeps its last good value when Consul fails (fail-static), retries with Consul's

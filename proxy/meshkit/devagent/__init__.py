@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The development control plane: a Consul-API-compatible server with a real CA.
 
 `meshkit dev-agent` plays `consul agent -dev` for one machine and for the tests: the same

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """ACLs, off by default: tokens and policies as Consul 1.7 keeps them (contract §2.6).
 
 With `-acl-master-token` the agent resolves every request's token to an Authorizer

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """ACL policy rules as Consul 1.7 reads and applies them: parse, validate, merge, decide.
 
 Rules come as HCL (`service "web" { policy = "write" }`, read by a small reader of the subset

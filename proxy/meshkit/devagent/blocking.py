@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Index- and hash-based blocking queries, with Consul's `wait` defaults and caps."""
 
 from __future__ import annotations

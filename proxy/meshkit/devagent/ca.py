@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The built-in CA: roots, leaves, configuration and rotation without an outage.
 
 Leaves are issued on demand per service name and re-issued when 60-90 % of their lifetime

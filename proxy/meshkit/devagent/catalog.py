@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Services and checks of the one node, and the JSON shapes Consul serves them in.
 
 The agent's local state and the catalog are the same thing here (one node, no

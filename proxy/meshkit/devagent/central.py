@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Central service configuration: config entries merged into sidecar proxy registrations.
 
 With `-enable-central-service-config` (Consul's `enable_central_service_config`), Consul 1.7

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Checks that really run: TCP and HTTP dialled on their interval, TTL deadlines, aliases.
 
 Each check is one asyncio task keyed by its ID and definition, so re-registering a changed

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """`-config-dir`: service definitions from `*.json` files, decoded the way Consul does.
 
 Keys are snake_case (any letter case); a file holds `service` (one object) or `services`

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """`/v1/config`: `proxy-defaults` and `service-defaults` as Consul 1.7.14 stores them, plus
 `service-intentions` (a view of the intentions store, a later Consul's kind kept for our tools).
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Request bodies and config files decoded the way Consul decodes them.
 
 Consul's HTTP API uses Go's `encoding/json` with unknown fields disallowed: keys match the

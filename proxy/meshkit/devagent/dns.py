@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Consul's DNS interface on the dev agent: `<svc>.service`, `<svc>.connect`, `<q>.query`.
 
 Answers A and SRV as Consul 1.7 does for the names a mesh application uses (contract

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """`?filter=`: the subset of Consul's go-bexpr language that discovery clients use.
 
 Supported: `Sel == "v"`, `!=`, `"v" in Sel`, `not in`, `Sel contains "v"`, `not contains`,

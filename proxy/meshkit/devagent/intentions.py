@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Intentions: one store behind the legacy API and `service-intentions` config entries.
 
 Precedence, matching and the authorize reasons follow Consul (contract §4, §2.5) so a proxy

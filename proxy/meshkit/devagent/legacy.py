@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Older proxy forms in `-config-dir` files: converted by the collection's one converter
 (`module_utils/consul_legacy.py`, shared with `meshkit render --consul` and the mesh model), each
 conversion logged as a deprecation warning naming the file and field and the modern spelling.

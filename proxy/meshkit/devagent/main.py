@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """`meshkit dev-agent`: flags, startup, signals."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Prepared queries: definitions, execution by ID or name, and the response shape.
 
 `Near` is accepted and stored but ignored at execution: there is one node, so there is

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The aiohttp application: Consul's routes, status codes, error texts and headers."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """`connect.sidecar_service` expansion, with every default Consul fills (contract §1.5)."""
 
 from __future__ import annotations

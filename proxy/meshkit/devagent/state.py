@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The node's services and checks: registration rules, lifecycle, and health selection."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """State persistence and the Raft-like index.
 
 Every mutation bumps one global index (as Consul's Raft index) and records it for the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Local lab machines: debootstrapped Debian booted by systemd-nspawn, one network namespace each.
 
 They stand in for VMs (no hypervisor, no Docker here) so roles and Molecule scenarios run against

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """How Ansible and people reach the machines: key, inventory, ssh_config, and the SSH wait.
 
 In isolated mode the machines are only reachable from the lab's gateway namespace, so SSH goes

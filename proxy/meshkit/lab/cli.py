@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """`meshkit lab up|down|status|ssh|inventory`: argument parsing at the boundary, exit codes."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The one error type the lab raises for conditions a user can fix (exit 2 with the message)."""
 
 from __future__ import annotations

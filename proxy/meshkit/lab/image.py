@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The machines' Debian root, built once with debootstrap and cached by its package list.
 
 The cache key covers suite, mirror, package list and the image tweaks below, so changing any of

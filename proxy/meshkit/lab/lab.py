@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """`up`, `down` and `status` of a lab: the order of the steps and the cleanup on failure."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """One machine: an overlay over the cached image, booted by systemd-nspawn in its own cgroup.
 
 PID 1 of this host is not systemd, so nothing would give each nspawn a cgroup of its own: two

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The lab network: a bridge holding 198.18.0.1 and one namespace + veth per machine.
 
 Host mode puts the bridge in the host's namespace (Ansible reaches 198.18.0.x directly);

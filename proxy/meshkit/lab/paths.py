@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Where a lab's pieces live; every name derives from the lab name so `down` needs no state file.
 
 Interface names are limited to 15 bytes, so they carry a short hash of the lab name.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Running host commands: one place that turns a failed command into a LabError with its output."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """SSH ProxyCommand for isolated labs: one process relaying stdin/stdout to a TCP connection.
 
 It runs inside the lab's gateway namespace (`ip netns exec`), the only place that can reach the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Lab description: which machines, their addresses and Ansible groups, parsed once into types.
 
 Machines get 198.18.0.10, .11, ... in the order given; the host (or the lab's gateway namespace)

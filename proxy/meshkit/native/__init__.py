@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """`meshkit.native`: Connect-native Python services, without a sidecar.
 
     from meshkit.native import Service

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """What `Service.connect` and the HTTP client may be asked to reach, parsed once.
 
 A plain name is a service; `Query("name")` a prepared query; a `ServiceID` a service whose

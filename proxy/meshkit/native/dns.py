@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Discovery through Consul's DNS interface instead of the HTTP API (`Service(dns=...)`).
 
 `<name>.connect.consul` SRV answers carry the Connect-capable endpoints (sidecar proxies and

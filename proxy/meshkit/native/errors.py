@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """The errors `meshkit.native` raises: each says what failed and what to do about it."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """A protocol wrapper that authorizes a TLS peer before the real protocol exists.
 
 Web stacks built on `loop.create_server` (aiohttp, uvicorn, hypercorn) hand every connection to

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """`Service`: one application's place in the mesh, without a sidecar.
 
 Everything Consul-facing is the proxy's own Consul-mode code, used as a library: the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """A small blocking facade over `meshkit.native.Service`, for code that is not asyncio.
 
     from meshkit.native.sync import Service

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """aiohttp integration: serve an `aiohttp.web` app as a native mesh service, and call mesh
 services with `aiohttp.ClientSession` at `http://<service>.service.consul/...`.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Record every task result of a play as JSON, so tests assert on what modules returned."""
 
 from __future__ import annotations

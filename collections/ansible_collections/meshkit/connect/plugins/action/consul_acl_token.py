@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 # Copyright (c) meshkit contributors
 # Mozilla Public License Version 2.0 (see https://mozilla.org/MPL/2.0/)
 """Run meshkit.connect.consul_acl_token and censor its result wherever Ansible shows it.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Filters that render a Nomad job from the mesh model on the controller.
 
 `{{ mesh | meshkit.connect.nomad_job_hcl(job) }}` and `nomad_job_json` give the same job as

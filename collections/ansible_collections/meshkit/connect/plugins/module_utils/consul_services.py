@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 # Copyright (c) meshkit contributors
 # Mozilla Public License Version 2.0 (see https://mozilla.org/MPL/2.0/)
 """A service registration as Consul holds it, normalised so it compares with the model.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 # Copyright (c) meshkit contributors
 # Mozilla Public License Version 2.0 (see https://mozilla.org/MPL/2.0/)
 """Older Consul proxy forms written into the mesh model's ``services``, turned into the model's

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 # Copyright (c) meshkit contributors
 # Mozilla Public License Version 2.0 (see https://mozilla.org/MPL/2.0/)
 """The mesh model: what users write in inventory variables, parsed once into typed objects.

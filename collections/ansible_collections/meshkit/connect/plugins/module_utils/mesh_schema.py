@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 # Copyright (c) meshkit contributors
 # Mozilla Public License Version 2.0 (see https://mozilla.org/MPL/2.0/)
 """The mesh model's shape as Ansible option specs: one source for the modules' argument specs,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Bring your own job: an operator's Nomad job file, with meshkit filled in where it asks.
 
 The operator marks a group's service with `meta` keys (they survive `nomad fmt`, `nomad job

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """From the mesh model and the job settings to one typed Nomad job (before any syntax).
 
 All decisions live here: which pattern puts what where, which fields a Nomad version can

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Write a `JobSpec` as Nomad API JSON or as HCL2 text, deciding nothing.
 
 Rendered from data, not from a Jinja2 template: nothing here interprets `{{ }}`, so Nomad's

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Job settings: everything a Nomad job needs that the mesh model does not say.
 
 Parsed once at the boundary (module options, `meshkit nomad` settings file, a service's

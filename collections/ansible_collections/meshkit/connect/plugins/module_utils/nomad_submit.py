@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Submit a job the way a careful operator does, through python-nomad.
 
 render -> plan (with diff) -> stop here in check mode -> register with EnforceIndex and the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MPL-2.0
 """Which Nomad release understands which job field.
 
 Nomad's HTTP decoder drops keys it does not know, so a job using a field newer than the

@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# SPDX-License-Identifier: MPL-2.0
 # Copyright: meshkit contributors
 # MPL-2.0 (see the project's pyproject.toml)
 """Audit a host's listening TCP sockets: a proxied app must listen on loopback only.

@@ -1,4 +1,5 @@
 #!/usr/bin/python
+# SPDX-License-Identifier: MPL-2.0
 """Ansible module: run the mesh's services as a Nomad job, planned and checked."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MPL-2.0
 """Build the meshkit artefact for hosts on the controller, from a checkout or a shipped wheel.
 
 Where meshkit comes from, in this order: ``--source`` (a checkout, e.g. a release under test);
