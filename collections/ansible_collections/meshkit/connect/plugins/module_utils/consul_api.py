@@ -127,7 +127,7 @@ def split_address(address: str, source: str) -> Address:
             )
         # http:// never downgrades a CONSUL_HTTP_SSL=true (the proxy's rule too).
         scheme = "https" if proto == "https" else ""
-    hostport, _, prefix = rest.partition("/")
+    hostport, _slash, prefix = rest.partition("/")
     prefix = prefix.rstrip("/")
     try:
         parts = urlsplit(f"//{hostport}")

@@ -163,7 +163,7 @@ class Service:
     allow_non_loopback: bool = False
     nomad: Mapping[str, Any] = field(default_factory=dict)
     native: bool = False  # connect: {native: true}: the app speaks mTLS itself (meshkit.native)
-    acl: ServiceAcl = field(default_factory=lambda: ServiceAcl())
+    acl: ServiceAcl = field(default_factory=ServiceAcl)
 
     @property
     def sidecar_id(self) -> str:
