@@ -23,6 +23,7 @@ Prints one JSON object on stdout.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -179,10 +180,14 @@ def main(argv: list[str] | None = None) -> int:
     args.out = out
     args.out.mkdir(parents=True, exist_ok=True)
     dest = args.out / f"meshkit-{release}{suffix}"
-    changed = not dest.exists()
     started = time.monotonic()
-    if changed:
-        (build_wheelhouse if args.kind == "wheelhouse" else build_shiv)(source, dest, args)
+    # Several rollouts may build the same release at once (parallel labs, parallel plays): the
+    # first builds it under the lock, the others wait and reuse it, so none reads a half file.
+    with open(args.out / f"{dest.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        changed = not dest.exists()
+        if changed:
+            (build_wheelhouse if args.kind == "wheelhouse" else build_shiv)(source, dest, args)
     result = {
         "changed": changed,
         "kind": args.kind,
