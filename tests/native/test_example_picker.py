@@ -82,8 +82,16 @@ def test_picker_calls_the_upstream_named_in_the_request(agent: DevAgent, tmp_pat
                 "upstream=picker-b&path=/nope",
                 "upstream=picker-c",
             ):
-                async with http.get(f"http://picker-a.service.consul/call?{query}") as resp:
-                    out.append((resp.status, await resp.text()))
+                # picker-a starts watching an upstream on its first call; until its view of a
+                # new name has arrived it answers 502 (no healthy instance), so ask again.
+                answer = (0, "")
+                for _ in range(50):
+                    async with http.get(f"http://picker-a.service.consul/call?{query}") as resp:
+                        answer = (resp.status, await resp.text())
+                    if answer[0] != 502 or query == "upstream=nobody":
+                        break
+                    await asyncio.sleep(0.2)
+                out.append(answer)
         return out
 
     try:
