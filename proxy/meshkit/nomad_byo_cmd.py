@@ -80,13 +80,21 @@ def run_job_file(
         wait_timeout=args.wait_timeout,
         interval=args.poll_interval,
     )
+    return print_outcome(outcome, args.action)
+
+
+def print_outcome(outcome: Any, action: str) -> int:
+    """The plan's diff on stdout, notes on stderr, the result as one JSON line; the exit code
+    (plan: 1 when it would change something, as nomad-pack's plan). Shared by both job paths."""
+    from ansible_collections.meshkit.connect.plugins.module_utils.nomad_submit import format_diff
+
     assert outcome.plan is not None
-    sys.stdout.write(ns.format_diff(outcome.plan.diff))
+    sys.stdout.write(format_diff(outcome.plan.diff))
     for message in outcome.messages:
         print(f"note: {message}", file=sys.stderr)
     result = outcome.result()
     result.pop("plan", None)
     print(json.dumps(result, sort_keys=True))
-    if args.action == "plan":
+    if action == "plan":
         return EXIT_CHANGES if outcome.changed else EXIT_OK
     return EXIT_OK

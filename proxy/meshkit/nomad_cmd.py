@@ -11,16 +11,16 @@ The token comes from NOMAD_TOKEN or --token-file, never from a flag (ps would sh
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from meshkit import bounded
+from meshkit.nomad_byo_cmd import EXIT_ERROR, EXIT_OK, print_outcome
 from meshkit.render_cmd import InputError, collection_roots, read_vars
 
-EXIT_OK, EXIT_CHANGES, EXIT_ERROR, EXIT_BAD_FILE = 0, 1, 255, 2
+EXIT_BAD_FILE = 2
 
 
 def _collections_on_path() -> None:
@@ -157,16 +157,7 @@ def run(argv: Sequence[str]) -> int:
     except ns.NomadSubmitError as exc:
         print(f"meshkit nomad: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    assert outcome.plan is not None
-    sys.stdout.write(ns.format_diff(outcome.plan.diff))
-    for message in outcome.messages:
-        print(f"note: {message}", file=sys.stderr)
-    result = outcome.result()
-    result.pop("plan", None)
-    print(json.dumps(result, sort_keys=True))
-    if args.action == "plan":
-        return EXIT_CHANGES if outcome.changed else EXIT_OK
-    return EXIT_OK
+    return print_outcome(outcome, args.action)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
