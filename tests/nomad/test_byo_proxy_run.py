@@ -5,7 +5,6 @@ given starts a real meshkit-proxy against the real dev agent and carries traffic
 
 from __future__ import annotations
 
-import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from tests.nomad.test_byo import FAST, JOBS
 from tests.nomad.test_cli import meshkit
 from tests.support.devagent import DevAgent
 from tests.support.nomad_double import NomadDouble
+from tests.support.nomad_task import materialize
 
 
 @pytest.fixture
@@ -68,17 +68,9 @@ def test_job_file_native_task_carries_traffic(
 
         group = double.jobs["web"].job["TaskGroups"][0]
         task = next(t for t in group["Tasks"] if t["Name"] == "meshkit-proxy")
-        (tpl,) = task["Templates"]
+        (_tpl,) = task["Templates"]  # one: the proxy's file
         nomad_env = {"NOMAD_IP_mesh": "127.0.0.1", "NOMAD_PORT_mesh": str(free_port())}
-        text = re.sub(
-            r'\{\{ env "([A-Za-z_]+)" \}\}', lambda m: nomad_env[m.group(1)], tpl["EmbeddedTmpl"]
-        )
-        task_dir = tmp_path / "task"
-        (task_dir / tpl["DestPath"]).parent.mkdir(parents=True)
-        (task_dir / tpl["DestPath"]).write_text(text)
-        args = [
-            a.replace("${NOMAD_TASK_DIR}", str(task_dir / "local")) for a in task["Config"]["args"]
-        ]
+        args = materialize(task, tmp_path / "task", nomad_env)
         # the operator's own task and templates reached Nomad as written
         app = next(t for t in group["Tasks"] if t["Name"] == "web")
         assert app["Templates"][0]["EmbeddedTmpl"].startswith('{{ with secret "kv/data/web" }}')

@@ -4,7 +4,6 @@ from the model, runs a real meshkit-proxy against the real dev agent and carries
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from tests.consul_mode.apps import App, echo, free_port, try_echo, wait_until
 from tests.consul_mode.harness import ProxyProcess
 from tests.nomad.conftest import job_settings, mesh_data
 from tests.support.devagent import DevAgent
+from tests.support.nomad_task import materialize
 
 
 @pytest.fixture
@@ -37,13 +37,8 @@ def render_proxy_file(model: dict[str, Any], task_dir: Path, **nomad_env: str) -
     api = to_api(build_job(parse_mesh(model), parse_job_settings(job_settings())))
     web = next(g for g in api["TaskGroups"] if g["Name"] == "web")
     task = next(t for t in web["Tasks"] if t["Name"] == "meshkit-proxy")
-    (tpl,) = task["Templates"]
-    text = re.sub(
-        r'\{\{ env "([A-Za-z_]+)" \}\}', lambda m: nomad_env[m.group(1)], tpl["EmbeddedTmpl"]
-    )
-    (task_dir / tpl["DestPath"]).parent.mkdir(parents=True, exist_ok=True)
-    (task_dir / tpl["DestPath"]).write_text(text)
-    return [a.replace("${NOMAD_TASK_DIR}", str(task_dir / "local")) for a in task["Config"]["args"]]
+    (_tpl,) = task["Templates"]  # one: the proxy's file
+    return materialize(task, task_dir, nomad_env)
 
 
 def test_rendered_native_proxy_file_carries_traffic(agent: DevAgent, tmp_path: Path) -> None:
