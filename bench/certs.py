@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from meshkit import pki
 from meshkit.spiffe import ServiceID
+from meshkit_tools import pki
 
 TRUST_DOMAIN = "11111111-2222-3333-4444-555555555555.consul"
 

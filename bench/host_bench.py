@@ -72,7 +72,7 @@ class Agent:
         ready = self.workdir / "agent.ready"
         env = dict(os.environ, PYTHONPATH=str(PROXY_SRC))
         self.proc = spawn(
-            [sys.executable, "-m", "meshkit.cli", "dev-agent", "-http-addr", f"{HOST}:0",
+            [sys.executable, "-m", "meshkit_tools.cli", "dev-agent", "-http-addr", f"{HOST}:0",
              "-ready-file", ready, "-node", "bench", "-log-level", "warn",
              "-max-check-interval", "2s"],
             self.workdir / "agent.log", env,

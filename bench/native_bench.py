@@ -184,7 +184,7 @@ def dev_agent(children: Children) -> Iterator[str]:
     env.pop("CONSUL_HTTP_ADDR")
     children.start(
         "devagent",
-        [sys.executable, "-m", "meshkit.cli", "dev-agent", "-http-addr", f"{HOST}:{port}",
+        [sys.executable, "-m", "meshkit_tools.cli", "dev-agent", "-http-addr", f"{HOST}:{port}",
          "-ready-file", str(ready), "-max-check-interval", "1s", "-log-level", "warn"],
         env,
     )  # fmt: skip

@@ -16,7 +16,7 @@ from cryptography import x509
 from OpenSSL import SSL, crypto
 from OpenSSL._util import ffi, lib
 
-from meshkit.pki import load_key
+from meshkit.certfmt import load_key
 from meshkit.tls import (
     READ_CHUNK,
     TLS12_CIPHERS,

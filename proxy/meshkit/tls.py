@@ -18,7 +18,7 @@ from typing import Protocol
 
 from cryptography import x509
 
-from meshkit.pki import colon_hex
+from meshkit.certfmt import colon_hex
 from meshkit.spiffe import ServiceID, SpiffeError, parse_service_uri
 
 # Consul's TLS 1.2 suites (ECDHE with AES-GCM or ChaCha20); TLS 1.3 suites are OpenSSL's defaults.

@@ -89,16 +89,23 @@ def test_the_tarball_holds_the_whole_product(tarball: Path) -> None:
             "docs/nomad.md",
         ):
             assert doc in names, doc
-        (wheel_name,) = [n for n in names if n.startswith("files/meshkit-") and n.endswith(".whl")]
-        wheel_file = tar.extractfile(wheel_name)
-        assert wheel_file is not None
-        wheel_path = tarball.parent / Path(wheel_name).name
-        wheel_path.write_bytes(wheel_file.read())
-    with zipfile.ZipFile(wheel_path) as wheel:
-        inside = set(wheel.namelist())
-    assert "meshkit/proxy_main.py" in inside
-    utils = "meshkit/_collection/ansible_collections/meshkit/connect/plugins/module_utils/"
-    assert f"{utils}mesh_model.py" in inside and f"{utils}nomad_render.py" in inside
+        (host_name,) = [n for n in names if n.startswith("files/meshkit-") and n.endswith(".whl")]
+        (tools_name,) = [n for n in names if n.startswith("files/meshkit_tools-")]
+        inside = {}
+        for name in (host_name, tools_name):
+            wheel_file = tar.extractfile(name)
+            assert wheel_file is not None
+            wheel_path = tarball.parent / Path(name).name
+            wheel_path.write_bytes(wheel_file.read())
+            with zipfile.ZipFile(wheel_path) as wheel:
+                inside[name] = set(wheel.namelist())
+    # The host wheel: the proxy and nothing of the tools (no dev agent, lab, CLIs, module_utils).
+    assert "meshkit/proxy_main.py" in inside[host_name]
+    assert not [n for n in inside[host_name] if n.startswith(("meshkit_tools/", "meshkit/_coll"))]
+    utils = "meshkit_tools/_collection/ansible_collections/meshkit/connect/plugins/module_utils/"
+    tools = inside[tools_name]
+    assert f"{utils}mesh_model.py" in tools and f"{utils}nomad_render.py" in tools
+    assert "meshkit_tools/devagent/server.py" in tools and "meshkit_tools/cli.py" in tools
 
 
 def test_ansible_doc_shows_suboptions_and_role_defaults(installed: Path) -> None:
@@ -136,21 +143,22 @@ def test_the_written_schema_is_current() -> None:
 def test_meshkit_render_from_a_plain_install(tarball: Path, tmp_path: Path) -> None:
     """A fresh venv outside the checkout with the wheel installed (not editable): the commands
     that need the collection's model code find the copy the wheel carries."""
-    wheel = next(tarball.parent.glob("meshkit-*.whl"), None)
-    if wheel is None:  # the tree test extracts it; extract here when run alone
+    wheels = sorted(tarball.parent.glob("meshkit*.whl"))
+    if len(wheels) != 2:  # the tree test extracts them; extract here when run alone
         with tarfile.open(tarball) as tar:
-            member = next(m for m in tar.getmembers() if m.name.endswith(".whl"))
-            wheel = tarball.parent / Path(member.name).name
-            data = tar.extractfile(member)
-            assert data is not None
-            wheel.write_bytes(data.read())
+            for member in tar.getmembers():
+                if member.name.endswith(".whl"):
+                    data = tar.extractfile(member)
+                    assert data is not None
+                    (tarball.parent / Path(member.name).name).write_bytes(data.read())
+        wheels = sorted(tarball.parent.glob("meshkit*.whl"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    # The dependencies come from this venv (no index needed); meshkit itself only from the wheel.
+    # The dependencies come from this venv (no index needed); meshkit itself only from the wheels.
     site = Path(sysconfig.get_paths()["purelib"])
     (next(venv.glob("lib/python3*/site-packages")) / "deps.pth").write_text(f"{site}\n")
     subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        [str(venv / "bin" / "pip"), "install", "-q", "--no-deps", "--no-index", *map(str, wheels)],
         check=True, timeout=300, capture_output=True,
     )  # fmt: skip
     work = tmp_path / "work"

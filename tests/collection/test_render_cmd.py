@@ -22,7 +22,7 @@ def render(
     full_env = {k: v for k, v in os.environ.items() if k != "ANSIBLE_COLLECTIONS_PATH"}
     full_env.update(PYTHONPATH=str(ROOT / "proxy"), **(env or {}))
     return subprocess.run(
-        [sys.executable, "-m", "meshkit.cli", "render", *map(str, args)],
+        [sys.executable, "-m", "meshkit_tools.cli", "render", *map(str, args)],
         capture_output=True,
         text=True,
         env=full_env,

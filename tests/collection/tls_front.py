@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from meshkit import pki
+from meshkit_tools import pki
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from meshkit import pki
 from meshkit.tls import peer_identity
+from meshkit_tools import pki
 from tests.consul_mode.apps import (
     App,
     OpenEcho,

@@ -9,12 +9,13 @@ import asyncio
 import datetime as dt
 import socket
 
-from meshkit import flags, pki
+from meshkit import flags
 from meshkit.consul.mode import ConsulMode
 from meshkit.consul.settings import resolve
 from meshkit.consul.watch import Policy
 from meshkit.runtime import Proxy
 from meshkit.spiffe import service_id
+from meshkit_tools import pki
 from tests.consul_mode.apps import App, free_port
 from tests.consul_mode.consul_double import ConsulDouble
 

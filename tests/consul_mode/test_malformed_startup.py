@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
-from meshkit import flags, pki
+from meshkit import flags
 from meshkit.consul.mode import ConsulMode
 from meshkit.consul.settings import resolve
 from meshkit.runtime import Proxy
 from meshkit.spiffe import service_id
+from meshkit_tools import pki
 from tests.consul_mode.apps import App, free_port
 from tests.consul_mode.consul_double import ConsulDouble
 from tests.consul_mode.test_leaf_expiry import FAST, TD, leaf_body, until

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from meshkit import pki
+from meshkit_tools import pki
 from tests.consul_mode.apps import App, free_port, wait_until
 from tests.consul_mode.harness import ProxyProcess
 from tests.support.devagent import DevAgent

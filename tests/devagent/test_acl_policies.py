@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from meshkit.devagent.aclrules import Authorizer, RulesError, parse
+from meshkit_tools.devagent.aclrules import Authorizer, RulesError, parse
 from tests.support.devagent import DevAgent
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from meshkit import pki
+from meshkit_tools import pki
 from tests.support.devagent import DevAgent
 
 

@@ -7,7 +7,7 @@ import datetime as dt
 
 from cryptography import x509
 
-from meshkit import pki
+from meshkit_tools import pki
 from tests.support.devagent import DevAgent
 
 

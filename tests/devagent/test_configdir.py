@@ -42,7 +42,15 @@ WEB = {
 
 def run_agent(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "meshkit.cli", "dev-agent", "-http-addr", "127.0.0.1:0", *args],
+        [
+            sys.executable,
+            "-m",
+            "meshkit_tools.cli",
+            "dev-agent",
+            "-http-addr",
+            "127.0.0.1:0",
+            *args,
+        ],
         capture_output=True,
         text=True,
         timeout=30,
@@ -109,7 +117,7 @@ def test_invalid_config_key_refuses_start(tmp_path: Path) -> None:
 
 def test_non_loopback_bind_needs_a_flag(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "meshkit.cli", "dev-agent", "-http-addr", "0.0.0.0:8500"],
+        [sys.executable, "-m", "meshkit_tools.cli", "dev-agent", "-http-addr", "0.0.0.0:8500"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -126,7 +134,7 @@ def test_ipv6_loopback_and_clean_exit_on_sigterm(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "meshkit.cli",
+            "meshkit_tools.cli",
             "dev-agent",
             "-http-addr",
             "[::1]:0",

@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from meshkit.lab import access, lab
-from meshkit.lab.paths import LabPaths
-from meshkit.lab.spec import LabSpec, default_spec
+from meshkit_tools.lab import access, lab
+from meshkit_tools.lab.paths import LabPaths
+from meshkit_tools.lab.spec import LabSpec, default_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent

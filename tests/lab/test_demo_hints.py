@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from meshkit.demo import DemoShape, closing_hints, direct_verdict
-from meshkit.lab.paths import LabPaths
-from meshkit.lab.spec import default_spec
+from meshkit_tools.demo import DemoShape, closing_hints, direct_verdict
+from meshkit_tools.lab.paths import LabPaths
+from meshkit_tools.lab.spec import default_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent

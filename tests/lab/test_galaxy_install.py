@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from meshkit import demo
-from meshkit.lab import lab
-from meshkit.lab.paths import LabPaths
-from meshkit.lab.spec import LabSpec, default_spec
+from meshkit_tools import demo
+from meshkit_tools.lab import lab
+from meshkit_tools.lab.paths import LabPaths
+from meshkit_tools.lab.spec import LabSpec, default_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from meshkit.lab import lab, machines
-from meshkit.lab.errors import LabError
-from meshkit.lab.paths import LabPaths
-from meshkit.lab.spec import build_spec
+from meshkit_tools.lab import lab, machines
+from meshkit_tools.lab.errors import LabError
+from meshkit_tools.lab.paths import LabPaths
+from meshkit_tools.lab.spec import build_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -123,11 +123,11 @@ def test_failed_boot_removes_what_it_built(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_host_mode_lab_via_the_cli() -> None:
     """The default (host) mode and the CLI: up, status, ssh, down, with nothing left behind."""
-    from meshkit.lab.net import gateway_holder
+    from meshkit_tools.lab.net import gateway_holder
 
     if gateway_holder() is not None:
         pytest.skip("198.18.0.1 is held by another host-mode lab on this machine")
-    meshkit = [sys.executable, "-m", "meshkit.cli", "lab"]
+    meshkit = [sys.executable, "-m", "meshkit_tools.cli", "lab"]
     name = ["--name", "t-host"]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "proxy")}
 

@@ -26,9 +26,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from meshkit.lab import lab
-from meshkit.lab.paths import LabPaths
-from meshkit.lab.spec import DEFAULT_GROUPS, DEFAULT_MACHINES, DEFAULT_PARENTS, build_spec
+from meshkit_tools.lab import lab
+from meshkit_tools.lab.paths import LabPaths
+from meshkit_tools.lab.spec import DEFAULT_GROUPS, DEFAULT_MACHINES, DEFAULT_PARENTS, build_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 import yaml
 
-from meshkit.demo import read_shape
-from meshkit.lab import access
-from meshkit.lab.errors import LabError
-from meshkit.lab.paths import LabPaths
-from meshkit.lab.spec import default_spec
+from meshkit_tools.demo import read_shape
+from meshkit_tools.lab import access
+from meshkit_tools.lab.errors import LabError
+from meshkit_tools.lab.paths import LabPaths
+from meshkit_tools.lab.spec import default_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent

@@ -14,10 +14,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from meshkit.lab import access
-from meshkit.lab.errors import LabError
-from meshkit.lab.paths import LabPaths
-from meshkit.lab.spec import build_spec, default_spec, load_scenario, parse_groups, parse_machines
+from meshkit_tools.lab import access
+from meshkit_tools.lab.errors import LabError
+from meshkit_tools.lab.paths import LabPaths
+from meshkit_tools.lab.spec import (
+    build_spec,
+    default_spec,
+    load_scenario,
+    parse_groups,
+    parse_machines,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -140,7 +146,7 @@ def test_key_is_private(tmp_path: Path) -> None:
 
 
 def _cli(*args: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "meshkit.cli", "lab", *args]
+    argv = [sys.executable, "-m", "meshkit_tools.cli", "lab", *args]
     if user is not None:
         argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "proxy")}
@@ -183,7 +189,7 @@ def test_relay_carries_both_directions_and_ends_with_the_peer() -> None:
         port = server.sockets[0].getsockname()[1]
         env = {**os.environ, "PYTHONPATH": str(ROOT / "proxy")}
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "meshkit.lab.relay", "127.0.0.1", str(port),
+            sys.executable, "-m", "meshkit_tools.lab.relay", "127.0.0.1", str(port),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
         )  # fmt: skip
         out, _ = await asyncio.wait_for(proc.communicate(b"hello relay"), 20)

@@ -17,7 +17,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from meshkit import pki
 from meshkit.native import (
     Denied,
     DialFailed,
@@ -29,6 +28,7 @@ from meshkit.native import (
 )
 from meshkit.native.web import NativeSite, client_session, peer
 from meshkit.tls import _load_chain
+from meshkit_tools import pki
 from tests.consul_mode.apps import free_port
 from tests.native.support import Recorder, intention, register_native, roundtrip, run, service
 from tests.support.devagent import DevAgent

@@ -22,7 +22,7 @@ def meshkit(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     for key in ("NOMAD_ADDR", "NOMAD_TOKEN", "NOMAD_NAMESPACE", "NOMAD_REGION", "NOMAD_CACERT"):
         env.pop(key, None)
     return subprocess.run(
-        [sys.executable, "-m", "meshkit.cli", "nomad", *args],
+        [sys.executable, "-m", "meshkit_tools.cli", "nomad", *args],
         cwd=cwd,
         env=env,
         capture_output=True,

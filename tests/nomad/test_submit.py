@@ -23,7 +23,7 @@ from ansible_collections.meshkit.connect.plugins.module_utils.nomad_settings imp
     NomadSettingsError,
     parse_job_settings,
 )
-from meshkit import pki
+from meshkit_tools import pki
 from tests.nomad.conftest import job_settings, mesh_data
 from tests.support.nomad_double import NomadDouble
 

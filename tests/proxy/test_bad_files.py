@@ -132,19 +132,19 @@ def _proxy(work: Path, bad: Path) -> list[str]:
 
 
 def _render(work: Path, bad: Path) -> list[str]:
-    return ["-m", "meshkit.cli", "render", str(bad)]
+    return ["-m", "meshkit_tools.cli", "render", str(bad)]
 
 
 def _nomad_mesh(work: Path, bad: Path) -> list[str]:
     job = work / "job.yml"
     job.write_text("datacenters: [dc1]\n")
-    return ["-m", "meshkit.cli", "nomad", "render", "--mesh", str(bad), "--job", str(job)]
+    return ["-m", "meshkit_tools.cli", "nomad", "render", "--mesh", str(bad), "--job", str(job)]
 
 
 def _nomad_job(work: Path, bad: Path) -> list[str]:
     mesh = work / "mesh.yml"
     mesh.write_text("meshkit_services: []\n")
-    return ["-m", "meshkit.cli", "nomad", "render", "--mesh", str(mesh), "--job", str(bad)]
+    return ["-m", "meshkit_tools.cli", "nomad", "render", "--mesh", str(mesh), "--job", str(bad)]
 
 
 YAML_COMMANDS: dict[str, Command] = {
@@ -173,7 +173,7 @@ def test_bad_dev_agent_config_dir_file_is_one_line_exit_2(tmp_path: Path, case: 
     config_dir.mkdir()
     bad = config_dir / f"{case}.json"
     bad.write_bytes(content)
-    args = ["-m", "meshkit.cli", "dev-agent", "-http-addr", "127.0.0.1:0", "-config-dir"]
+    args = ["-m", "meshkit_tools.cli", "dev-agent", "-http-addr", "127.0.0.1:0", "-config-dir"]
     baseline = run_measured([*args, str(tmp_path / "missing")], tmp_path)
     outcome = run_measured([*args, str(config_dir)], tmp_path)
     _check(outcome, baseline, bad, problem)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from meshkit import pki
+from meshkit_tools import pki
 from tests.proxy.conftest import inbound_config, outbound_config
 from tests.proxy.harness import (
     EchoApp,

@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
-from meshkit import pki
+from meshkit_tools import pki
 from tests.proxy.conftest import inbound_config
 from tests.proxy.harness import (
     EchoApp,

@@ -27,7 +27,7 @@ def test_proxy_version(flag: str) -> None:
 
 def test_meshkit_version() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "meshkit.cli", "--version"],
+        [sys.executable, "-m", "meshkit_tools.cli", "--version"],
         capture_output=True,
         text=True,
         timeout=30,

@@ -110,7 +110,7 @@ def test_verify_catches_a_bad_knob(render, tmp_path, prefix):
 def test_dev_agent_unit_verifies(render, tmp_path, prefix):
     unit = render(
         "consul_dev", "meshkit-dev-agent.service.j2", tmp_path / "meshkit-dev-agent.service",
-        mesh_proxy_prefix=str(prefix), _mesh_proxy_artefact={"release": "r1"},
+        consul_dev_prefix=str(prefix), _consul_dev_release="r1",
         _consul_dev_args=["-data-dir", "/var/lib/meshkit-dev-agent", "-http-addr",
                           "198.18.0.10:8500", "-allow-non-loopback"],
     )  # fmt: skip

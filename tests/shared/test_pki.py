@@ -8,8 +8,8 @@ from cryptography import x509
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from meshkit import pki
 from meshkit.spiffe import parse_service_uri, service_id
+from meshkit_tools import pki
 
 TD = "11111111-2222-3333-4444-555555555555.consul"
 

@@ -86,7 +86,7 @@ class DevAgent:
         cmd = [
             sys.executable,
             "-m",
-            "meshkit.cli",
+            "meshkit_tools.cli",
             "dev-agent",
             "-http-addr",
             f"127.0.0.1:{self._port}",

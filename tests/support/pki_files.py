@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MPL-2.0
 """Throwaway CAs and Consul-shaped leaves written to files, for proxy tests.
 
-Built on `meshkit.pki` so the leaves look like Consul's: empty subject, one critical URI SAN,
+Built on `meshkit_tools.pki` so the leaves look like Consul's: empty subject, one critical URI SAN,
 P-256, serverAuth+clientAuth. Keys are written 0600.
 """
 
@@ -12,8 +12,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from meshkit import pki
 from meshkit.spiffe import ServiceID, service_id
+from meshkit_tools import pki
 
 
 @dataclass(frozen=True)

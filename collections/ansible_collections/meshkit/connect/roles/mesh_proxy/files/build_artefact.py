@@ -1,6 +1,12 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MPL-2.0
-"""Build the meshkit artefact for hosts on the controller, from a checkout or a shipped wheel.
+"""Build a meshkit artefact for hosts on the controller, from a checkout or shipped wheels.
+
+Two packages (``--package``): ``host`` (the default) is what every proxy host runs, the
+``meshkit`` distribution built from the checkout's ``proxy/``; ``tools`` is ``meshkit-tools``
+from ``tools/`` (the dev agent, for ``consul_dev``), which needs the host package too. Each is
+named by a hash of its own sources only, so an edit to the lab or the dev agent leaves the
+proxies' release (and the proxies) alone.
 
 Where meshkit comes from, in this order: ``--source`` (a checkout, e.g. a release under test);
 else the checkout that holds this role (``--find-checkout-from``, the role's path: a developer's
@@ -33,18 +39,47 @@ import sys
 import tarfile
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import tomllib
 
-# The files whose content defines a build; anything else in the checkout does not matter.
-SOURCE_GLOBS = ("pyproject.toml", "proxy/meshkit/**/*.py", "proxy/meshkit/py.typed")
+
+@dataclass(frozen=True)
+class Package:
+    """One distribution the controller can build for hosts."""
+
+    folder: str  # in the checkout: the folder with its pyproject.toml
+    wheel_glob: str  # its wheel's file name, as .ci/build-collection ships it in files/
+    script: str  # the console script a host runs (and the install checks)
+    release_prefix: str  # before the version in the release name
+    source_globs: tuple[str, ...]  # the files whose content defines a build; nothing else does
+    needs: tuple[str, ...] = ()  # other packages built and shipped with it
+
+
+HOST_GLOBS = ("proxy/pyproject.toml", "proxy/meshkit/**/*.py", "proxy/meshkit/py.typed")
+PACKAGES = {
+    "host": Package("proxy", "meshkit-*-py3-none-any.whl", "meshkit-proxy", "", HOST_GLOBS),
+    "tools": Package(
+        "tools",
+        "meshkit_tools-*-py3-none-any.whl",
+        "meshkit",
+        "tools-",
+        (
+            *HOST_GLOBS,
+            "tools/pyproject.toml",
+            "tools/meshkit_tools/**/*.py",
+            "tools/meshkit_tools/py.typed",
+        ),
+        needs=("host",),
+    ),
+}
 MANYLINUX = ("manylinux2014", "manylinux_2_17", "manylinux_2_28", "manylinux1", "manylinux_2_5")
 
 
-def source_digest(source: Path) -> str:
+def source_digest(source: Path, package: Package = PACKAGES["host"]) -> str:
     digest = hashlib.sha256()
-    files = sorted({p for g in SOURCE_GLOBS for p in source.glob(g) if p.is_file()})
+    files = sorted({p for g in package.source_globs for p in source.glob(g) if p.is_file()})
     for path in files:
         if "__pycache__" in path.parts:
             continue
@@ -61,8 +96,8 @@ def run(cmd: list[str]) -> None:
 
 
 def is_checkout(path: Path) -> bool:
-    """A meshkit source tree: its pyproject names the project meshkit."""
-    pyproject = path / "pyproject.toml"
+    """A meshkit source tree: its proxy/pyproject.toml names the host package meshkit."""
+    pyproject = path / "proxy" / "pyproject.toml"
     if not (pyproject.is_file() and (path / "proxy" / "meshkit").is_dir()):
         return False
     try:
@@ -79,9 +114,16 @@ def find_checkout(start: Path) -> Path | None:
     return None
 
 
-def newest_wheel(wheel_dir: Path) -> Path | None:
-    wheels = sorted(wheel_dir.glob("meshkit-*-py3-none-any.whl"), key=lambda p: p.stat().st_mtime)
+def newest_wheel(wheel_dir: Path, package: Package = PACKAGES["host"]) -> Path | None:
+    wheels = sorted(wheel_dir.glob(package.wheel_glob), key=lambda p: p.stat().st_mtime)
     return wheels[-1] if wheels else None
+
+
+def checkout_version(source: Path, package: Package) -> str:
+    version: str = tomllib.loads((source / package.folder / "pyproject.toml").read_text())[
+        "project"
+    ]["version"]
+    return version
 
 
 def wheel_version(wheel: Path) -> str:
@@ -93,23 +135,36 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
-def build_wheelhouse(source: Path, dest: Path, args: argparse.Namespace) -> None:
+def package_wheels(sources: list[Path], wh: Path) -> list[Path]:
+    """The wheels of the package and of what it needs: copied if shipped, else built."""
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    wheels = []
+    for source in sources:
+        if source.suffix == ".whl":
+            shutil.copy2(source, wh / source.name)
+            wheels.append(wh / source.name)
+        else:
+            before = set(wh.iterdir())
+            run([*pip, "wheel", "-q", "--no-deps", "-w", str(wh), str(source)])
+            wheels.extend(sorted(set(wh.iterdir()) - before))
+    return wheels
+
+
+def build_wheelhouse(sources: list[Path], dest: Path, args: argparse.Namespace) -> None:
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     with tempfile.TemporaryDirectory(prefix="meshkit-wh-") as tmp:
         wh = Path(tmp) / "wheelhouse"
-        if source.suffix == ".whl":
-            wh.mkdir()
-            shutil.copy2(source, wh / source.name)
-        else:
-            run([*pip, "wheel", "-q", "--no-deps", "-w", str(wh), str(source)])
-        (meshkit_wheel,) = wh.glob("meshkit-*.whl")
+        wh.mkdir()
+        main_wheel, *needed = package_wheels(sources, wh)
         extras = f"[{args.extras}]" if args.extras else ""
         platforms = [x for tag in MANYLINUX for x in ("--platform", f"{tag}_{args.arch}")]
         cp = "cp" + args.python_version.replace(".", "")
+        # The needed wheels are named as files, so their pins resolve to these exact builds,
+        # never to a same-named project on the index.
         run([*pip, "download", "-q", "--only-binary=:all:", "--python-version",
              args.python_version, "--implementation", "cp", "--abi", cp, "--abi", "abi3",
              "--abi", "none", *platforms, "--platform", "any", "-d", str(wh),
-             f"{meshkit_wheel}{extras}", "pip"])  # fmt: skip
+             f"{main_wheel}{extras}", *map(str, needed), "pip"])  # fmt: skip
         partial = dest.with_suffix(".part")
         with tarfile.open(partial, "w:gz") as tar:
             for wheel in sorted(wh.iterdir()):
@@ -117,12 +172,14 @@ def build_wheelhouse(source: Path, dest: Path, args: argparse.Namespace) -> None
         partial.rename(dest)
 
 
-def build_shiv(source: Path, dest: Path, args: argparse.Namespace) -> None:
+def build_shiv(sources: list[Path], dest: Path, args: argparse.Namespace) -> None:
     shiv = shutil.which("shiv") or str(Path(sys.executable).with_name("shiv"))
     extras = f"[{args.extras}]" if args.extras else ""
     partial = dest.with_suffix(".part")
-    run([shiv, "-q", "-c", "meshkit-proxy", "-o", str(partial), "--python", "/usr/bin/env python3",
-         "--reproducible", f"{source}{extras}"])  # fmt: skip
+    main, *needed = sources
+    run([shiv, "-q", "-c", args.package_spec.script, "-o", str(partial), "--python",
+         "/usr/bin/env python3", "--reproducible", f"{main}{extras}",
+         *map(str, needed)])  # fmt: skip
     partial.rename(dest)
 
 
@@ -133,6 +190,12 @@ def optional_path(value: str) -> Path | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--package",
+        choices=sorted(PACKAGES),
+        default="host",
+        help="host: meshkit, what proxy hosts run; tools: meshkit-tools (the dev agent)",
+    )
     parser.add_argument("--source", type=Path, help="a meshkit checkout to build from")
     parser.add_argument(
         "--find-checkout-from", type=Path, help="use the meshkit checkout holding this path"
@@ -152,30 +215,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extras", default="fast", help="meshkit extras, comma-separated")
     args = parser.parse_args(argv)
 
-    source: Path | None = None
+    package = PACKAGES[args.package]
+    args.package_spec = package
+    chain = [package, *(PACKAGES[name] for name in package.needs)]
+    checkout: Path | None = None
     if args.source:
-        source = args.source.resolve()
-        if not (source / "pyproject.toml").is_file():
-            parser.error(f"--source {source}: no pyproject.toml there; point it at the checkout")
-    elif args.find_checkout_from:
-        source = find_checkout(args.find_checkout_from)
-    if source is not None:
-        version = tomllib.loads((source / "pyproject.toml").read_text())["project"]["version"]
-        digest = source_digest(source)
-        out = args.out or source / "build" / "artefacts"
-    else:
-        wheel = newest_wheel(args.wheel_dir) if args.wheel_dir else None
-        if wheel is None:
+        checkout = args.source.resolve()
+        if not is_checkout(checkout):
             parser.error(
-                f"no meshkit checkout holds {args.find_checkout_from} and no meshkit-*.whl is in "
-                f"{args.wheel_dir}: build the collection with .ci/build-collection (it ships the "
-                "wheel in files/), or set mesh_proxy_source_dir to a meshkit checkout"
+                f"--source {checkout}: no proxy/pyproject.toml of meshkit there; point it at "
+                "the checkout"
             )
-        source, version, digest = wheel, wheel_version(wheel), file_digest(wheel)
+    elif args.find_checkout_from:
+        checkout = find_checkout(args.find_checkout_from)
+    if checkout is not None:
+        version = checkout_version(checkout, package)
+        digest = source_digest(checkout, package)
+        sources = [checkout / p.folder for p in chain]
+        out = args.out or checkout / "build" / "artefacts"
+    else:
+        wheels = [newest_wheel(args.wheel_dir, p) if args.wheel_dir else None for p in chain]
+        if None in wheels:
+            parser.error(
+                f"no meshkit checkout holds {args.find_checkout_from} and no "
+                f"{' and no '.join(p.wheel_glob for p in chain)} is in {args.wheel_dir}: build "
+                "the collection with .ci/build-collection (it ships the wheels in files/), or "
+                "set mesh_proxy_source_dir to a meshkit checkout"
+            )
+        sources = [w for w in wheels if w is not None]
+        version = wheel_version(sources[0])
+        digest = hashlib.sha256(b"".join(file_digest(w).encode() for w in sources)).hexdigest()[:12]
         out = args.out or Path.home() / ".cache" / "meshkit" / "artefacts"
     cp = "cp" + args.python_version.replace(".", "")
     extras = args.extras.replace(",", "+") or "base"
-    release = f"{version}-{digest}-{extras}-{cp}-{args.arch}"
+    release = f"{package.release_prefix}{version}-{digest}-{extras}-{cp}-{args.arch}"
     suffix = ".tar.gz" if args.kind == "wheelhouse" else ".pyz"
     args.out = out
     args.out.mkdir(parents=True, exist_ok=True)
@@ -187,12 +260,13 @@ def main(argv: list[str] | None = None) -> int:
         fcntl.flock(lock, fcntl.LOCK_EX)
         changed = not dest.exists()
         if changed:
-            (build_wheelhouse if args.kind == "wheelhouse" else build_shiv)(source, dest, args)
+            (build_wheelhouse if args.kind == "wheelhouse" else build_shiv)(sources, dest, args)
     result = {
         "changed": changed,
         "kind": args.kind,
         "release": release,
-        "source": str(source),
+        "package": args.package,
+        "source": str(sources[0]),
         "path": str(dest),
         "name": dest.name,
         "size": dest.stat().st_size,
