@@ -60,9 +60,10 @@ def entry_points(wheel: Path) -> str:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("wheels")
+    src = copy_sources(tmp_path_factory.mktemp("src"))  # no build/ leftovers of the checkout
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check",
-         "-w", str(out), str(ROOT / "proxy"), str(ROOT / "tools")],
+         "-w", str(out), str(src / "proxy"), str(src / "tools")],
         check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     (host,) = out.glob("meshkit-*.whl")
@@ -112,7 +113,7 @@ def test_the_tools_wheel_holds_the_tools_and_the_collection_utils(
 def copy_sources(dest: Path) -> Path:
     for folder in ("proxy", "tools"):
         shutil.copytree(
-            ROOT / folder, dest / folder, symlinks=True,
+            ROOT / folder, dest / folder,  # links followed: tools/ carries the module_utils
             ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"),
         )  # fmt: skip
     shutil.copy2(ROOT / "pyproject.toml", dest / "pyproject.toml")

@@ -57,6 +57,7 @@ class Package:
     needs: tuple[str, ...] = ()  # other packages built and shipped with it
 
 
+BUILD_LEFTOVERS = ("build", "*.egg-info", "__pycache__", "dist")
 HOST_GLOBS = ("proxy/pyproject.toml", "proxy/meshkit/**/*.py", "proxy/meshkit/py.typed")
 PACKAGES = {
     "host": Package("proxy", "meshkit-*-py3-none-any.whl", "meshkit-proxy", "", HOST_GLOBS),
@@ -144,8 +145,13 @@ def package_wheels(sources: list[Path], wh: Path) -> list[Path]:
             shutil.copy2(source, wh / source.name)
             wheels.append(wh / source.name)
         else:
+            # From a clean copy: setuptools builds in the source's build/ and packs what it finds
+            # there, so a module moved away since the last build would ship again, and two
+            # builds at once (host and tools both build proxy/) would share that directory.
+            clean = wh.parent / f"src-{source.name}"
+            shutil.copytree(source, clean, ignore=shutil.ignore_patterns(*BUILD_LEFTOVERS))
             before = set(wh.iterdir())
-            run([*pip, "wheel", "-q", "--no-deps", "-w", str(wh), str(source)])
+            run([*pip, "wheel", "-q", "--no-deps", "-w", str(wh), str(clean)])
             wheels.extend(sorted(set(wh.iterdir()) - before))
     return wheels
 
