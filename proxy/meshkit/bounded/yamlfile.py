@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MPL-2.0
-"""The YAML half of `meshkit.bounded`, imported on first use (see `bounded.load_yaml`).
+"""The YAML reader of `meshkit.bounded`, imported on first use (see `bounded.load_yaml`).
 
 The limits, the wording and `FileError` are `bounded`'s; this file only holds what needs PyYAML.
 """
@@ -20,7 +20,7 @@ from yaml.events import (
 )
 from yaml.nodes import MappingNode, Node, SequenceNode
 
-from meshkit.bounded import DEFAULT, FileError, Limits, read_text
+from meshkit.bounded.limits import DEFAULT, FileError, Limits, read_text
 
 
 class _Refused(Exception):
