@@ -23,15 +23,17 @@ from meshkit.spiffe import ServiceID
 
 if TYPE_CHECKING:
     from meshkit.native.destination import Destination
-    from meshkit.native.service import Service
 
 DNS_TIMEOUT_S = 2.0
 
 
-async def dns_instances(service: Service, dest: Destination) -> list[Target]:
-    assert service.dns is not None
-    server, port = service.dns
-    dc = dest.datacenter or service.local_dc
+async def dns_instances(
+    server_port: tuple[str, int], local_dc: str, trust_domain: str, dest: Destination
+) -> list[Target]:
+    """The SRV answer for `<name>.connect.[dc.]consul.` at the agent's DNS interface, as targets
+    that must present `dest`'s identity in `trust_domain`."""
+    server, port = server_port
+    dc = dest.datacenter or local_dc
     qname = f"{dest.name}.connect.{dest.datacenter + '.' if dest.datacenter else ''}consul."
     query = dns.message.make_query(qname, dns.rdatatype.SRV)
     try:
@@ -42,7 +44,7 @@ async def dns_instances(service: Service, dest: Destination) -> list[Target]:
     for rrset in answer.additional:
         if rrset.rdtype == dns.rdatatype.A:
             addresses.setdefault(rrset.name.to_text(), []).extend(r.address for r in rrset)
-    expected = ServiceID(service.trust_domain, "default", dc, dest.name)
+    expected = ServiceID(trust_domain, "default", dc, dest.name)
     out: list[Target] = []
     for rrset in answer.answer:
         if rrset.rdtype != dns.rdatatype.SRV:

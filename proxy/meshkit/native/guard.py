@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from meshkit.native.errors import Denied
 
-if TYPE_CHECKING:
-    from meshkit.native.service import Service
+# The service's identity-and-intention check of a handshaken peer (Service.check_peer): raises
+# Denied for a peer that may not connect.
+PeerCheck = Callable[[Any], Awaitable[object]]
 
 log = logging.getLogger("meshkit.native.guard")
 
@@ -28,8 +29,8 @@ MAX_EARLY_BYTES = 64 * 1024
 
 
 class GuardedProtocol(asyncio.Protocol):
-    def __init__(self, service: Service, factory: Callable[[], asyncio.BaseProtocol]) -> None:
-        self.service, self.factory = service, factory
+    def __init__(self, check_peer: PeerCheck, factory: Callable[[], asyncio.BaseProtocol]) -> None:
+        self.check_peer, self.factory = check_peer, factory
         self.inner: Any = None
         self.transport: asyncio.Transport | None = None
         self.early: list[bytes] = []
@@ -48,7 +49,7 @@ class GuardedProtocol(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         try:
-            await self.service.check_peer(transport.get_extra_info("ssl_object"))
+            await self.check_peer(transport.get_extra_info("ssl_object"))
         except Denied as exc:
             log.info("%s", exc)
             transport.abort()

@@ -298,7 +298,7 @@ class Service:
         """Wrap a `loop.create_server` protocol factory (aiohttp, uvicorn, ...) the same way."""
         from meshkit.native.guard import GuardedProtocol
 
-        return lambda: GuardedProtocol(self, factory)
+        return lambda: GuardedProtocol(self.check_peer, factory)
 
     async def start_server(
         self, handler: Handler, host: str | None, port: int, **kwargs: Any
@@ -338,7 +338,7 @@ class Service:
         if self.dns is not None and dest.kind == SERVICE:
             from meshkit.native.dns import dns_instances
 
-            return await dns_instances(self, dest)
+            return await dns_instances(self.dns, self.local_dc, self.trust_domain, dest)
         return await self._resolver(dest).targets()
 
     async def connect(
