@@ -13,9 +13,9 @@ import time
 from typing import TYPE_CHECKING, cast
 
 from meshkit.authz import Decision, decide, decide_now
-from meshkit.copy import Leg, TLSLeg
 from meshkit.deadline import Deadline
 from meshkit.failures import FOREIGN_TRUST_DOMAIN, handshake_reason
+from meshkit.legs import Leg, TLSLeg, splice
 from meshkit.tls import IdentityError, PeerIdentity, identity_of
 
 if TYPE_CHECKING:
@@ -24,12 +24,6 @@ if TYPE_CHECKING:
     from meshkit.spiffe import ServiceID
 
 log = logging.getLogger("meshkit.inbound")
-
-
-def splice(a: Leg, b: Leg) -> None:
-    a.peer, b.peer = b, a
-    a.join(b)
-    b.join(a)
 
 
 class _Refusal(asyncio.Protocol):
@@ -117,7 +111,7 @@ class InboundConn:
             leg.abort()
             return
         # Until the app is joined, what the peer sends waits in the leg (bounded: the leg
-        # stops reading at `copy.PENDING_LIMIT`).
+        # stops reading at `legs.PENDING_LIMIT`).
         loop = asyncio.get_running_loop()
         decision = decide_now(self.proxy.authorizer, ident.service, ident.serial)
         if decision is None:  # the authorizer must ask over the network

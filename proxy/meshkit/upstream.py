@@ -14,10 +14,9 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from meshkit.copy import Leg, TLSLeg
 from meshkit.deadline import Deadline
 from meshkit.failures import PeerMismatch, handshake_reason
-from meshkit.inbound import splice
+from meshkit.legs import Leg, TLSLeg, splice
 from meshkit.resolver import Target
 from meshkit.tls import IdentityError, identity_of
 
@@ -33,7 +32,7 @@ class _LocalLeg(Leg):
     """The local client's socket; starts the dial once accepted.
 
     It keeps reading while the dial runs: early bytes wait in `pending` (bounded by
-    `copy.PENDING_LIMIT`) and leave with the client's last handshake flight.
+    `legs.PENDING_LIMIT`) and leave with the client's last handshake flight.
     """
 
     __slots__ = ("conn",)
