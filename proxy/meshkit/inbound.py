@@ -9,27 +9,39 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import TYPE_CHECKING, cast
 
 from meshkit.authz import Decision, decide, decide_now
-from meshkit.copy import Leg, TLSLeg
 from meshkit.deadline import Deadline
 from meshkit.failures import FOREIGN_TRUST_DOMAIN, handshake_reason
+from meshkit.flow import Flow, FlowHost
+from meshkit.legs import Leg, TLSLeg, splice
 from meshkit.tls import IdentityError, PeerIdentity, identity_of
 
 if TYPE_CHECKING:
     from meshkit.config import PublicListener
-    from meshkit.runtime import Proxy
     from meshkit.spiffe import ServiceID
+    from meshkit.tls import Side
 
 log = logging.getLogger("meshkit.inbound")
 
 
-def splice(a: Leg, b: Leg) -> None:
-    a.peer, b.peer = b, a
-    a.join(b)
-    b.join(a)
+def accept(host: FlowHost, spec: PublicListener) -> asyncio.BaseProtocol:
+    """The protocol for one socket the public listener accepted: the TLS leg of a new
+    `InboundConn`, or a refusal when no server certificate is loaded."""
+    side = host.certs.server
+    if side is None:
+        # Only a race with a certificate change can get here; refuse, never crash the loop.
+        return _refusal(host)
+    return InboundConn(host, spec, side).accepted
+
+
+def _refusal(host: FlowHost) -> asyncio.Protocol:
+    labels = host.inbound_labels
+    host.metrics.inc("connections_total", labels)
+    host.metrics.inc("handshake_failures_total", (*labels, ("reason", "no_tls_material")))
+    log.warning("inbound connection refused: no TLS material loaded")
+    return _Refusal()
 
 
 class _Refusal(asyncio.Protocol):
@@ -39,56 +51,29 @@ class _Refusal(asyncio.Protocol):
         cast(asyncio.Transport, transport).abort()
 
 
-class InboundConn:
-    """One accepted mesh connection; also the `metrics.Flow` the scrape sees."""
+class InboundConn(Flow):
+    """One mesh connection to the public listener: `accepted` is the peer's TLS leg,
+    `dialled` the local app's socket."""
 
     inbound = True
-    __slots__ = (
-        "app",
-        "finished",
-        "labels",
-        "peer",
-        "proxy",
-        "remote",
-        "spec",
-        "started",
-        "task",
-    )
+    __slots__ = ("peer", "spec")
 
-    def __init__(self, proxy: Proxy, spec: PublicListener) -> None:
-        self.proxy = proxy
+    accepted: TLSLeg
+
+    def __init__(self, host: FlowHost, spec: PublicListener, side: Side) -> None:
+        super().__init__(host, host.inbound_labels)
         self.spec = spec
-        self.labels = proxy.inbound_labels
-        self.started = time.monotonic()
-        self.app: Leg | None = None
         self.peer: ServiceID | None = None  # spelled as a URI only when a line is logged
-        self.task: asyncio.Task[None] | None = None
-        self.finished = False
-        side = proxy.certs.server
-        if side is None:
-            # Only a race with a certificate change can get here; refuse, never crash the loop.
-            self.finished = True
-            proxy.metrics.inc("connections_total", self.labels)
-            reason = ("reason", "no_tls_material")
-            proxy.metrics.inc("handshake_failures_total", (*self.labels, reason))
-            log.warning("inbound connection refused: no TLS material loaded")
-            # The runtime only hands `remote` to the event loop as the protocol.
-            self.remote = cast(TLSLeg, _Refusal())
-            return
-        self.remote = TLSLeg(
+        self.accepted = TLSLeg(
             side,
             on_handshake=self._handshaken,
             on_lost=self._lost,
             handshake_timeout=spec.handshake_timeout_ms / 1000.0,
         )
-        proxy.metrics.open_flow(self)
-        proxy.metrics.inc("connections_total", self.labels)
-
-    def byte_counts(self) -> tuple[int, int]:
-        return self.remote.nbytes, self.app.nbytes if self.app is not None else 0
+        self._opened()
 
     def _handshaken(self, leg: TLSLeg, exc: BaseException | None) -> None:
-        metrics = self.proxy.metrics
+        metrics = self.host.metrics
         if exc is not None:
             reason = handshake_reason(exc)
             metrics.inc("handshake_failures_total", (*self.labels, ("reason", reason)))
@@ -104,7 +89,7 @@ class InboundConn:
             leg.abort()
             return
         self.peer = ident.service
-        trusted = self.proxy.certs.trust_domains
+        trusted = self.host.certs.trust_domains
         if ident.service.trust_domain not in trusted:
             foreign = ("reason", FOREIGN_TRUST_DOMAIN)
             metrics.inc("handshake_failures_total", (*self.labels, foreign))
@@ -117,9 +102,9 @@ class InboundConn:
             leg.abort()
             return
         # Until the app is joined, what the peer sends waits in the leg (bounded: the leg
-        # stops reading at `copy.PENDING_LIMIT`).
+        # stops reading at `legs.PENDING_LIMIT`).
         loop = asyncio.get_running_loop()
-        decision = decide_now(self.proxy.authorizer, ident.service, ident.serial)
+        decision = decide_now(self.host.authorizer, ident.service, ident.serial)
         if decision is None:  # the authorizer must ask over the network
             self.task = loop.create_task(self._authorize_then_dial(ident))
         elif self._admit(ident, decision):
@@ -128,14 +113,14 @@ class InboundConn:
     def _admit(self, ident: PeerIdentity, decision: Decision) -> bool:
         if decision.allowed:
             return True
-        self.proxy.metrics.inc("authz_denials_total", self.labels)
+        self.host.metrics.inc("authz_denials_total", self.labels)
         log.warning("inbound from %s denied: %s", ident.service, decision.reason)
-        self.remote.abort()
+        self.accepted.abort()
         return False
 
     async def _authorize_then_dial(self, ident: PeerIdentity) -> None:
         try:
-            decision = await decide(self.proxy.authorizer, ident.service, ident.serial)
+            decision = await decide(self.host.authorizer, ident.service, ident.serial)
             if self._admit(ident, decision):
                 await self._dial_app(ident)
         finally:
@@ -149,7 +134,7 @@ class InboundConn:
 
     async def _dial_app(self, ident: PeerIdentity) -> None:
         """Connect to the local app within `local_connect_timeout_ms`, then splice."""
-        proxy, leg, spec = self.proxy, self.remote, self.spec
+        host, leg, spec = self.host, self.accepted, self.spec
         if leg.lost:
             return
         loop = asyncio.get_running_loop()
@@ -168,7 +153,7 @@ class InboundConn:
         finally:
             deadline.cancel()
         if failure is not None:
-            proxy.metrics.inc("dial_failures_total", self.labels)
+            host.metrics.inc("dial_failures_total", self.labels)
             log.error(
                 "inbound from %s: local app %s:%d unreachable: %s",
                 ident.service,
@@ -178,33 +163,20 @@ class InboundConn:
             )
             leg.abort()
             return
-        self.app = app
+        self.dialled = app
         if leg.lost:
             app.close()
             return
         log.debug("inbound from %s serial %s connected to local app", ident.service, ident.serial)
         splice(leg, app)
 
-    def _lost(self, leg: Leg, exc: BaseException | None) -> None:
-        self._maybe_done()
-
-    def _maybe_done(self) -> None:
-        if self.finished or not self.remote.lost:
-            return
-        if self.app is not None and not self.app.lost:
-            return
-        task = self.task
-        if task is not None and not task.done() and asyncio.current_task() is not task:
-            return  # the dial task finishes up and calls back
-        self.finished = True
-        self.proxy.metrics.close_flow(self)
-        self.proxy.flow_closed()
+    def _log_closed(self, seconds: float) -> None:
         if log.isEnabledFor(logging.DEBUG):
             up, down = self.byte_counts()
             log.debug(
                 "inbound from %s closed after %.3fs: %d bytes in, %d out",
                 self.peer or "?",
-                time.monotonic() - self.started,
+                seconds,
                 up,
                 down,
             )

@@ -71,12 +71,14 @@ def labels(service: str, upstream: str = "", dst_type: str = "local", **extra: s
 
 
 class Flow(Protocol):
-    """An open proxied connection as the scrape sees it."""
+    """An open proxied connection as the scrape sees it (and the drain, which cuts it)."""
 
     labels: Labels
     inbound: bool
 
     def byte_counts(self) -> tuple[int, int]: ...
+
+    def abort(self) -> None: ...
 
 
 class Metrics:

@@ -12,16 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from dataclasses import dataclass
-from typing import Any
 
-from meshkit import effective
+from meshkit import effective, inbound, upstream
 from meshkit import metrics as m
 from meshkit.authz import Authorizer, StaticAuthorizer
 from meshkit.certstore import CertStore
 from meshkit.config import ProxyConfig, PublicListener, UpstreamListener
-from meshkit.inbound import InboundConn
-from meshkit.upstream import UpstreamConn
 
 log = logging.getLogger("meshkit.proxy")
 
@@ -33,17 +29,29 @@ class ApplyError(RuntimeError):
     """A listener could not be opened (port in use, address not available)."""
 
 
-@dataclass
+def _bind(spec: PublicListener | UpstreamListener) -> tuple[str, int]:
+    return (spec.bind_host, spec.bind_port)
+
+
 class _Listener:
-    key: str
-    bind: tuple[str, int]
-    spec: PublicListener | UpstreamListener
-    server: asyncio.Server
-    labels: m.Labels
+    """One listening socket and what its new connections get.
+
+    `apply` swaps `spec` and `labels` in place (same bind address); each accepted connection
+    reads them when it arrives. `server` is None only while the socket is being opened.
+    """
+
+    __slots__ = ("bind", "key", "labels", "server", "spec")
+
+    def __init__(self, key: str, spec: PublicListener | UpstreamListener, labels: m.Labels) -> None:
+        self.key = key
+        self.bind = _bind(spec)
+        self.spec = spec
+        self.labels = labels
+        self.server: asyncio.Server | None = None
 
     @property
     def port(self) -> int:
-        for sock in self.server.sockets:
+        for sock in self.server.sockets if self.server is not None else ():
             return int(sock.getsockname()[1])
         return 0
 
@@ -115,7 +123,9 @@ class Proxy:
             self.authorizer = config.authorizer
             self.inbound_labels = m.labels(config.service)
             if not self.certs.loaded:
-                # Listeners start once certificates exist (contract §6.2, done better).
+                # Listeners start once certificates exist, upstream ones included: Consul's
+                # built-in proxy opens its upstream listeners at once, and their dials fail
+                # until a client certificate arrives.
                 self._pending_apply = True
                 log.info("configuration stored; listeners open once TLS material is loaded")
                 return
@@ -133,10 +143,6 @@ class Proxy:
             want[f"upstream:{up.key}"] = (up, m.labels(config.service, up.name, up.dst_type))
         return want
 
-    @staticmethod
-    def _bind(spec: PublicListener | UpstreamListener) -> tuple[str, int]:
-        return (spec.bind_host, spec.bind_port)
-
     async def _apply_listeners(self, config: ProxyConfig) -> None:
         want = self._desired(config)
         for key in [k for k in self.listeners if k not in want]:
@@ -144,7 +150,7 @@ class Proxy:
         errors: list[str] = []
         for key, (spec, lbl) in want.items():
             have = self.listeners.get(key)
-            if have is not None and have.bind == self._bind(spec):
+            if have is not None and have.bind == _bind(spec):
                 have.spec, have.labels = spec, lbl  # new connections pick it up
                 continue
             if have is not None:
@@ -160,22 +166,16 @@ class Proxy:
 
     async def _open(self, key: str, spec: PublicListener | UpstreamListener, lbl: m.Labels) -> None:
         loop = asyncio.get_running_loop()
-        holder: dict[str, _Listener] = {}
+        lst = _Listener(key, spec, lbl)
 
-        factory: Any
-        if isinstance(spec, PublicListener):
+        def accept() -> asyncio.BaseProtocol:
+            now = lst.spec  # the kind never changes: it is part of the key
+            if isinstance(now, PublicListener):
+                return inbound.accept(self, now)
+            return upstream.accept(self, now, lst.labels)
 
-            def factory() -> Any:
-                lst = holder["l"]
-                return InboundConn(self, lst.spec).remote  # type: ignore[arg-type]
-        else:
-
-            def factory() -> Any:
-                lst = holder["l"]
-                return UpstreamConn(self, lst.spec, lst.labels).local  # type: ignore[arg-type]
-
-        server = await loop.create_server(
-            factory,
+        lst.server = await loop.create_server(
+            accept,
             spec.bind_host,
             spec.bind_port,
             family=socket.AF_INET6 if ":" in spec.bind_host else socket.AF_UNSPEC,
@@ -183,15 +183,14 @@ class Proxy:
             reuse_address=True,
             reuse_port=self.reuse_port or None,
         )
-        lst = _Listener(key, self._bind(spec), spec, server, lbl)
-        holder["l"] = lst
         self.listeners[key] = lst
         self.metrics.declare_conns(isinstance(spec, PublicListener), lbl)
         log.info("listener %s on %s:%d", key, spec.bind_host, lst.port)
 
     def _close(self, key: str, why: str) -> None:
         lst = self.listeners.pop(key)
-        lst.server.close()  # stops accepting; open connections are left alone
+        if lst.server is not None:
+            lst.server.close()  # stops accepting; open connections are left alone
         log.info("listener %s on %s:%d closed (%s)", key, lst.bind[0], lst.bind[1], why)
 
     def _certs_changed(self) -> None:
@@ -234,11 +233,5 @@ class Proxy:
                 pass
         left = list(self.metrics.flows)
         for flow in left:
-            for leg in (
-                getattr(flow, "remote", None),
-                getattr(flow, "local", None),
-                getattr(flow, "app", None),
-            ):
-                if leg is not None:
-                    leg.abort()
+            flow.abort()
         return len(left)

@@ -10,30 +10,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from meshkit.copy import Leg, TLSLeg
 from meshkit.deadline import Deadline
 from meshkit.failures import PeerMismatch, handshake_reason
-from meshkit.inbound import splice
+from meshkit.flow import Flow, FlowHost
+from meshkit.legs import Leg, TLSLeg, splice
 from meshkit.resolver import Target
 from meshkit.tls import IdentityError, identity_of
 
 if TYPE_CHECKING:
     from meshkit.config import UpstreamListener
     from meshkit.metrics import Labels
-    from meshkit.runtime import Proxy
 
 log = logging.getLogger("meshkit.upstream")
+
+
+def accept(host: FlowHost, spec: UpstreamListener, labels: Labels) -> asyncio.BaseProtocol:
+    """The protocol for one socket an upstream listener accepted: a new `UpstreamConn`'s
+    local leg, which starts the dial once the loop hands it the socket."""
+    return UpstreamConn(host, spec, labels).accepted
 
 
 class _LocalLeg(Leg):
     """The local client's socket; starts the dial once accepted.
 
     It keeps reading while the dial runs: early bytes wait in `pending` (bounded by
-    `copy.PENDING_LIMIT`) and leave with the client's last handshake flight.
+    `legs.PENDING_LIMIT`) and leave with the client's last handshake flight.
     """
 
     __slots__ = ("conn",)
@@ -47,41 +51,26 @@ class _LocalLeg(Leg):
         self.conn.start()
 
 
-class UpstreamConn:
-    inbound = False
-    __slots__ = (
-        "attempt",
-        "deadline",
-        "finished",
-        "labels",
-        "local",
-        "proxy",
-        "remote",
-        "spec",
-        "started",
-        "target",
-        "task",
-    )
+class UpstreamConn(Flow):
+    """One local client of an upstream listener: `accepted` is the client's socket, `dialled`
+    the TLS leg to the target that passed its checks (None until then)."""
 
-    def __init__(self, proxy: Proxy, spec: UpstreamListener, labels: Labels) -> None:
-        self.proxy = proxy
+    inbound = False
+    __slots__ = ("attempt", "deadline", "spec", "target")
+
+    accepted: _LocalLeg
+    dialled: TLSLeg | None
+
+    def __init__(self, host: FlowHost, spec: UpstreamListener, labels: Labels) -> None:
+        super().__init__(host, labels)
         self.spec = spec
-        self.labels = labels
-        self.started = time.monotonic()
-        self.local = _LocalLeg(self)
-        self.remote: TLSLeg | None = None
+        self.accepted = _LocalLeg(self)
         self.target: Target | None = None
         self.attempt: tuple[Target, TLSLeg | None] | None = None  # the dial in flight
         self.deadline: Deadline | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.finished = False
-
-    def byte_counts(self) -> tuple[int, int]:
-        return self.local.nbytes, self.remote.nbytes if self.remote is not None else 0
 
     def start(self) -> None:
-        self.proxy.metrics.open_flow(self)
-        self.proxy.metrics.inc("connections_total", self.labels)
+        self._opened()
         self.task = asyncio.get_running_loop().create_task(self._connect())
 
     async def _connect(self) -> None:
@@ -99,7 +88,7 @@ class UpstreamConn:
         try:
             targets = await self._resolve()
             for target in targets:
-                if self.local.lost or await self._try(target):
+                if self.accepted.lost or await self._try(target):
                     return
             if targets:
                 log.error(
@@ -111,27 +100,27 @@ class UpstreamConn:
             self._timed_out(len(targets))
         finally:
             deadline.cancel()
-        self.local.abort()
+        self.accepted.abort()
 
     async def _resolve(self) -> Sequence[Target]:
         """The candidates, from memory when the resolver has them; () after counting and
         logging a resolver that failed or had none."""
-        proxy, spec = self.proxy, self.spec
+        host, spec = self.host, self.spec
         try:
             found = spec.resolver.targets_now()
             targets = found if found is not None else await spec.resolver.targets()
         except Exception as exc:  # the resolver's own failure; our deadline is not an Exception
-            proxy.metrics.inc("dial_failures_total", self.labels)
+            host.metrics.inc("dial_failures_total", self.labels)
             log.error("upstream %s: no targets: %s", spec.name, exc)
             return ()
         if not targets:
-            proxy.metrics.inc("dial_failures_total", self.labels)
+            host.metrics.inc("dial_failures_total", self.labels)
             log.error("upstream %s: resolver returned no targets", spec.name)
         return targets
 
     def _timed_out(self, n_targets: int) -> None:
         """The deadline passed: count what was in flight as the old per-step timeouts did."""
-        spec, metrics = self.spec, self.proxy.metrics
+        spec, metrics = self.spec, self.host.metrics
         attempt, self.attempt = self.attempt, None
         if attempt is None:  # still waiting for the resolver's first answer
             metrics.inc("dial_failures_total", self.labels)
@@ -157,10 +146,10 @@ class UpstreamConn:
 
     async def _try(self, target: Target) -> bool:
         """One target: dial, handshake, check identity. True once the legs are joined."""
-        proxy, spec = self.proxy, self.spec
-        side = proxy.certs.client
+        host, spec = self.host, self.spec
+        side = host.certs.client
         if side is None:
-            proxy.metrics.inc("dial_failures_total", self.labels)
+            host.metrics.inc("dial_failures_total", self.labels)
             log.error("upstream %s: no TLS material loaded yet", spec.name)
             return False
         loop = asyncio.get_running_loop()
@@ -188,14 +177,14 @@ class UpstreamConn:
             return None
 
         def factory() -> TLSLeg:
-            return TLSLeg(side, handshaken, self._lost_remote, verify=verify)
+            return TLSLeg(side, handshaken, self._lost_target_leg, verify=verify)
 
         self.attempt = (target, None)
         try:
             _, leg = await loop.create_connection(factory, target.host, target.port)
         except OSError as exc:
             self.attempt = None
-            proxy.metrics.inc("dial_failures_total", self.labels)
+            host.metrics.inc("dial_failures_total", self.labels)
             log.warning(
                 "upstream %s: dial %s:%d failed: %s", spec.name, target.host, target.port, exc
             )
@@ -206,7 +195,7 @@ class UpstreamConn:
         if failure is None:
             return True
         reason = handshake_reason(failure)
-        proxy.metrics.inc("handshake_failures_total", (*self.labels, ("reason", reason)))
+        host.metrics.inc("handshake_failures_total", (*self.labels, ("reason", reason)))
         log.warning(
             "upstream %s: handshake with %s:%d failed (%s): %s",
             spec.name,
@@ -222,37 +211,25 @@ class UpstreamConn:
         """Called from the handshake callback, so the first bytes leave with our Finished."""
         if self.deadline is not None:
             self.deadline.cancel()
-        self.remote, self.target = leg, target
-        if self.local.lost:
+        self.dialled, self.target = leg, target
+        if self.accepted.lost:
             leg.close()
             return
         log.debug("upstream %s: connected to %s:%d", self.spec.name, target.host, target.port)
-        splice(self.local, leg)
+        splice(self.accepted, leg)
 
-    def _lost_remote(self, leg: Leg, exc: BaseException | None) -> None:
-        if leg is self.remote:
+    def _lost_target_leg(self, leg: Leg, exc: BaseException | None) -> None:
+        # A leg of an attempt that failed ends without ending the flow.
+        if leg is self.dialled:
             self._maybe_done()
 
-    def _lost(self, leg: Leg, exc: BaseException | None) -> None:
-        self._maybe_done()
-
-    def _maybe_done(self) -> None:
-        if self.finished or not self.local.lost:
-            return
-        if self.remote is not None and not self.remote.lost:
-            return
-        task = self.task
-        if task is not None and not task.done() and asyncio.current_task() is not task:
-            return
-        self.finished = True
-        self.proxy.metrics.close_flow(self)
-        self.proxy.flow_closed()
+    def _log_closed(self, seconds: float) -> None:
         if log.isEnabledFor(logging.DEBUG):
             up, down = self.byte_counts()
             log.debug(
                 "upstream %s closed after %.3fs: %d bytes out, %d in",
                 self.spec.name,
-                time.monotonic() - self.started,
+                seconds,
                 up,
                 down,
             )

@@ -189,3 +189,60 @@ def test_json_logs_and_ready_during_drain(tmp_path: Path, ca: ThrowawayCA, app: 
     assert any("closed after" in r["@message"] for r in records)
     key_body = db.key.read_text().splitlines()[1]
     assert all(key_body not in line and "PRIVATE KEY" not in line for line in lines)
+
+
+def test_drain_cuts_the_flows_still_open_at_its_deadline(ca: ThrowawayCA, app: EchoApp) -> None:
+    """Each side's drain resets the connections it still holds, and the reset travels on."""
+    db, web = ca.leaf("db"), ca.leaf("web")
+
+    async def ended(reader: asyncio.StreamReader) -> bool:
+        try:
+            return await asyncio.wait_for(reader.read(), 5) == b""
+        except ConnectionResetError:
+            return True
+
+    async def settled(proxy: Proxy) -> bool:
+        for _ in range(100):
+            if proxy.open_connections == 0:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    async def scenario() -> None:
+        db_certs = CertStore()
+        FileWatcher(MaterialFiles(db.cert, db.key, (ca.root_file(),)), db_certs).load_now()
+        inbound = Proxy(db_certs)
+        await inbound.apply(
+            ProxyConfig("db", PublicListener("127.0.0.1", 0, "127.0.0.1", app.port))
+        )
+        target = Target("127.0.0.1", inbound.port_of(PUBLIC), ca.identity("db"))
+
+        async def client_side() -> tuple[Proxy, asyncio.StreamReader, asyncio.StreamWriter]:
+            web_certs = CertStore()
+            FileWatcher(MaterialFiles(web.cert, web.key, (ca.root_file(),)), web_certs).load_now()
+            outbound, port = Proxy(web_certs), free_port()
+            listener = UpstreamListener("db", StaticResolver((target,)), bind_port=port)
+            await outbound.apply(ProxyConfig("web", upstreams=(listener,)))
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"held")
+            assert await reader.readexactly(4) == b"held"
+            return outbound, reader, writer
+
+        # The upstream side's deadline passes first: its flow is cut, and so is the inbound one.
+        outbound, reader, writer = await client_side()
+        assert await outbound.drain(0.2) == 1
+        assert await ended(reader)
+        assert await settled(inbound)
+        writer.close()
+
+        # The public listener's deadline passes first: the client reads the end (a TCP end
+        # without close_notify passes on as end of stream), and its close ends the flow.
+        outbound, reader, writer = await client_side()
+        assert inbound.open_connections == 1
+        assert await inbound.drain(0.2) == 1
+        assert await ended(reader)
+        writer.close()
+        assert await settled(outbound)
+        assert await outbound.drain(1) == 0
+
+    asyncio.run(scenario())

@@ -1,12 +1,13 @@
 # SPDX-License-Identifier: MPL-2.0
-"""Splicing two sockets: protocol-level copying with back-pressure and half-close.
+"""The two sockets of a proxied connection (legs) and their splice: copying with back-pressure
+and half-close.
 
-Each socket is a `Leg` (an asyncio protocol). Bytes a leg receives go straight into its
-peer's transport in the same callback: no queue, no task, no per-chunk coroutine. When a
-peer's transport buffer passes its high-water mark the loop calls `pause_writing` on it and we
-pause reading on the other side; `resume_writing` undoes that. End of stream is forwarded as a
-half-close (TCP `shutdown(SHUT_WR)`, or a TLS close_notify) and a socket is closed only once
-both of its directions are finished.
+Each socket is a `Leg` (an asyncio protocol); `splice` joins two of them. Bytes a leg receives
+go straight into its peer's transport in the same callback: no queue, no task, no per-chunk
+coroutine. When a peer's transport buffer passes its high-water mark the loop calls
+`pause_writing` on it and we pause reading on the other side; `resume_writing` undoes that.
+End of stream is forwarded as a half-close (TCP `shutdown(SHUT_WR)`, or a TLS close_notify)
+and a socket is closed only once both of its directions are finished.
 
 `TLSLeg` runs TLS itself over a plain transport through an `Engine` (memory buffers). The
 event loop's own TLS transports cannot half-close (no `write_eof`) and hide the handshake;
@@ -353,3 +354,10 @@ class TLSLeg(Leg):
 
     def peer_der(self) -> bytes | None:
         return self.engine.peer_der() if self.engine is not None else None
+
+
+def splice(a: Leg, b: Leg) -> None:
+    """Join two legs both ways: from here on each forwards what it reads to the other."""
+    a.peer, b.peer = b, a
+    a.join(b)
+    b.join(a)
