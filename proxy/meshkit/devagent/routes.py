@@ -2,9 +2,9 @@
 """The route table: every API area's endpoints, in one aiohttp application.
 
 Each area lists its own routes beside its handlers (`api_*.py`); this file only puts them
-together, in an order that matters where patterns overlap: a literal path such as
-`/v1/connect/intentions/match` or `/v1/acl/token/self` is listed before the `{id}` pattern
-that would also match it.
+together. aiohttp before 3.10 tries the routes in the order they were added, so a literal
+path such as `/v1/connect/intentions/match` or `/v1/acl/token/self` is listed before the
+`{id}` pattern that would also match it (tests/devagent/test_layout.py holds the table to it).
 """
 
 from __future__ import annotations
