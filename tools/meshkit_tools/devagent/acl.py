@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MPL-2.0
-"""ACLs, off by default: tokens and policies as Consul 1.7 keeps them (contract §2.6).
+"""ACLs, off by default: tokens and policies as Consul 1.7 keeps them.
 
 With `-acl-master-token` the agent resolves every request's token to an Authorizer
 (aclrules.py): the master token and tokens linked to `global-management` may do anything; any

@@ -45,7 +45,8 @@ async def block_on_index(request: web.Request, store: Store, index_of: Callable[
     """Return once the watched index passes the client's, or at `wait`.
 
     An index lower than the client's (a server reset) returns at once rather than hanging
-    until the new history catches up, so the client can apply the reset rule (§2.8).
+    until the new history catches up, so the client can apply Consul's reset rule (an index
+    lower than the previous one means: start again from 0).
     """
     want = min_index(request)
     if want <= 0:

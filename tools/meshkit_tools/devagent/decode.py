@@ -218,7 +218,7 @@ def decode(data: Mapping[str, Any], schema: Schema, mode: Mode, path: str = "") 
     return out
 
 
-# --- schemas (Consul 1.7 field set plus the aliases the contract lists) ---------------------
+# --- schemas (Consul 1.7 field set plus its snake_case aliases) -----------------------------
 
 MESH_GATEWAY = Schema("MeshGatewayConfig", (F("Mode", "str"),))
 EXPOSE_PATH = Schema(

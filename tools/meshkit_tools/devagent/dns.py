@@ -1,16 +1,16 @@
 # SPDX-License-Identifier: MPL-2.0
 """Consul's DNS interface on the dev agent: `<svc>.service`, `<svc>.connect`, `<q>.query`.
 
-Answers A and SRV as Consul 1.7 does for the names a mesh application uses (contract
-reference, DNS): instances that are not critical (passing and warning, Consul's default
-`only_passing = false`), shuffled, at most 3 records per UDP answer (`udp_answer_limit`), TTL 0,
-SRV targets `<node>.node.<dc>.consul.` (or `<hex-ip>.addr.<dc>.consul.` when the service has
-its own address) with their A records in the additional section, NXDOMAIN with the SOA when
-nothing matches, and the RFC 2782 spelling `_<svc>._tcp.service.consul` too. `.connect`
-returns the Connect-capable endpoints of a service: its sidecar proxies and its native
-instances. `.query` executes a prepared query (by name or ID). Names outside `consul.` are
-refused with SERVFAIL, as Consul without recursors does. With ACLs on, DNS runs with the
-anonymous token, which the dev agent's default-deny policy lets read nothing.
+Answers A and SRV as Consul 1.7 does for the names a mesh application uses: instances that are
+not critical (passing and warning, Consul's default `only_passing = false`), shuffled, at most 3
+records per UDP answer (`udp_answer_limit`), TTL 0, SRV targets `<node>.node.<dc>.consul.` (or
+`<hex-ip>.addr.<dc>.consul.` when the service has its own address) with their A records in the
+additional section, NXDOMAIN with the SOA when nothing matches, and the RFC 2782 spelling
+`_<svc>._tcp.service.consul` too. `.connect` returns the Connect-capable endpoints of a service:
+its sidecar proxies and its native instances. `.query` executes a prepared query (by name or
+ID). Names outside `consul.` are refused with SERVFAIL, as Consul without recursors does. With
+ACLs on, DNS runs with the anonymous token, which the dev agent's default-deny policy lets read
+nothing.
 
 The wire format is dnspython's (parsing and building messages); only the lookup is ours.
 """

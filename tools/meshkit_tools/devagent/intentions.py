@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MPL-2.0
 """Intentions: one store behind the legacy API and `service-intentions` config entries.
 
-Precedence, matching and the authorize reasons follow Consul (contract §4, §2.5) so a proxy
+Precedence, matching and the authorize reasons follow Consul 1.7 so a proxy
 deciding locally from `/match` and one calling `/v1/agent/connect/authorize` agree.
 """
 

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MPL-2.0
-"""`connect.sidecar_service` expansion, with every default Consul fills (contract §1.5)."""
+"""`connect.sidecar_service` expansion, with every default Consul fills."""
 
 from __future__ import annotations
 
