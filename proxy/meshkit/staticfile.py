@@ -27,10 +27,9 @@ from meshkit.config import (
     PublicListener,
     UpstreamListener,
 )
-from meshkit.flags import CommandLine
+from meshkit.flags import AUTO, CommandLine, WorkersSetting, parse_setting
 from meshkit.resolver import PREPARED_QUERY, SERVICE, StaticResolver, Target
 from meshkit.spiffe import SpiffeError, parse_service_uri
-from meshkit.workers import AUTO, WorkersSetting, parse_setting
 
 # Allowed keys per section: a typo is an error, never silently ignored.
 TOP_KEYS = {

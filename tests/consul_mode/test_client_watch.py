@@ -20,8 +20,9 @@ from cryptography.x509.oid import NameOID
 
 from meshkit import pki
 from meshkit.consul.client import ConsulClient, ConsulHTTPError, ConsulUnavailable, Response
-from meshkit.consul.settings import HTTPFlags, resolve
+from meshkit.consul.settings import resolve
 from meshkit.consul.watch import Mode, Policy, Watch, backoff_delay, next_index
+from meshkit.flags import HTTPFlags
 from tests.consul_mode.consul_double import ConsulDouble, fixture
 
 ROOTS = "/v1/agent/connect/ca/roots"

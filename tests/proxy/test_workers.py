@@ -15,13 +15,11 @@ from typing import Any
 import pytest
 import yaml
 
-from meshkit.flags import FlagError, parse
+from meshkit.flags import AUTO, FlagError, parse, parse_setting
 from meshkit.workers import (
-    AUTO,
     WorkersError,
     cgroup_cpu_max_texts,
     check_consul_mode,
-    parse_setting,
     quota_cpus,
     resolve,
     usable_cpus,

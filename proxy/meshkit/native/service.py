@@ -27,8 +27,9 @@ from meshkit.consul.client import ConsulClient, ConsulError
 from meshkit.consul.discovery import ConsulResolver
 from meshkit.consul.intentions import AgentAuthorizer, IntentionsAuthorizer
 from meshkit.consul.mode import _startup_call, explain
-from meshkit.consul.settings import HTTPFlags, Settings, resolve
+from meshkit.consul.settings import Settings, resolve
 from meshkit.consul.watch import Policy, Watch, WatchGroup
+from meshkit.flags import HTTPFlags
 from meshkit.native.destination import Destination, Target, destination_of
 from meshkit.native.errors import Denied, DialFailed, IdentityMismatch, NoHealthyInstance, NotReady
 from meshkit.resolver import SERVICE
