@@ -35,7 +35,7 @@ from ansible_collections.meshkit.connect.plugins.module_utils.consul_queries imp
     query_view,
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_services import read_view
-from meshkit.consul.agent_config import AgentConfigError, parse_registration, pick_sidecar
+from meshkit.consul.registration import AgentConfigError, parse_registration, pick_sidecar
 from meshkit.consul.certs import parse_leaf, parse_roots
 from meshkit.consul.client import ConsulClient, ConsulHTTPError, Response
 from meshkit.consul.discovery import decode_entries, decode_execute

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from meshkit.consul.agent_config import parse_registration
+from meshkit.consul.registration import parse_registration
 from tests.consul_mode.apps import OpenEcho, wait_until
 from tests.consul_mode.consul_double import fixture
 from tests.consul_mode.harness import Mesh, build_mesh

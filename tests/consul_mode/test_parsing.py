@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from meshkit.authz import Decision
-from meshkit.consul.agent_config import AgentConfigError, parse_registration, pick_sidecar
 from meshkit.consul.client import Response
 from meshkit.consul.discovery import decode_entries
 from meshkit.consul.intentions import decide, parse_match, precedence_of
+from meshkit.consul.registration import AgentConfigError, parse_registration, pick_sidecar
 from meshkit.spiffe import ServiceID
 from tests.consul_mode.consul_double import fixture
 

@@ -321,7 +321,7 @@ def test_killed_parent_takes_its_workers_along(db_proxy: ProxyProc) -> None:
 
 
 def test_flag_wins_over_the_file_key(tmp_path: Path, ca: ThrowawayCA) -> None:
-    from meshkit.staticfile import load
+    from meshkit.static.file import load
 
     path = _static_file(tmp_path, ca, workers=3)
     assert load(parse(["-config", str(path)], env={})).workers == 3

@@ -22,9 +22,9 @@ from meshkit.config import (
     DEFAULT_LOCAL_CONNECT_TIMEOUT_MS,
     ConfigError,
 )
-from meshkit.consul.agent_config import Registration, UpstreamSpec
+from meshkit.consul.registration import Registration, UpstreamSpec
 from meshkit.resolver import PREPARED_QUERY, SERVICE
-from meshkit.staticfile import PUBLIC_KEYS
+from meshkit.static.file import PUBLIC_KEYS
 
 TOP_KEYS = {
     "mode",

@@ -14,8 +14,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from meshkit.consul.agent_config import UpstreamSpec
 from meshkit.consul.client import ConsulClient, ConsulError, ConsulHTTPError
+from meshkit.consul.registration import UpstreamSpec
 
 log = logging.getLogger("meshkit.consul.register")
 

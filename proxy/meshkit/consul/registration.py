@@ -28,7 +28,7 @@ from meshkit.config import (
 from meshkit.consul.client import ConsulClient
 from meshkit.resolver import PREPARED_QUERY, SERVICE
 
-log = logging.getLogger("meshkit.consul.agent_config")
+log = logging.getLogger("meshkit.consul.registration")
 
 # The `Config` keys meshkit-proxy applies (docs/consul-mode.md, "Central configuration").
 PROXY_CONFIG_KEYS = frozenset(

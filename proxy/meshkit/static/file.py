@@ -16,7 +16,6 @@ from typing import Any
 
 from meshkit import bounded, fields
 from meshkit.authz import StaticAuthorizer
-from meshkit.certstore import MaterialFiles
 from meshkit.config import (
     DEFAULT_CONNECT_TIMEOUT_MS,
     DEFAULT_DRAIN_TIMEOUT_MS,
@@ -30,6 +29,7 @@ from meshkit.config import (
 from meshkit.flags import AUTO, CommandLine, WorkersSetting, parse_setting
 from meshkit.resolver import PREPARED_QUERY, SERVICE, StaticResolver, Target
 from meshkit.spiffe import SpiffeError, parse_service_uri
+from meshkit.static.certs import MaterialFiles
 
 # Allowed keys per section: a typo is an error, never silently ignored.
 TOP_KEYS = {
