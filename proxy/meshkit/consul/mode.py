@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from meshkit.config import (
@@ -39,9 +39,9 @@ from meshkit.consul.register import Registrar, SelfRegistration
 from meshkit.consul.registration import (
     AgentConfigError,
     Registration,
-    UpstreamSpec,
     lookup_sidecar,
     parse_registration,
+    registration_from_flags,
 )
 from meshkit.consul.settings import Settings, SettingsError, resolve
 from meshkit.consul.status import report_status
@@ -61,12 +61,6 @@ STARTUP_DEADLINE_S = 30.0
 def settings_from(cmd: CommandLine, env: Mapping[str, str] | None = None) -> Settings:
     """The command line holds flags only; `resolve` layers them over the environment."""
     return resolve(cmd.http, env)
-
-
-@dataclass
-class _Upstream:
-    spec: UpstreamSpec
-    resolver: ConsulResolver
 
 
 class ConsulMode:
@@ -93,7 +87,7 @@ class ConsulMode:
         self.intentions: IntentionsAuthorizer | None = None
         self.certs: ConsulCerts | None = None
         self.service_watch: Watch[Registration] | None = None
-        self.upstreams: dict[str, _Upstream] = {}
+        self.resolvers: dict[str, ConsulResolver] = {}  # by upstream key
         self.registrar: Registrar | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.expired = False
@@ -134,7 +128,7 @@ class ConsulMode:
         elif self.file is not None:
             reg = self.file.registration
         else:
-            reg = self._registration_from_flags()
+            reg = registration_from_flags(self.cmd)
         self.registration = reg
 
         await self._start_certs(reg.service, deadline)
@@ -188,32 +182,6 @@ class ConsulMode:
         self.service_watch = self.group.add(watch)
         assert watch.value is not None
         return watch.value
-
-    def _registration_from_flags(self) -> Registration:
-        cmd = self.cmd
-        assert cmd.service is not None
-        ups = tuple(
-            UpstreamSpec(
-                dst_type=u.dst_type,
-                name=u.name,
-                datacenter="",
-                bind_host=u.host,
-                bind_port=u.port,
-            )
-            for u in cmd.upstreams
-        )
-        listen = cmd.listen
-        local = cmd.service_addr
-        return Registration(
-            proxy_id="",
-            service=cmd.service,
-            service_id=cmd.service,
-            bind_host=listen[0] if listen else None,
-            bind_port=listen[1] if listen else 0,
-            local_host=local[0] if local else "127.0.0.1",
-            local_port=local[1] if local else 0,
-            upstreams=ups,
-        )
 
     async def _start_certs(self, service: str, deadline: float) -> None:
         certs = ConsulCerts(
@@ -271,16 +239,15 @@ class ConsulMode:
         self.authorizer = intentions
 
     async def _self_register(self, reg: Registration) -> None:
-        cmd = self.cmd
-        assert reg.bind_host is not None
+        assert reg.public is not None  # flags: -register requires -listen
         self_reg = SelfRegistration(
             service=reg.service,
-            listen_host=reg.bind_host,
-            listen_port=reg.bind_port,
-            local_host=reg.local_host,
-            local_port=reg.local_port,
+            listen_host=reg.public.bind_host,
+            listen_port=reg.public.bind_port,
+            local_host=reg.public.local_host,
+            local_port=reg.public.local_port,
             upstreams=reg.upstreams,
-            register_id=cmd.register_id or "",
+            register_id=self.cmd.register_id or "",
         )
         registrar = Registrar(self.client, self_reg)
         try:
@@ -292,11 +259,10 @@ class ConsulMode:
         self.registrar = registrar
 
     # -- applying Consul state ----------------------------------------------------------
-    def _resolver_for(self, spec: UpstreamSpec) -> ConsulResolver:
-        have = self.upstreams.get(spec.key)
+    def _resolver_for(self, spec: UpstreamListener) -> ConsulResolver:
+        have = self.resolvers.get(spec.key)
         if have is not None:
-            have.spec = spec
-            return have.resolver
+            return have
         certs = self.certs
         resolver = ConsulResolver(
             self.client,
@@ -307,38 +273,19 @@ class ConsulMode:
             trust_domain=lambda: certs.trust_domain if certs else "consul",
             policy=self.policy,
         )
-        self.upstreams[spec.key] = _Upstream(spec, resolver)
+        self.resolvers[spec.key] = resolver
         self.group.add(resolver.watch)
         resolver.start()
         return resolver
 
     def build_config(self, reg: Registration) -> ProxyConfig:
         assert self.authorizer is not None
-        public = None
-        if reg.bind_host is not None and not self.expired:
-            public = PublicListener(
-                bind_host=reg.bind_host,
-                bind_port=reg.bind_port,
-                local_host=reg.local_host,
-                local_port=reg.local_port,
-                local_connect_timeout_ms=reg.local_connect_timeout_ms,
-                handshake_timeout_ms=reg.handshake_timeout_ms,
-                protocol=reg.protocol,
-            )
+        public: PublicListener | None = None
         upstreams: tuple[UpstreamListener, ...] = ()
         if not self.expired:
+            public = reg.public
             upstreams = tuple(
-                UpstreamListener(
-                    name=spec.name,
-                    resolver=self._resolver_for(spec),
-                    bind_host=spec.bind_host,
-                    bind_port=spec.bind_port,
-                    dst_type=spec.dst_type,
-                    connect_timeout_ms=spec.connect_timeout_ms,
-                    datacenter=spec.datacenter,
-                    protocol=spec.protocol,
-                )
-                for spec in reg.upstreams
+                replace(spec, resolver=self._resolver_for(spec)) for spec in reg.upstreams
             )
         file = self.file
         if self.proxy_id:
@@ -389,10 +336,10 @@ class ConsulMode:
 
     async def _drop_unused(self, reg: Registration) -> None:
         wanted = {spec.key for spec in reg.upstreams} if not self.expired else set()
-        for key in [k for k in self.upstreams if k not in wanted]:
-            gone = self.upstreams.pop(key)
-            self.group.remove(gone.resolver.watch)
-            await gone.resolver.stop()
+        for key in [k for k in self.resolvers if k not in wanted]:
+            gone = self.resolvers.pop(key)
+            self.group.remove(gone.watch)
+            await gone.stop()
 
     async def _on_registration(self, reg: Registration) -> None:
         if self.registration is None:
@@ -421,9 +368,9 @@ class ConsulMode:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks.clear()
-        for up in list(self.upstreams.values()):
-            await up.resolver.stop()
-        self.upstreams.clear()
+        for resolver in list(self.resolvers.values()):
+            await resolver.stop()
+        self.resolvers.clear()
         if self.certs is not None:
             self.certs.stop()
         if self.registrar is not None:

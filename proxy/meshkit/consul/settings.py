@@ -3,7 +3,7 @@
 
 Operators switching from `consul connect proxy` keep their environment and flags, so the
 address forms, the token precedence and the TLS knobs must mean what they mean to Consul's
-own CLI (contract reference §2.6).
+own CLI (`api.DefaultConfig` and `NewClient` in hashicorp/consul's api/api.go).
 """
 
 from __future__ import annotations
