@@ -44,7 +44,7 @@ COMMON = [
 ]
 # PyYAML is loaded when a file is read (`bounded.load_yaml`): always in static mode (-config),
 # in Consul mode only with a -config file.
-STATIC = ["yaml", "meshkit.staticfile"]
+STATIC = ["yaml", "meshkit.static.file"]
 CONSUL = ["aiohttp", "meshkit.consul.client", "meshkit.consul.mode"]
 
 _PROBE = """

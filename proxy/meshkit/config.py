@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: MPL-2.0
 """The proxy's runtime configuration: what `Proxy.apply` takes, whatever mode produced it.
 
-Static mode builds it from the flags and a YAML file (`staticfile`); Consul mode from the
-proxy's registration. Both go through `check()`, so the safety rules (loopback local service,
-loopback upstream binds) hold in both modes.
+Static mode builds it from the flags and a YAML file (static/file.py); Consul mode from the
+proxy's registration (consul/registration.py, consul/configfile.py), which holds the same
+`PublicListener` and `UpstreamListener` types. Both go through `check()`, so the safety
+rules (loopback local service, loopback upstream binds) hold in both modes.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 
 from meshkit.authz import Authorizer, StaticAuthorizer
-from meshkit.resolver import SERVICE, Resolver
+from meshkit.resolver import SERVICE, Resolver, StaticResolver
 
 DEFAULT_HANDSHAKE_TIMEOUT_MS = 10000
 DEFAULT_LOCAL_CONNECT_TIMEOUT_MS = 1000
@@ -86,10 +87,17 @@ class PublicListener:
     protocol: str = "tcp"  # Config.protocol: a metrics label (the proxy forwards bytes)
 
 
+# The resolver of an upstream read from a registration or a Consul-mode file: Consul mode
+# replaces it with its watched `ConsulResolver` before the upstream reaches `Proxy.apply`.
+NO_TARGETS = StaticResolver(())
+
+
 @dataclass(frozen=True)
 class UpstreamListener:
+    """One upstream, in every mode: the local bind the app dials, the destination, its resolver."""
+
     name: str  # destination name
-    resolver: Resolver = field(compare=False)
+    resolver: Resolver = field(default=NO_TARGETS, compare=False)
     bind_host: str = "127.0.0.1"
     bind_port: int = 0
     dst_type: str = SERVICE  # "service" or "prepared_query"

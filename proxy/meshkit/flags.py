@@ -13,17 +13,56 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from typing import Literal
 
 from meshkit import bounded
 from meshkit.config import parse_hostport
-from meshkit.consul.settings import HTTPFlags
 from meshkit.logs import parse_level
 from meshkit.resolver import PREPARED_QUERY, SERVICE
-from meshkit.workers import WorkersSetting, parse_setting
 
 
 class FlagError(ValueError):
     pass
+
+
+# `-workers` / the static file's `workers:` (static mode's worker processes, workers.py)
+AUTO: Literal["auto"] = "auto"
+WorkersSetting = int | Literal["auto"]
+MAX_WORKERS = 64
+WORKERS_HINT = "give a number of processes from 1 to 64, or auto (one per usable CPU, at most 4)"
+
+
+def parse_setting(value: object) -> WorkersSetting:
+    """`auto`, or a whole number 1-64 (an int, or its text); ValueError says what is wrong."""
+    shown = repr(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() == AUTO:
+            return AUTO
+        if not (text.isascii() and text.isdigit()):
+            raise ValueError(f"{shown} is not a positive whole number; {WORKERS_HINT}")
+        value = int(text)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{shown} is not a positive whole number; {WORKERS_HINT}")
+    if value > MAX_WORKERS:
+        raise ValueError(f"{shown} is more than {MAX_WORKERS} processes; {WORKERS_HINT}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPFlags:
+    """The HTTP client flags of Consul's CLI; None means "not given on the command line"."""
+
+    http_addr: str | None = None
+    token: str | None = field(default=None, repr=False)  # a secret: never in a repr or log
+    token_file: str | None = None
+    ca_file: str | None = None
+    ca_path: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    tls_server_name: str | None = None
+    datacenter: str | None = None
+    stale: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,10 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from meshkit import metrics as m
+from meshkit.flags import AUTO, WorkersSetting
 
 if TYPE_CHECKING:
     from meshkit.config import ProxyConfig
@@ -39,9 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("meshkit.proxy")
 
-AUTO: Literal["auto"] = "auto"
-WorkersSetting = int | Literal["auto"]
-MAX_WORKERS = 64
 # Past four workers, the handshake CPU the proxy saves is spent on the app and the peer next to
 # it; a sidecar should not claim a big host's every CPU. An explicit -workers N goes higher.
 AUTO_CAP = 4
@@ -51,28 +49,9 @@ STOP_GRACE = 5.0  # after the drain deadline, before SIGKILL
 MAX_SNAPSHOT = 16 * 1024 * 1024
 PR_SET_PDEATHSIG = 1
 
-HINT = "give a number of processes from 1 to 64, or auto (one per usable CPU, at most 4)"
-
 
 class WorkersError(ValueError):
     """A bad `-workers` / `workers:` value, or one the mode cannot use (exit 2)."""
-
-
-def parse_setting(value: object) -> WorkersSetting:
-    """`auto`, or a whole number 1-64 (an int, or its text); ValueError says what is wrong."""
-    shown = repr(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if text.lower() == AUTO:
-            return AUTO
-        if not (text.isascii() and text.isdigit()):
-            raise ValueError(f"{shown} is not a positive whole number; {HINT}")
-        value = int(text)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{shown} is not a positive whole number; {HINT}")
-    if value > MAX_WORKERS:
-        raise ValueError(f"{shown} is more than {MAX_WORKERS} processes; {HINT}")
-    return value
 
 
 # -- how many ----------------------------------------------------------------------------------

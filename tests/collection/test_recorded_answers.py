@@ -35,11 +35,11 @@ from ansible_collections.meshkit.connect.plugins.module_utils.consul_queries imp
     query_view,
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_services import read_view
-from meshkit.consul.agent_config import AgentConfigError, parse_registration, pick_sidecar
 from meshkit.consul.certs import parse_leaf, parse_roots
 from meshkit.consul.client import ConsulClient, ConsulHTTPError, Response
 from meshkit.consul.discovery import decode_entries, decode_execute
 from meshkit.consul.intentions import parse_authorize, parse_match
+from meshkit.consul.registration import AgentConfigError, parse_registration, pick_sidecar
 from meshkit.consul.settings import resolve
 from meshkit.consul.watch import MalformedAnswer, Mode, Policy, Watch, reason_of
 from meshkit.resolver import SERVICE

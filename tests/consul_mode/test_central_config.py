@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from meshkit.consul.agent_config import parse_registration
+from meshkit.consul.registration import parse_registration
 from tests.consul_mode.apps import OpenEcho, wait_until
 from tests.consul_mode.consul_double import fixture
 from tests.consul_mode.harness import Mesh, build_mesh
@@ -142,9 +142,11 @@ def test_local_service_address_and_bad_protocol_in_config() -> None:
     body = copy.deepcopy(fixture("05-agent-service-web-sidecar-proxy.json"))
     body["Proxy"]["Config"] = {"local_service_address": "127.0.0.2:9999", "protocol": "pigeon"}
     reg = parse_registration(body, "x")
-    assert (reg.local_host, reg.local_port) == ("127.0.0.2", 9999)
-    assert reg.protocol == "tcp"  # unknown protocol: reported, not fatal
+    assert reg.public is not None
+    assert (reg.public.local_host, reg.public.local_port) == ("127.0.0.2", 9999)
+    assert reg.public.protocol == "tcp"  # unknown protocol: reported, not fatal
     assert [(w, k) for w, k, _ in reg.unsupported] == [("Proxy.Config", "protocol")]
     body["Proxy"]["Config"] = {"local_service_address": "127.0.0.3"}
     reg = parse_registration(body, "x")
-    assert (reg.local_host, reg.local_port) == ("127.0.0.3", 8080)
+    assert reg.public is not None
+    assert (reg.public.local_host, reg.public.local_port) == ("127.0.0.3", 8080)

@@ -19,8 +19,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
 from meshkit.consul.client import ConsulClient, ConsulHTTPError, ConsulUnavailable, Response
-from meshkit.consul.settings import HTTPFlags, resolve
+from meshkit.consul.settings import resolve
 from meshkit.consul.watch import Mode, Policy, Watch, backoff_delay, next_index
+from meshkit.flags import HTTPFlags
 from meshkit_tools import pki
 from tests.consul_mode.consul_double import ConsulDouble, fixture
 

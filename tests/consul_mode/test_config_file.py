@@ -58,9 +58,10 @@ def test_file_parses_into_the_registration_flag_mode_builds(tmp_path: Path) -> N
     assert (cmd.static, cmd.consul_file) == (False, str(path))
     got = configfile.load(str(path))
     reg = got.registration
-    assert (reg.service, reg.bind_host, reg.bind_port) == ("web", "127.0.0.1", 21000)
-    assert (reg.local_host, reg.local_port) == ("127.0.0.1", 8080)
-    assert (reg.local_connect_timeout_ms, reg.handshake_timeout_ms) == (500, 3000)
+    assert reg.public is not None
+    assert (reg.service, reg.public.bind_host, reg.public.bind_port) == ("web", "127.0.0.1", 21000)
+    assert (reg.public.local_host, reg.public.local_port) == ("127.0.0.1", 8080)
+    assert (reg.public.local_connect_timeout_ms, reg.public.handshake_timeout_ms) == (500, 3000)
     db, near = reg.upstreams
     assert (db.dst_type, db.name, db.datacenter, db.bind_host, db.bind_port) == (
         "service",

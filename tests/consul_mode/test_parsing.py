@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from meshkit.authz import Decision
-from meshkit.consul.agent_config import AgentConfigError, parse_registration, pick_sidecar
 from meshkit.consul.client import Response
 from meshkit.consul.discovery import decode_entries
 from meshkit.consul.intentions import decide, parse_match, precedence_of
+from meshkit.consul.registration import AgentConfigError, parse_registration, pick_sidecar
 from meshkit.spiffe import ServiceID
 from tests.consul_mode.consul_double import fixture
 
@@ -26,13 +26,14 @@ def resp(body: Any) -> Response:
 
 def test_sidecar_registration_from_consul() -> None:
     reg = parse_registration(fixture("05-agent-service-web-sidecar-proxy.json"), "x")
-    assert (reg.proxy_id, reg.service, reg.bind_host, reg.bind_port) == (
+    assert reg.public is not None
+    assert (reg.proxy_id, reg.service, reg.public.bind_host, reg.public.bind_port) == (
         "web-sidecar-proxy",
         "web",
         "127.0.0.1",
         21000,
     )
-    assert (reg.local_host, reg.local_port) == ("127.0.0.1", 8080)
+    assert (reg.public.local_host, reg.public.local_port) == ("127.0.0.1", 8080)
     assert [(u.key, u.bind_host, u.bind_port) for u in reg.upstreams] == [
         ("service:redis", "127.0.0.1", 1234),
         ("prepared_query:nearest-redis", "127.0.0.1", 1235),
@@ -47,8 +48,12 @@ def test_nomad_bind_keys_win_and_unknown_keys_are_ignored() -> None:
     )
     svc["Proxy"]["Upstreams"][0]["Config"] = {"connect_timeout_ms": "750", "limits": {}}
     reg = parse_registration(svc, svc["ID"])
-    assert (reg.bind_host, reg.bind_port) == ("0.0.0.0", svc["Proxy"]["Config"]["bind_port"])
-    assert reg.local_connect_timeout_ms == 2500.0
+    assert reg.public is not None
+    assert (reg.public.bind_host, reg.public.bind_port) == (
+        "0.0.0.0",
+        svc["Proxy"]["Config"]["bind_port"],
+    )
+    assert reg.public.local_connect_timeout_ms == 2500.0
     assert reg.upstreams[0].connect_timeout_ms == 750.0
 
 
@@ -69,7 +74,7 @@ def test_registration_errors_name_the_field() -> None:
 def test_port_zero_means_no_public_listener() -> None:
     body = copy.deepcopy(fixture("05-agent-service-web-sidecar-proxy.json"))
     body["Port"] = 0
-    assert parse_registration(body, "p").bind_host is None
+    assert parse_registration(body, "p").public is None
 
 
 def test_sidecar_for_is_case_insensitive_with_consuls_errors() -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from meshkit.consul.settings import HTTPFlags, SettingsError, resolve
+from meshkit.consul.settings import SettingsError, resolve
+from meshkit.flags import HTTPFlags
 
 
 def test_defaults_are_consuls() -> None:

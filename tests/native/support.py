@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from meshkit.consul.settings import HTTPFlags
+from meshkit.flags import HTTPFlags
 from meshkit.native import Service, peer_of
 
 T = TypeVar("T")

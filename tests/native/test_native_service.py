@@ -315,7 +315,7 @@ def test_rotation_keeps_open_connections_and_new_ones_use_the_new_root(agent: De
 
 
 def test_sync_facade_connects_with_a_blocking_socket(agent: DevAgent) -> None:
-    from meshkit.consul.settings import HTTPFlags
+    from meshkit.flags import HTTPFlags
     from meshkit.native.sync import Service as SyncService
 
     port = free_port()

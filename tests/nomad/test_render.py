@@ -192,9 +192,10 @@ def test_native_proxy_runs_from_a_templated_consul_mode_file(tmp_path: Path) -> 
     proxy = proxy_task(api)
     _, file = proxy_file(proxy, tmp_path, NOMAD_IP_mesh="10.0.0.5", NOMAD_PORT_mesh="25000")
     reg = file.registration
+    assert reg.public is not None
     assert reg.service == "web"
-    assert (reg.bind_host, reg.bind_port) == ("10.0.0.5", 25000)
-    assert (reg.local_host, reg.local_port) == ("127.0.0.1", 8080)
+    assert (reg.public.bind_host, reg.public.bind_port) == ("10.0.0.5", 25000)
+    assert (reg.public.local_host, reg.public.local_port) == ("127.0.0.1", 8080)
     assert [
         (u.name, u.dst_type, u.bind_host, u.bind_port, u.datacenter) for u in reg.upstreams
     ] == [
@@ -217,7 +218,8 @@ def test_native_bridge_mode_uses_the_alloc_socket_and_a_fixed_inside_port(tmp_pa
     proxy = proxy_task(api)
     assert proxy["Env"]["CONSUL_HTTP_ADDR"] == "unix://${NOMAD_ALLOC_DIR}/tmp/consul_http.sock"
     reg = proxy_file(proxy, tmp_path)[1].registration
-    assert (reg.bind_host, reg.bind_port) == ("0.0.0.0", 20500)
+    assert reg.public is not None
+    assert (reg.public.bind_host, reg.public.bind_port) == ("0.0.0.0", 20500)
 
 
 def test_native_carries_datacenter_and_config_in_the_file(tmp_path: Path) -> None:
@@ -234,7 +236,8 @@ def test_native_carries_datacenter_and_config_in_the_file(tmp_path: Path) -> Non
         1
     ]
     reg = file.registration
-    assert (reg.handshake_timeout_ms, reg.local_connect_timeout_ms) == (5000, 750)
+    assert reg.public is not None
+    assert (reg.public.handshake_timeout_ms, reg.public.local_connect_timeout_ms) == (5000, 750)
     db = reg.upstreams[0]
     assert (db.name, db.datacenter, db.connect_timeout_ms) == ("db", "dc2", 2500)
     assert file.admin == ("127.0.0.1", 19001)

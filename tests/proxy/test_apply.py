@@ -10,10 +10,11 @@ from pathlib import Path
 
 import yaml
 
-from meshkit.certstore import CertStore, FileWatcher, MaterialFiles
+from meshkit.certstore import CertStore
 from meshkit.config import ProxyConfig, PublicListener, UpstreamListener
 from meshkit.resolver import StaticResolver, Target
 from meshkit.runtime import PUBLIC, Proxy
+from meshkit.static.certs import FileWatcher, MaterialFiles
 from tests.proxy.conftest import inbound_config, outbound_config
 from tests.proxy.harness import EchoApp, echo_once, free_port, start_proxy, wait_until
 from tests.support.pki_files import ThrowawayCA

@@ -137,8 +137,8 @@ def test_non_loopback_app_is_allowed_with_the_override(tmp_path: Path, ca: Throw
     config["public_listener"]["local_service_address"] = "10.1.2.3:8080"
     code, lines = _run(tmp_path, config, "-allow-non-loopback-service", "-service", "db", "-bogus")
     assert code == 2 and "flag provided but not defined: -bogus" in lines[0]
-    from meshkit import staticfile
     from meshkit.flags import parse
+    from meshkit.static import file as staticfile
 
     path = tmp_path / "proxy.yaml"
     setup = staticfile.load(parse(["-config", str(path), "-allow-non-loopback-service"]))

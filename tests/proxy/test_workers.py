@@ -15,13 +15,11 @@ from typing import Any
 import pytest
 import yaml
 
-from meshkit.flags import FlagError, parse
+from meshkit.flags import AUTO, FlagError, parse, parse_setting
 from meshkit.workers import (
-    AUTO,
     WorkersError,
     cgroup_cpu_max_texts,
     check_consul_mode,
-    parse_setting,
     quota_cpus,
     resolve,
     usable_cpus,
@@ -323,7 +321,7 @@ def test_killed_parent_takes_its_workers_along(db_proxy: ProxyProc) -> None:
 
 
 def test_flag_wins_over_the_file_key(tmp_path: Path, ca: ThrowawayCA) -> None:
-    from meshkit.staticfile import load
+    from meshkit.static.file import load
 
     path = _static_file(tmp_path, ca, workers=3)
     assert load(parse(["-config", str(path)], env={})).workers == 3

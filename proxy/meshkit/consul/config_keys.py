@@ -23,8 +23,8 @@ import logging
 import re
 from typing import Any
 
-from meshkit.consul.agent_config import Registration
 from meshkit.consul.client import ConsulClient, ConsulError
+from meshkit.consul.registration import Registration
 
 log = logging.getLogger("meshkit.consul.config")
 

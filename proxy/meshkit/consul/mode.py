@@ -16,11 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from meshkit.config import (
     DEFAULT_DRAIN_TIMEOUT_MS,
@@ -29,23 +28,24 @@ from meshkit.config import (
     PublicListener,
     UpstreamListener,
 )
-from meshkit.consul import configfile
-from meshkit.consul.agent_config import (
-    AgentConfigError,
-    Registration,
-    UpstreamSpec,
-    lookup_sidecar,
-    parse_registration,
-)
 from meshkit.consul.certs import ConsulCerts
-from meshkit.consul.client import ConsulClient, ConsulError, ConsulHTTPError, ConsulUnavailable
+from meshkit.consul.client import ConsulClient, ConsulError, ConsulHTTPError
 from meshkit.consul.config_keys import KeyWarner
 from meshkit.consul.configfile import ConsulFile
 from meshkit.consul.discovery import ConsulResolver
+from meshkit.consul.errors import StartupError, explain, startup_call
 from meshkit.consul.intentions import AgentAuthorizer, IntentionsAuthorizer
 from meshkit.consul.register import Registrar, SelfRegistration
+from meshkit.consul.registration import (
+    AgentConfigError,
+    Registration,
+    lookup_sidecar,
+    parse_registration,
+    registration_from_flags,
+)
 from meshkit.consul.settings import Settings, SettingsError, resolve
-from meshkit.consul.watch import MalformedAnswer, Mode, Policy, Watch, WatchGroup, reason_of
+from meshkit.consul.status import report_status
+from meshkit.consul.watch import MalformedAnswer, Mode, Policy, Watch, WatchGroup
 from meshkit.spiffe import SpiffeError, parse_service_uri
 
 if TYPE_CHECKING:
@@ -55,57 +55,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("meshkit.consul")
 
-T = TypeVar("T")
-
 STARTUP_DEADLINE_S = 30.0
-STATUS_INTERVAL_S = 0.5
-
-
-class StartupError(RuntimeError):
-    """The proxy cannot start; the message says why and what to change."""
 
 
 def settings_from(cmd: CommandLine, env: Mapping[str, str] | None = None) -> Settings:
     """The command line holds flags only; `resolve` layers them over the environment."""
     return resolve(cmd.http, env)
-
-
-def explain(exc: ConsulError, what: str, settings: Settings, service: str = "") -> str:
-    """Turn a startup failure into a message that names the fix."""
-    if isinstance(exc, ConsulHTTPError) and exc.status == 403:
-        source = settings.token_source or "no token: the agent's default token was used"
-        need = f"service:write on {service!r}" if service else "the needed ACL rights"
-        return (
-            f"{what}: Consul refused it (HTTP 403: {exc.message}). The ACL token ({source}) "
-            f"needs {need}; a token with a service identity for {service or 'the service'} "
-            "has it. Pass it with -token, -token-file or CONSUL_HTTP_TOKEN(_FILE)."
-        )
-    if isinstance(exc, ConsulUnavailable):
-        return (
-            f"{what}: {exc}. Is the Consul agent running? Set -http-addr or CONSUL_HTTP_ADDR "
-            "to its HTTP address."
-        )
-    return f"{what}: {exc}"
-
-
-async def _startup_call(label: str, call: Callable[[], Awaitable[T]], deadline: float) -> T:
-    """Retry only "agent unreachable" at startup (it may be starting too), within a bound."""
-    delay = 0.5
-    while True:
-        try:
-            return await call()
-        except ConsulUnavailable as exc:
-            if time.monotonic() + delay > deadline:
-                raise
-            log.warning("%s: %s; retrying in %.1fs", label, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-
-@dataclass
-class _Upstream:
-    spec: UpstreamSpec
-    resolver: ConsulResolver
 
 
 class ConsulMode:
@@ -132,7 +87,7 @@ class ConsulMode:
         self.intentions: IntentionsAuthorizer | None = None
         self.certs: ConsulCerts | None = None
         self.service_watch: Watch[Registration] | None = None
-        self.upstreams: dict[str, _Upstream] = {}
+        self.resolvers: dict[str, ConsulResolver] = {}  # by upstream key
         self.registrar: Registrar | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.expired = False
@@ -161,7 +116,7 @@ class ConsulMode:
                 assert cmd.sidecar_for is not None
                 parent = cmd.sidecar_for
                 try:
-                    self.proxy_id = await _startup_call(
+                    self.proxy_id = await startup_call(
                         "finding the sidecar", lambda: lookup_sidecar(self.client, parent), deadline
                     )
                 except ConsulError as exc:
@@ -173,7 +128,7 @@ class ConsulMode:
         elif self.file is not None:
             reg = self.file.registration
         else:
-            reg = self._registration_from_flags()
+            reg = registration_from_flags(self.cmd)
         self.registration = reg
 
         await self._start_certs(reg.service, deadline)
@@ -191,7 +146,7 @@ class ConsulMode:
             self._spawn(self.intentions.watch.run())
         if self.registrar is not None:
             self.registrar.start()
-        self._spawn(self._report_status())
+        self._spawn(report_status(self.group, self.proxy))
 
     async def _fetch_registration(self, deadline: float) -> Registration:
         proxy_id = self.proxy_id
@@ -210,7 +165,7 @@ class ConsulMode:
             policy=self.policy,
         )
         try:
-            await _startup_call("reading our registration", lambda: watch.fetch(False), deadline)
+            await startup_call("reading our registration", lambda: watch.fetch(False), deadline)
         except ConsulHTTPError as exc:
             if exc.status == 404:
                 raise StartupError(
@@ -228,32 +183,6 @@ class ConsulMode:
         assert watch.value is not None
         return watch.value
 
-    def _registration_from_flags(self) -> Registration:
-        cmd = self.cmd
-        assert cmd.service is not None
-        ups = tuple(
-            UpstreamSpec(
-                dst_type=u.dst_type,
-                name=u.name,
-                datacenter="",
-                bind_host=u.host,
-                bind_port=u.port,
-            )
-            for u in cmd.upstreams
-        )
-        listen = cmd.listen
-        local = cmd.service_addr
-        return Registration(
-            proxy_id="",
-            service=cmd.service,
-            service_id=cmd.service,
-            bind_host=listen[0] if listen else None,
-            bind_port=listen[1] if listen else 0,
-            local_host=local[0] if local else "127.0.0.1",
-            local_port=local[1] if local else 0,
-            upstreams=ups,
-        )
-
     async def _start_certs(self, service: str, deadline: float) -> None:
         certs = ConsulCerts(
             self.client,
@@ -267,11 +196,11 @@ class ConsulMode:
         self.group.add(certs.roots)
         self.group.add(certs.leaf)
         try:
-            await _startup_call("fetching CA roots", lambda: certs.roots.fetch(False), deadline)
+            await startup_call("fetching CA roots", lambda: certs.roots.fetch(False), deadline)
         except ConsulError as exc:
             raise StartupError(explain(exc, "fetching the CA roots", self.settings)) from exc
         try:
-            await _startup_call("fetching the leaf", lambda: certs.leaf.fetch(False), deadline)
+            await startup_call("fetching the leaf", lambda: certs.leaf.fetch(False), deadline)
         except ConsulError as exc:
             raise StartupError(
                 explain(
@@ -285,7 +214,7 @@ class ConsulMode:
             self.local_dc = parse_service_uri(self.proxy.certs.leaf_uri).datacenter
 
     async def _start_authz(self, service: str, deadline: float) -> None:
-        if getattr(self.cmd, "authz", None) == "agent":
+        if self.cmd.authz == "agent":
             self.authorizer = AgentAuthorizer(self.client, service)
             return
         intentions = IntentionsAuthorizer(self.client, service, self.policy)
@@ -294,7 +223,7 @@ class ConsulMode:
         self.intentions = intentions
         self.group.add(intentions.watch)
         try:
-            await _startup_call(
+            await startup_call(
                 "reading intentions", lambda: intentions.watch.fetch(False), deadline
             )
         except MalformedAnswer as exc:
@@ -310,16 +239,15 @@ class ConsulMode:
         self.authorizer = intentions
 
     async def _self_register(self, reg: Registration) -> None:
-        cmd = self.cmd
-        assert reg.bind_host is not None
+        assert reg.public is not None  # flags: -register requires -listen
         self_reg = SelfRegistration(
             service=reg.service,
-            listen_host=reg.bind_host,
-            listen_port=reg.bind_port,
-            local_host=reg.local_host,
-            local_port=reg.local_port,
+            listen_host=reg.public.bind_host,
+            listen_port=reg.public.bind_port,
+            local_host=reg.public.local_host,
+            local_port=reg.public.local_port,
             upstreams=reg.upstreams,
-            register_id=getattr(cmd, "register_id", None) or "",
+            register_id=self.cmd.register_id or "",
         )
         registrar = Registrar(self.client, self_reg)
         try:
@@ -331,11 +259,10 @@ class ConsulMode:
         self.registrar = registrar
 
     # -- applying Consul state ----------------------------------------------------------
-    def _resolver_for(self, spec: UpstreamSpec) -> ConsulResolver:
-        have = self.upstreams.get(spec.key)
+    def _resolver_for(self, spec: UpstreamListener) -> ConsulResolver:
+        have = self.resolvers.get(spec.key)
         if have is not None:
-            have.spec = spec
-            return have.resolver
+            return have
         certs = self.certs
         resolver = ConsulResolver(
             self.client,
@@ -346,38 +273,19 @@ class ConsulMode:
             trust_domain=lambda: certs.trust_domain if certs else "consul",
             policy=self.policy,
         )
-        self.upstreams[spec.key] = _Upstream(spec, resolver)
+        self.resolvers[spec.key] = resolver
         self.group.add(resolver.watch)
         resolver.start()
         return resolver
 
     def build_config(self, reg: Registration) -> ProxyConfig:
         assert self.authorizer is not None
-        public = None
-        if reg.bind_host is not None and not self.expired:
-            public = PublicListener(
-                bind_host=reg.bind_host,
-                bind_port=reg.bind_port,
-                local_host=reg.local_host,
-                local_port=reg.local_port,
-                local_connect_timeout_ms=reg.local_connect_timeout_ms,
-                handshake_timeout_ms=reg.handshake_timeout_ms,
-                protocol=reg.protocol,
-            )
+        public: PublicListener | None = None
         upstreams: tuple[UpstreamListener, ...] = ()
         if not self.expired:
+            public = reg.public
             upstreams = tuple(
-                UpstreamListener(
-                    name=spec.name,
-                    resolver=self._resolver_for(spec),
-                    bind_host=spec.bind_host,
-                    bind_port=spec.bind_port,
-                    dst_type=spec.dst_type,
-                    connect_timeout_ms=spec.connect_timeout_ms,
-                    datacenter=spec.datacenter,
-                    protocol=spec.protocol,
-                )
-                for spec in reg.upstreams
+                replace(spec, resolver=self._resolver_for(spec)) for spec in reg.upstreams
             )
         file = self.file
         if self.proxy_id:
@@ -428,10 +336,10 @@ class ConsulMode:
 
     async def _drop_unused(self, reg: Registration) -> None:
         wanted = {spec.key for spec in reg.upstreams} if not self.expired else set()
-        for key in [k for k in self.upstreams if k not in wanted]:
-            gone = self.upstreams.pop(key)
-            self.group.remove(gone.resolver.watch)
-            await gone.resolver.stop()
+        for key in [k for k in self.resolvers if k not in wanted]:
+            gone = self.resolvers.pop(key)
+            self.group.remove(gone.watch)
+            await gone.stop()
 
     async def _on_registration(self, reg: Registration) -> None:
         if self.registration is None:
@@ -451,31 +359,6 @@ class ConsulMode:
         if self.registration is not None:
             await self._apply(self.registration)
 
-    # -- fail-static reporting ----------------------------------------------------------
-    async def _report_status(self) -> None:
-        last: bool | None = None
-        while True:
-            reachable = self.group.reachable
-            if reachable != last:
-                if reachable:
-                    log.info("Consul reachable; state is current")
-                else:
-                    failing = ", ".join(f"{s.name} ({s.last_error})" for s in self.group.failing())
-                    log.warning("Consul unreachable, serving the last known state: %s", failing)
-                last = reachable
-            self.proxy.set_control_plane_reachable(
-                reachable, "; ".join(reason_of(s) for s in self.group.failing())
-            )
-            for watch in self.group.watches:
-                lbl = (("watch", watch.name),)
-                self.proxy.metrics.set(
-                    "consul_watch_healthy", lbl, 1 if watch.status.healthy else 0
-                )
-                self.proxy.metrics.set("consul_watch_failures", lbl, watch.status.failures)
-                age = time.monotonic() - watch.status.last_success if watch.status.has_value else -1
-                self.proxy.metrics.set("consul_watch_age_seconds", lbl, round(age, 1))
-            await asyncio.sleep(STATUS_INTERVAL_S)
-
     # -- lifecycle ----------------------------------------------------------------------
     def _spawn(self, coro: Awaitable[None]) -> None:
         self.tasks.append(asyncio.ensure_future(coro))
@@ -485,103 +368,12 @@ class ConsulMode:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks.clear()
-        for up in list(self.upstreams.values()):
-            await up.resolver.stop()
-        self.upstreams.clear()
+        for resolver in list(self.resolvers.values()):
+            await resolver.stop()
+        self.resolvers.clear()
         if self.certs is not None:
             self.certs.stop()
         if self.registrar is not None:
             await self.registrar.deregister()
             self.registrar = None
         await self.client.close()
-
-
-async def serve(cmd: CommandLine, *, ready: asyncio.Event | None = None) -> int:
-    """Run until SIGTERM/SIGINT; then drain, deregister and return the exit code."""
-    from meshkit.admin import AdminServer
-    from meshkit.certstore import CertStore
-    from meshkit.runtime import Proxy
-
-    try:
-        certs = CertStore(cmd.tls_engine)
-    except ImportError as exc:
-        print(f"meshkit-proxy: -tls-engine {cmd.tls_engine}: {exc}", flush=True, file=_stderr())
-        return 2
-    log.debug("TLS engine: %s", certs.engine)
-    proxy = Proxy(certs)
-    file: ConsulFile | None = None
-    if cmd.consul_file:
-        try:
-            file = configfile.load(cmd.consul_file)
-        except ConfigError as exc:
-            for problem in exc.problems:
-                print(f"meshkit-proxy: {problem}", flush=True, file=_stderr())
-            return 2
-    try:
-        mode = ConsulMode(cmd, proxy, file=file)
-    except SettingsError as exc:
-        log.error("%s", exc)
-        print(f"meshkit-proxy: {exc}", flush=True, file=_stderr())
-        return 2
-    admin: AdminServer | None = None
-    try:
-        await mode.start()
-    except StartupError as exc:
-        print(f"meshkit-proxy: {exc}", flush=True, file=_stderr())
-        return 1
-    admin_bind = cmd.admin_bind or (file.admin if file else None)
-    if admin_bind is not None:
-        admin = AdminServer(proxy)
-        await admin.start(*admin_bind)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    # Static mode reloads its file on SIGHUP; here everything already follows Consul live, so
-    # SIGHUP (sent by the same unit files and scripts) must only not kill the proxy.
-    loop.add_signal_handler(
-        signal.SIGHUP, lambda: log.info("SIGHUP: Consul mode follows the agent live; no reload")
-    )
-    log.info(
-        "serving as %s (Consul mode%s)",
-        mode.registration.service if mode.registration else "?",
-        f", from {file.source}" if file else "",
-    )
-    if ready is not None:
-        ready.set()
-    await stop.wait()
-    log.info("shutting down: draining open connections")
-    drain_ms = proxy.config.drain_timeout_ms if proxy.config else DEFAULT_DRAIN_TIMEOUT_MS
-    cut = await proxy.drain(drain_ms / 1000.0)
-    if cut:
-        log.warning("%d connection(s) cut at the drain deadline", cut)
-    await mode.close()
-    if admin is not None:
-        admin.close()
-    return 0
-
-
-def _stderr() -> Any:
-    import sys
-
-    return sys.stderr
-
-
-def run(cmd: CommandLine) -> int:
-    """Synchronous entry for `meshkit-proxy` (proxy_main.py calls this lazily)."""
-    from meshkit.proxy_main import install_loop
-    from meshkit.workers import WorkersError, check_consul_mode
-
-    # One process: every worker would run its own Consul watches and leaf-certificate requests
-    # (N times the agent load, N leaves to rotate), so `auto` is 1 here and N > 1 is refused.
-    try:
-        check_consul_mode(cmd.workers)
-    except WorkersError as exc:
-        print(f"meshkit-proxy: {exc}", file=_stderr())
-        return 2
-    try:
-        install_loop(getattr(cmd, "event_loop", "auto"))
-    except ImportError:
-        print("meshkit-proxy: -event-loop uvloop: uvloop is not installed", file=_stderr())
-        return 2
-    return asyncio.run(serve(cmd))

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from meshkit.consul.agent_config import UpstreamSpec
+from meshkit.config import UpstreamListener
 from meshkit.consul.client import ConsulClient, ConsulError, ConsulHTTPError
 
 log = logging.getLogger("meshkit.consul.register")
@@ -31,7 +31,7 @@ class SelfRegistration:
     listen_port: int
     local_host: str
     local_port: int
-    upstreams: tuple[UpstreamSpec, ...] = ()
+    upstreams: tuple[UpstreamListener, ...] = ()
     register_id: str = ""
 
     @property

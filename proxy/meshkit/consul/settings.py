@@ -3,7 +3,7 @@
 
 Operators switching from `consul connect proxy` keep their environment and flags, so the
 address forms, the token precedence and the TLS knobs must mean what they mean to Consul's
-own CLI (contract reference §2.6).
+own CLI (`api.DefaultConfig` and `NewClient` in hashicorp/consul's api/api.go).
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# Re-exported: `meshkit.native.Service(consul=HTTPFlags(...))` callers import it from here.
+from meshkit.flags import HTTPFlags as HTTPFlags
+
 DEFAULT_ADDRESS = "127.0.0.1:8500"
 _GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")
 _GO_FALSE = ("0", "f", "F", "FALSE", "false", "False")
@@ -20,22 +23,6 @@ _GO_FALSE = ("0", "f", "F", "FALSE", "false", "False")
 
 class SettingsError(ValueError):
     """A connection setting that cannot be used; the message names the source and the fix."""
-
-
-@dataclass(frozen=True, slots=True)
-class HTTPFlags:
-    """The HTTP client flags of Consul's CLI; None means "not given on the command line"."""
-
-    http_addr: str | None = None
-    token: str | None = field(default=None, repr=False)  # a secret: never in a repr or log
-    token_file: str | None = None
-    ca_file: str | None = None
-    ca_path: str | None = None
-    client_cert: str | None = None
-    client_key: str | None = None
-    tls_server_name: str | None = None
-    datacenter: str | None = None
-    stale: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,10 +25,11 @@ from meshkit.certstore import CertStore
 from meshkit.consul.certs import ConsulCerts
 from meshkit.consul.client import ConsulClient, ConsulError
 from meshkit.consul.discovery import ConsulResolver
+from meshkit.consul.errors import explain, startup_call
 from meshkit.consul.intentions import AgentAuthorizer, IntentionsAuthorizer
-from meshkit.consul.mode import _startup_call, explain
-from meshkit.consul.settings import HTTPFlags, Settings, resolve
+from meshkit.consul.settings import Settings, resolve
 from meshkit.consul.watch import Policy, Watch, WatchGroup
+from meshkit.flags import HTTPFlags
 from meshkit.native.destination import Destination, Target, destination_of
 from meshkit.native.errors import Denied, DialFailed, IdentityMismatch, NoHealthyInstance, NotReady
 from meshkit.resolver import SERVICE
@@ -159,7 +160,7 @@ class Service:
             steps.append((f"reading the intentions for {self.name!r}", self.intentions.watch))
         for what, watch in steps:
             try:
-                await _startup_call(what, lambda w=watch: w.fetch(False), deadline)  # type: ignore[misc]
+                await startup_call(what, lambda w=watch: w.fetch(False), deadline)  # type: ignore[misc]
             except (ConsulError, ValueError) as exc:
                 await self.client.close()
                 msg = (

@@ -10,27 +10,22 @@ its own line naming the file and the key; nothing is applied unless all of it is
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from meshkit import bounded, fields
 from meshkit.authz import StaticAuthorizer
-from meshkit.certstore import MaterialFiles
 from meshkit.config import (
-    DEFAULT_CONNECT_TIMEOUT_MS,
     DEFAULT_DRAIN_TIMEOUT_MS,
-    DEFAULT_HANDSHAKE_TIMEOUT_MS,
-    DEFAULT_LOCAL_CONNECT_TIMEOUT_MS,
     ConfigError,
     ProxyConfig,
-    PublicListener,
     UpstreamListener,
 )
-from meshkit.flags import CommandLine
-from meshkit.resolver import PREPARED_QUERY, SERVICE, StaticResolver, Target
+from meshkit.flags import AUTO, CommandLine, UpstreamFlag, WorkersSetting, parse_setting
+from meshkit.resolver import SERVICE, StaticResolver, Target
 from meshkit.spiffe import SpiffeError, parse_service_uri
-from meshkit.workers import AUTO, WorkersSetting, parse_setting
+from meshkit.static.certs import MaterialFiles
 
 # Allowed keys per section: a typo is an error, never silently ignored.
 TOP_KEYS = {
@@ -47,24 +42,8 @@ TOP_KEYS = {
 TLS_KEYS = {"cert_file", "key_file", "ca_file", "ca_files", "trust_domain"}
 # A trust domain is a DNS-style host (`<cluster id>.consul`), as in spiffe://<domain>/...
 _TRUST_DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
-PUBLIC_KEYS = {
-    "bind_address",
-    "bind_port",
-    "local_service_address",
-    "local_connect_timeout_ms",
-    "handshake_timeout_ms",
-}
 AUTHZ_KEYS = {"allow", "deny", "default"}
-UPSTREAM_KEYS = {
-    "destination_name",
-    "destination_type",
-    "datacenter",
-    "local_bind_address",
-    "local_bind_port",
-    "connect_timeout_ms",
-    "allow_non_loopback",
-    "targets",
-}
+UPSTREAM_KEYS = fields.UPSTREAM_KEYS | {"allow_non_loopback", "targets"}
 TARGET_KEYS = {"address", "spiffe_id"}
 ADMIN_KEYS = {"bind"}
 
@@ -144,51 +123,14 @@ def load(cmd: CommandLine) -> StaticSetup:
             where = "-trust-domain" if cmd.trust_domain else "tls.trust_domain"
             p.add(where, f"{trust_domain!r} is not a trust domain (like 1234abcd.consul)")
 
-    # Public listener
-    pub_data = fields.section(p, raw, "public_listener", PUBLIC_KEYS)
-    public: PublicListener | None = None
-    bind = cmd.listen
-    if bind is None and pub_data:
-        host = (
-            fields.string(p, "public_listener.bind_address", pub_data.get("bind_address"))
-            or "0.0.0.0"
-        )
-        port = fields.port(p, "public_listener.bind_port", pub_data.get("bind_port"))
-        if port is None and "bind_port" not in pub_data:
-            p.add("public_listener.bind_port", "missing (or pass -listen HOST:PORT)")
-        bind = (host, port) if port is not None else None
-    if bind is not None and cmd.bind_address:
-        bind = (cmd.bind_address, bind[1])
-    local = cmd.service_addr or fields.hostport(
-        p, "public_listener.local_service_address", pub_data.get("local_service_address")
+    public = fields.public_listener(
+        p,
+        fields.section(p, raw, "public_listener", fields.PUBLIC_KEYS),
+        listen=cmd.listen,
+        bind_address=cmd.bind_address,
+        service_addr=cmd.service_addr,
+        flag_hints=True,
     )
-    if bind is not None or pub_data:
-        if local is None and "local_service_address" not in pub_data:
-            p.add(
-                "public_listener.local_service_address",
-                "missing: where the local app listens (or pass -service-addr HOST:PORT)",
-            )
-        if bind is not None and local is not None:
-            public = PublicListener(
-                bind_host=bind[0],
-                bind_port=bind[1],
-                local_host=local[0],
-                local_port=local[1],
-                local_connect_timeout_ms=fields.millis(
-                    p,
-                    "public_listener.local_connect_timeout_ms",
-                    pub_data.get("local_connect_timeout_ms"),
-                    DEFAULT_LOCAL_CONNECT_TIMEOUT_MS,
-                ),
-                handshake_timeout_ms=fields.millis(
-                    p,
-                    "public_listener.handshake_timeout_ms",
-                    pub_data.get("handshake_timeout_ms"),
-                    DEFAULT_HANDSHAKE_TIMEOUT_MS,
-                ),
-            )
-    elif cmd.service_addr:
-        p.add("public_listener", "-service-addr given without -listen or public_listener")
 
     # Authorization
     authz_data = fields.section(p, raw, "authorization", AUTHZ_KEYS)
@@ -202,40 +144,19 @@ def load(cmd: CommandLine) -> StaticSetup:
         default,
     )
 
-    # Upstreams: the file gives targets; -upstream flags may add or override the bind.
-    file_ups: dict[str, dict[str, Any]] = {}
-    ups_raw = raw.get("upstreams")
-    if ups_raw is not None and not isinstance(ups_raw, list):
-        p.add("upstreams", "must be a list")
-        ups_raw = []
-    for i, item in enumerate(ups_raw or []):
-        where = f"upstreams[{i}]"
-        if not isinstance(item, dict):
-            p.add(where, "must be a mapping")
-            continue
-        fields.check_keys(p, where, item, UPSTREAM_KEYS)
-        name = fields.string(p, f"{where}.destination_name", item.get("destination_name"))
-        if name is None:
-            if "destination_name" not in item:
-                p.add(f"{where}.destination_name", "missing")
-            continue
-        item = dict(item, _where=where)
-        if name in file_ups:
-            p.add(f"{where}.destination_name", f"{name!r} appears twice")
-        file_ups[name] = item
-    upstreams: list[UpstreamListener] = []
+    # Upstreams: the file gives targets; -upstream flags may override the bind.
     flagged = {f.name: f for f in cmd.upstreams}
+    named = {item.get("destination_name") for item in _entries(raw.get("upstreams"))}
     for flag in cmd.upstreams:
-        if flag.name not in file_ups:
+        if flag.name not in named:
             p.add(
                 "upstreams",
                 f"-upstream {flag.name} has no entry here; add one with destination_name: "
                 f"{flag.name} and its targets",
             )
-    for name, item in file_ups.items():
-        up = _upstream(p, name, item, flagged.get(name))
-        if up is not None:
-            upstreams.append(up)
+    upstreams = fields.upstreams(
+        p, raw.get("upstreams"), lambda where, item: _upstream(p, where, item, flagged)
+    )
 
     admin_data = fields.section(p, raw, "admin", ADMIN_KEYS)
     admin = cmd.admin_bind or fields.hostport(p, "admin.bind", admin_data.get("bind"))
@@ -259,7 +180,7 @@ def load(cmd: CommandLine) -> StaticSetup:
     config = ProxyConfig(
         service=service,
         public=public,
-        upstreams=tuple(upstreams),
+        upstreams=upstreams,
         authorizer=authorizer,
         admin=admin,
         allow_non_loopback_service=allow_nl,
@@ -271,29 +192,27 @@ def load(cmd: CommandLine) -> StaticSetup:
     return StaticSetup(config, files, workers)
 
 
+def _entries(value: object) -> list[dict[str, Any]]:
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
 def _upstream(
-    p: fields.Problems, name: str, item: dict[str, Any], flag: Any
+    p: fields.Problems, where: str, item: dict[str, Any], flagged: dict[str, UpstreamFlag]
 ) -> UpstreamListener | None:
-    where = item["_where"]
+    """The shared upstream reader, plus what only static mode has: targets and the opt-in to a
+    non-loopback bind."""
     before = len(p.items)
-    dst_type = item.get("destination_type", SERVICE)
-    if dst_type not in (SERVICE, PREPARED_QUERY):
-        p.add(f"{where}.destination_type", f"must be service or prepared_query, got {dst_type!r}")
-    if flag is not None:
-        host, port = flag.host, flag.port
-        dst_type = flag.dst_type
-    else:
-        host = (
-            fields.string(p, f"{where}.local_bind_address", item.get("local_bind_address"))
-            or "127.0.0.1"
-        )
-        port_v = fields.port(p, f"{where}.local_bind_port", item.get("local_bind_port"))
-        if port_v is None and "local_bind_port" not in item:
-            p.add(f"{where}.local_bind_port", "missing (or pass -upstream NAME:PORT)")
-        port = port_v or 0
-    timeout = fields.millis(
-        p, f"{where}.connect_timeout_ms", item.get("connect_timeout_ms"), DEFAULT_CONNECT_TIMEOUT_MS
+    name = item.get("destination_name")
+    flag = flagged.get(name) if isinstance(name, str) else None
+    up = fields.upstream(
+        p,
+        where,
+        item,
+        allowed=UPSTREAM_KEYS,
+        bind_flag=(flag.host, flag.port, flag.dst_type) if flag is not None else None,
+        flag_hints=True,
     )
+    dst_type = up.dst_type if up is not None else item.get("destination_type", SERVICE)
     targets: list[Target] = []
     raw_targets = item.get("targets")
     if not isinstance(raw_targets, list) or not raw_targets:
@@ -320,16 +239,6 @@ def _upstream(
         if addr is not None and sid is not None:
             targets.append(Target(addr[0], addr[1], sid, dst_type))
     allow_nl = fields.boolean(p, f"{where}.allow_non_loopback", item.get("allow_non_loopback"))
-    dc = fields.string(p, f"{where}.datacenter", item.get("datacenter")) or ""
-    if len(p.items) != before:
+    if up is None or len(p.items) != before:
         return None
-    return UpstreamListener(
-        name=name,
-        resolver=StaticResolver(tuple(targets)),
-        bind_host=host,
-        bind_port=port,
-        dst_type=dst_type,
-        connect_timeout_ms=timeout,
-        allow_non_loopback=allow_nl,
-        datacenter=dc,
-    )
+    return replace(up, resolver=StaticResolver(tuple(targets)), allow_non_loopback=allow_nl)

@@ -2,33 +2,41 @@
 """The proxy's own registration (`GET /v1/agent/service/<id>`) parsed into typed settings.
 
 This is where agent mode decides what to listen on. It follows `consul connect proxy` except
-where the contract reference says the built-in proxy is wrong: `Config.bind_address` /
+where the built-in proxy is wrong: `Config.bind_address` /
 `Config.bind_port` win over the service Address/Port (Nomad sets them; consul#10114), and
 numeric options accept int, float or string (JSON numbers arrive as floats; consul#11603).
 Consul merges `proxy-defaults` Config and `service-defaults` Protocol into what the agent
 returns (`enable_central_service_config`), so the proxy reads one merged map. Keys it does not
-support are collected in `Registration.unsupported` (never fatal: Consul and Nomad merge in keys
-of their own, §1.6, §7.3, and other proxies of the mesh may use them); `config_keys.py` warns
-about each once, naming its source.
+support are collected in `Registration.unsupported` (never fatal: Consul merges in the
+central `proxy-defaults` keys, Nomad adds its own such as `bind_address`, and other proxies of
+the mesh may use them); `config_keys.py` warns about each once, naming its source.
+
+The result holds the same `PublicListener` and `UpstreamListener` the runtime applies, so Consul
+mode passes them on instead of copying them field by field.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from meshkit import fields
 from meshkit.config import (
     DEFAULT_CONNECT_TIMEOUT_MS,
     DEFAULT_HANDSHAKE_TIMEOUT_MS,
     DEFAULT_LOCAL_CONNECT_TIMEOUT_MS,
+    PublicListener,
+    UpstreamListener,
     parse_hostport,
-    parse_ms,
 )
 from meshkit.consul.client import ConsulClient
 from meshkit.resolver import PREPARED_QUERY, SERVICE
 
-log = logging.getLogger("meshkit.consul.agent_config")
+if TYPE_CHECKING:
+    from meshkit.flags import CommandLine
+
+log = logging.getLogger("meshkit.consul.registration")
 
 # The `Config` keys meshkit-proxy applies (docs/consul-mode.md, "Central configuration").
 PROXY_CONFIG_KEYS = frozenset(
@@ -51,36 +59,15 @@ class AgentConfigError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class UpstreamSpec:
-    dst_type: str  # "service" | "prepared_query"
-    name: str
-    datacenter: str
-    bind_host: str
-    bind_port: int
-    connect_timeout_ms: float = DEFAULT_CONNECT_TIMEOUT_MS
-    protocol: str = "tcp"
-
-    @property
-    def key(self) -> str:
-        dc = f"?dc={self.datacenter}" if self.datacenter else ""
-        return f"{self.dst_type}:{self.name}{dc}"
-
-
-@dataclass(frozen=True, slots=True)
 class Registration:
-    """Everything the proxy takes from its registration."""
+    """Everything the proxy takes from its registration (or from flags or a Consul-mode file)."""
 
     proxy_id: str
     service: str  # Proxy.DestinationServiceName: our identity
     service_id: str
-    bind_host: str | None  # None: no public listener (port 0)
-    bind_port: int
-    local_host: str
-    local_port: int
-    local_connect_timeout_ms: float = DEFAULT_LOCAL_CONNECT_TIMEOUT_MS
-    handshake_timeout_ms: float = DEFAULT_HANDSHAKE_TIMEOUT_MS
-    upstreams: tuple[UpstreamSpec, ...] = ()
-    protocol: str = "tcp"
+    public: PublicListener | None  # None: no public listener (port 0)
+    # Resolvers are `config.NO_TARGETS` here; Consul mode gives each its watched resolver.
+    upstreams: tuple[UpstreamListener, ...] = ()
     # (where, key, why) of every Config key not applied, e.g.
     # ("Proxy.Config", "envoy_stats_tags", "not supported by meshkit-proxy")
     unsupported: tuple[tuple[str, str, str], ...] = ()
@@ -100,25 +87,25 @@ def _get(obj: Any, key: str) -> Any:
     return None
 
 
-def _port(value: Any, where: str) -> int:
-    if isinstance(value, bool):
-        raise AgentConfigError(f"{where}: {value!r} is not a port number")
+def _port(source: str, where: str, value: Any) -> int:
+    """`fields.port`, after JSON's leniency: 8080.0 and "8080" are 8080 to Consul's decoder."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value.strip())
-    if not isinstance(value, int) or not 0 <= value <= 65535:
-        raise AgentConfigError(f"{where}: {value!r} is not a port number 0-65535")
-    return value
+    p = fields.Problems(source)
+    found = fields.port(p, where, value)
+    if found is None:
+        raise AgentConfigError(p.items[0] if p.items else f"{source}: {where}: missing")
+    return found
 
 
-def _ms(value: Any, default: float, where: str) -> float:
-    if value is None:
-        return default
-    try:
-        return parse_ms(value)
-    except ValueError as exc:
-        raise AgentConfigError(f"{where}: {exc}") from None
+def _ms(source: str, where: str, value: Any, default: float) -> float:
+    p = fields.Problems(source)
+    found = fields.millis(p, where, value, default)
+    if p.items:
+        raise AgentConfigError(p.items[0])
+    return found
 
 
 def parse_registration(body: Any, proxy_id: str) -> Registration:
@@ -142,10 +129,10 @@ def parse_registration(body: Any, proxy_id: str) -> Registration:
     if not isinstance(config, dict):
         raise AgentConfigError(f"{where}: Proxy.Config is not an object")
 
-    port = _port(_get(body, "Port") or 0, f"{where}: Port")
+    port = _port(where, "Port", _get(body, "Port") or 0)
     bind_port = port
     if config.get("bind_port") is not None:
-        bind_port = _port(config["bind_port"], f"{where}: Proxy.Config.bind_port")
+        bind_port = _port(where, "Proxy.Config.bind_port", config["bind_port"])
     address = _get(body, "Address") or ""
     bind_host: str | None = config.get("bind_address") or address or "0.0.0.0"
     if not isinstance(bind_host, str):
@@ -154,7 +141,7 @@ def parse_registration(body: Any, proxy_id: str) -> Registration:
         bind_host = None
 
     local_host = _get(proxy, "LocalServiceAddress") or "127.0.0.1"
-    local_port = _port(_get(proxy, "LocalServicePort") or 0, f"{where}: Proxy.LocalServicePort")
+    local_port = _port(where, "Proxy.LocalServicePort", _get(proxy, "LocalServicePort") or 0)
     if config.get("local_service_address") is not None:
         local_host, local_port = _local_address(
             config["local_service_address"],
@@ -170,9 +157,10 @@ def parse_registration(body: Any, proxy_id: str) -> Registration:
             "of the local application"
         )
 
-    upstreams: list[UpstreamSpec] = []
+    upstreams: list[UpstreamListener] = []
     for i, raw in enumerate(_get(proxy, "Upstreams") or []):
-        up_where = f"{where}: Proxy.Upstreams[{i}]"
+        up_field = f"Proxy.Upstreams[{i}]"
+        up_where = f"{where}: {up_field}"
         dst_type = _get(raw, "DestinationType") or SERVICE
         name = _get(raw, "DestinationName") or ""
         if dst_type not in (SERVICE, PREPARED_QUERY):
@@ -189,41 +177,54 @@ def parse_registration(body: Any, proxy_id: str) -> Registration:
                 for k in up_config
                 if k not in UPSTREAM_CONFIG_KEYS
             ]
+        up_port = _port(where, f"{up_field}.LocalBindPort", _get(raw, "LocalBindPort") or 0)
         upstreams.append(
-            UpstreamSpec(
+            UpstreamListener(
                 dst_type=dst_type,
                 name=name,
                 datacenter=_get(raw, "Datacenter") or "",
                 bind_host=_get(raw, "LocalBindAddress") or "127.0.0.1",
-                bind_port=_port(_get(raw, "LocalBindPort") or 0, f"{up_where}.LocalBindPort"),
+                bind_port=up_port,
                 connect_timeout_ms=_ms(
+                    where,
+                    f"{up_field}.Config.connect_timeout_ms",
                     up_config.get("connect_timeout_ms") if isinstance(up_config, dict) else None,
                     DEFAULT_CONNECT_TIMEOUT_MS,
-                    f"{up_where}.Config.connect_timeout_ms",
                 ),
                 protocol=_protocol(up_config, f"Proxy.Upstreams[{i}].Config ({name})", unsupported),
             )
+        )
+    # Checked (and a bad protocol reported) even when there is no public listener.
+    local_connect_timeout_ms = _ms(
+        where,
+        "Proxy.Config.local_connect_timeout_ms",
+        config.get("local_connect_timeout_ms"),
+        DEFAULT_LOCAL_CONNECT_TIMEOUT_MS,
+    )
+    handshake_timeout_ms = _ms(
+        where,
+        "Proxy.Config.handshake_timeout_ms",
+        config.get("handshake_timeout_ms"),
+        DEFAULT_HANDSHAKE_TIMEOUT_MS,
+    )
+    protocol = _protocol(config, "Proxy.Config", unsupported)
+    public = None
+    if bind_host is not None:
+        public = PublicListener(
+            bind_host=bind_host,
+            bind_port=bind_port,
+            local_host=local_host,
+            local_port=local_port,
+            local_connect_timeout_ms=local_connect_timeout_ms,
+            handshake_timeout_ms=handshake_timeout_ms,
+            protocol=protocol,
         )
     return Registration(
         proxy_id=_get(body, "ID") or proxy_id,
         service=service,
         service_id=_get(proxy, "DestinationServiceID") or "",
-        bind_host=bind_host,
-        bind_port=bind_port,
-        local_host=local_host,
-        local_port=local_port,
-        local_connect_timeout_ms=_ms(
-            config.get("local_connect_timeout_ms"),
-            DEFAULT_LOCAL_CONNECT_TIMEOUT_MS,
-            f"{where}: Proxy.Config.local_connect_timeout_ms",
-        ),
-        handshake_timeout_ms=_ms(
-            config.get("handshake_timeout_ms"),
-            DEFAULT_HANDSHAKE_TIMEOUT_MS,
-            f"{where}: Proxy.Config.handshake_timeout_ms",
-        ),
+        public=public,
         upstreams=tuple(upstreams),
-        protocol=_protocol(config, "Proxy.Config", unsupported),
         unsupported=tuple(unsupported),
         config=dict(config),
     )
@@ -232,7 +233,7 @@ def parse_registration(body: Any, proxy_id: str) -> Registration:
 def _protocol(config: Any, where: str, unsupported: list[tuple[str, str, str]]) -> str:
     """`Config.protocol` (Consul's default: tcp). Only a label here: the proxy stays L4.
 
-    Consul 1.7 stores any protocol in service-defaults (edges e18), so an unknown one must not
+    Consul 1.7 stores any protocol string in service-defaults unchecked, so an unknown one must not
     stop the proxy: it is reported like an unsupported key and the label stays tcp.
     """
     value = config.get("protocol") if isinstance(config, dict) else None
@@ -256,6 +257,29 @@ def _local_address(value: Any, default_port: int, where: str) -> tuple[str, int]
         if ":" in text and not text.startswith("["):
             raise AgentConfigError(f"{where}: {value!r} is not HOST:PORT") from None
         return text.strip("[]"), default_port
+
+
+def registration_from_flags(cmd: CommandLine) -> Registration:
+    """Flag mode (`-service`, `-listen`, `-service-addr`, `-upstream`): the same shape."""
+    assert cmd.service is not None
+    public = None
+    if cmd.listen is not None and cmd.service_addr is not None:
+        public = PublicListener(
+            bind_host=cmd.listen[0],
+            bind_port=cmd.listen[1],
+            local_host=cmd.service_addr[0],
+            local_port=cmd.service_addr[1],
+        )
+    return Registration(
+        proxy_id="",
+        service=cmd.service,
+        service_id=cmd.service,
+        public=public,
+        upstreams=tuple(
+            UpstreamListener(name=u.name, dst_type=u.dst_type, bind_host=u.host, bind_port=u.port)
+            for u in cmd.upstreams
+        ),
+    )
 
 
 def pick_sidecar(services: Any, parent_id: str) -> str:

@@ -1,0 +1,2 @@
+# SPDX-License-Identifier: MPL-2.0
+"""Static mode: identity, certificates, targets and authorization from files (and flags)."""
