@@ -51,6 +51,12 @@ def check(root: Path) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+def test_the_repository_has_no_circle_and_nothing_upward() -> None:
+    res = check(ROOT)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "no circle, nothing upward" in res.stdout
+
+
 def test_a_clean_tree_passes(tmp_path: Path) -> None:
     res = check(tree(tmp_path, {}))
     assert res.returncode == 0, res.stdout + res.stderr
