@@ -85,8 +85,7 @@ class Lifecycle:
 
     ``desired`` returns the normalised object the module wants, or ``None`` for absent; it
     compares with ``==`` to what the store reads. Creating and updating both write the
-    desired view and removing deletes; a module overrides ``create``, ``update`` or
-    ``delete`` only where its kind needs more than that.
+    desired view (the store knows from its read whether the object exists); removing deletes.
     """
 
     result_key = "object"
@@ -96,20 +95,8 @@ class Lifecycle:
         self.module = module
         self.client = client_for(module)
 
-    def read(self) -> dict[str, Any] | None:
-        return self.store.read()
-
     def desired(self) -> dict[str, Any] | None:
         raise NotImplementedError
-
-    def create(self, want: dict[str, Any]) -> None:
-        self.store.write(want)
-
-    def update(self, have: dict[str, Any], want: dict[str, Any]) -> None:
-        self.store.write(want)
-
-    def delete(self, have: dict[str, Any]) -> None:
-        self.store.delete()
 
     def extra_result(self, final: dict[str, Any] | None) -> dict[str, Any]:
         return {}
@@ -121,7 +108,7 @@ class Lifecycle:
 
     def _run(self) -> dict[str, Any]:
         want = self.desired()
-        have = self.read()
+        have = self.store.read()
         operation = None
         if want != have:  # {} is "nothing" too, for lifecycles over many objects
             operation = "remove" if not want else "create" if not have else "update"
@@ -133,11 +120,9 @@ class Lifecycle:
                 result["diff"] = {"before": before, "after": after}
             if not self.module.check_mode:
                 if operation == "remove" and have:
-                    self.delete(have)
-                elif operation == "create" and want:
-                    self.create(want)
-                elif have and want:
-                    self.update(have, want)
+                    self.store.delete()
+                elif want:
+                    self.store.write(want)
         final = want if operation is not None else have
         result[self.result_key] = final
         result.update(self.extra_result(final))
