@@ -162,3 +162,91 @@ def missing_policies(client: ConsulClient, names: list[str]) -> list[str]:
     stubs = client.get("/v1/acl/policies") or []
     have = {str(p.get("Name")) for p in stubs if isinstance(p, dict)}
     return [n for n in names if n not in have]
+
+
+class PolicyStore:
+    """One ACL policy, found by name; Consul addresses it by ID once it exists."""
+
+    def __init__(self, client: ConsulClient, name: str) -> None:
+        self.client, self.name = client, name
+        self.id: str | None = None
+
+    def read(self) -> dict[str, Any] | None:
+        check_caller(self.client)  # so that "ACL not found" on a read means absent
+        found = find_policy(self.client, self.name)
+        if found is None:
+            return None
+        self.id = str(found.get("ID"))
+        return policy_view(found)
+
+    def write(self, view: dict[str, Any]) -> None:
+        if self.id is None:
+            made = self.client.put("/v1/acl/policy", policy_body(view)) or {}
+            self.id = made.get("ID")
+        else:
+            body = dict(policy_body(view), ID=self.id)
+            self.client.put(f"/v1/acl/policy/{segment(self.id)}", body)
+
+    def delete(self) -> None:
+        self.client.delete(f"/v1/acl/policy/{segment(str(self.id))}")
+        self.id = None
+
+
+class TokenStore:
+    """One ACL token, by AccessorID or else by its (unique) description.
+
+    A token named by an AccessorID Consul does not hold is created with that AccessorID. The
+    SecretID is kept here for the module's result, never in the view. Reads assume the
+    caller's token was checked first (``check_caller``), so that "ACL not found" means absent.
+    """
+
+    def __init__(self, client: ConsulClient, accessor_id: str | None, description: str) -> None:
+        self.client, self.description = client, description
+        self.accessor_id = accessor_id
+        self.secret_id: str | None = None
+        self.existing: dict[str, Any] | None = None
+
+    def read(self) -> dict[str, Any] | None:
+        if self.accessor_id:
+            token = read_token(self.client, self.accessor_id)
+        else:
+            token = find_token(self.client, self.description)
+        if token is None:
+            return None
+        self.accessor_id = str(token.get("AccessorID"))
+        self.secret_id = token.get("SecretID")
+        if self.secret_id == "<hidden>":
+            raise ACLInputError(
+                "token: Consul hid the token's SecretID, so the token this module sends has "
+                "acl:read but not acl:write; use the management token"
+            )
+        self.existing = token_view(token)
+        return self.existing
+
+    def write(self, view: dict[str, Any]) -> None:
+        if self.existing is None:
+            made = self.client.put("/v1/acl/token", token_body(view, self.accessor_id)) or {}
+            self.accessor_id = made.get("AccessorID")
+            self.secret_id = made.get("SecretID")
+            return
+        if self.existing["local"] != view["local"]:
+            raise ACLInputError(
+                "local: Consul cannot change the locality of an existing token; delete it "
+                "(state=absent) and create it again"
+            )
+        path = f"/v1/acl/token/{segment(str(self.accessor_id))}"
+        made = self.client.put(path, token_body(view, self.accessor_id)) or {}
+        self.secret_id = made.get("SecretID") or self.secret_id
+
+    def delete(self) -> None:
+        self.client.delete(f"/v1/acl/token/{segment(str(self.accessor_id))}")
+        self.accessor_id = None
+        self.secret_id = None
+        self.existing = None
+
+    def rotate(self, view: dict[str, Any]) -> None:
+        """Same AccessorID, new SecretID: Consul refuses a SecretID change on update, so the
+        token is deleted and made again with its AccessorID."""
+        self.client.delete(f"/v1/acl/token/{segment(str(self.accessor_id))}")
+        made = self.client.put("/v1/acl/token", token_body(view, self.accessor_id)) or {}
+        self.secret_id = made.get("SecretID")

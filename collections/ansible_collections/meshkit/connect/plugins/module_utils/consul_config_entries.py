@@ -18,6 +18,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import (
+    ConsulClient,
+    ConsulError,
+    segment,
+)
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import (
     MeshError,
     Problem,
@@ -253,3 +258,58 @@ def write_body(view: Mapping[str, Any]) -> dict[str, Any]:
     """The body for ``PUT /v1/config``: empty fields left out, as Consul 1.7 decodes them
     (``ExternalSNI`` only exists from 1.8 on, so sending it empty would be refused there)."""
     return {k: v for k, v in view.items() if v not in ("", {}, None) or k in ("Kind", "Name")}
+
+
+class DefaultsEntryStore:
+    """One ``proxy-defaults`` or ``service-defaults`` entry, written with check-and-set.
+
+    Every write and delete expects the ``ModifyIndex`` this store read (or ``cas`` when the
+    user gives one), so a change someone else made in between is refused, never overwritten.
+    """
+
+    def __init__(self, client: ConsulClient, kind: str, name: str, cas: int | None) -> None:
+        self.client, self.kind, self.name, self.cas = client, kind, name, cas
+        self.path = f"/v1/config/{segment(kind)}/{segment(name)}"
+        self.index = 0
+
+    def read(self) -> dict[str, Any] | None:
+        raw = self.client.get(self.path, missing_ok=True)
+        self.index = int(raw.get("ModifyIndex") or 0) if isinstance(raw, dict) else 0
+        return read_view(raw)
+
+    def write(self, view: dict[str, Any]) -> None:
+        expected = self._expected_index()
+        ok = self.client.put("/v1/config", write_body(view), query={"cas": str(expected)})
+        if ok is False:
+            raise self.refused("PUT", self._current_index())
+
+    def delete(self) -> None:
+        now = self._current_index()
+        if now != self._expected_index():
+            raise self.refused("DELETE", now)
+        self.client.delete(self.path, query={"cas": str(now)})
+
+    def predicted_refusal(self) -> ConsulError | None:
+        """The refusal a write would meet, known without writing (for check mode): a ``cas``
+        the user gave that is not the index just read."""
+        if self.cas is not None and self.cas != self.index:
+            return self.refused("PUT", self.index)
+        return None
+
+    def refused(self, method: str, now: int) -> ConsulError:
+        return ConsulError(
+            method,
+            self.path,
+            409,
+            f"{self.kind} {self.name!r} was changed by someone else: check-and-set expected "
+            f"ModifyIndex {self._expected_index()}, the entry is now at {now or 'absent'}. "
+            "Nothing was written; re-run to compare against the current entry"
+            + (" (and update cas)" if self.cas is not None else ""),
+        )
+
+    def _expected_index(self) -> int:
+        return self.index if self.cas is None else self.cas
+
+    def _current_index(self) -> int:
+        raw = self.client.get(self.path, missing_ok=True)
+        return int(raw.get("ModifyIndex") or 0) if isinstance(raw, dict) else 0

@@ -89,13 +89,13 @@ class LegacyStore:
                 )
         return None
 
-    def write(self, want: dict[str, Any]) -> None:
+    def write(self, view: dict[str, Any]) -> None:
         body = {
             "SourceName": self.source,
             "DestinationName": self.destination,
             "SourceType": "consul",
-            "Action": want["action"],
-            "Description": want["description"],
+            "Action": view["action"],
+            "Description": view["description"],
         }
         if self.id is None:
             self.id = (self.client.post("/v1/connect/intentions", body) or {}).get("ID")
@@ -126,7 +126,14 @@ class ConfigEntryStore:
                 )
         return None
 
-    def write(self, want: dict[str, Any] | None) -> None:
+    def write(self, view: dict[str, Any]) -> None:
+        self._set_source(view)
+
+    def delete(self) -> None:
+        """Remove this source; the entry goes with its last source."""
+        self._set_source(None)
+
+    def _set_source(self, want: dict[str, Any] | None) -> None:
         """Set (or with None remove) this source, retrying when another writer got there first."""
         for _attempt in range(CAS_ATTEMPTS):
             entry = self._entry()
@@ -164,3 +171,11 @@ class ConfigEntryStore:
             f"service-intentions {self.destination!r} kept changing under us; "
             f"gave up after {CAS_ATTEMPTS} check-and-set attempts",
         )
+
+
+def intention_store(
+    client: ConsulClient, api: str, source: str, destination: str
+) -> LegacyStore | ConfigEntryStore:
+    """The store of one intention through ``api`` (``config_entry`` or ``legacy``)."""
+    store_cls = ConfigEntryStore if api == "config_entry" else LegacyStore
+    return store_cls(client, source, destination)

@@ -6,13 +6,17 @@
 Comparing the whole normalised object (not only the keys the user gave, as community.general
 does) is what makes a second run report ``changed=false`` and a removed tag or upstream a
 change. Check mode stops before any write; the diff holds exactly the fields that differ.
+
+Each Consul kind has one Store (``read() -> view | None``, ``write(view)``, ``delete()``) next
+to its normalised view; a module names its ``result_key``, opens its store and says what it
+wants (``desired``), and this lifecycle decides and reports the rest.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -61,32 +65,37 @@ def changed_parts(before: Any, after: Any) -> tuple[Any, Any]:
     return before, after
 
 
-class Lifecycle:
-    """Subclass and fill ``read``, ``desired``, ``create``, ``update``, ``delete``.
+class Store(Protocol):
+    """One Consul object of one kind, in its normalised view (a plain dict).
 
-    ``read`` and ``desired`` return normalised objects (plain dicts, comparable with ``==``) or
-    ``None`` for absent. Writes receive them back.
+    ``read`` returns the view, or None when Consul holds no such object; a store remembers
+    what it read (an ID, an index) so that ``write`` can create or update and ``delete`` can
+    address the object.
+    """
+
+    def read(self) -> dict[str, Any] | None: ...
+
+    def write(self, view: dict[str, Any]) -> None: ...
+
+    def delete(self) -> None: ...
+
+
+class Lifecycle:
+    """Subclass, set ``result_key``, open ``self.store`` in ``__init__`` and fill ``desired``.
+
+    ``desired`` returns the normalised object the module wants, or ``None`` for absent; it
+    compares with ``==`` to what the store reads. Creating and updating both write the
+    desired view (the store knows from its read whether the object exists); removing deletes.
     """
 
     result_key = "object"
+    store: Store
 
     def __init__(self, module: AnsibleModule) -> None:
         self.module = module
         self.client = client_for(module)
 
-    def read(self) -> dict[str, Any] | None:
-        raise NotImplementedError
-
     def desired(self) -> dict[str, Any] | None:
-        raise NotImplementedError
-
-    def create(self, want: dict[str, Any]) -> None:
-        raise NotImplementedError
-
-    def update(self, have: dict[str, Any], want: dict[str, Any]) -> None:
-        raise NotImplementedError
-
-    def delete(self, have: dict[str, Any]) -> None:
         raise NotImplementedError
 
     def extra_result(self, final: dict[str, Any] | None) -> dict[str, Any]:
@@ -99,7 +108,7 @@ class Lifecycle:
 
     def _run(self) -> dict[str, Any]:
         want = self.desired()
-        have = self.read()
+        have = self.store.read()
         operation = None
         if want != have:  # {} is "nothing" too, for lifecycles over many objects
             operation = "remove" if not want else "create" if not have else "update"
@@ -111,11 +120,9 @@ class Lifecycle:
                 result["diff"] = {"before": before, "after": after}
             if not self.module.check_mode:
                 if operation == "remove" and have:
-                    self.delete(have)
-                elif operation == "create" and want:
-                    self.create(want)
-                elif have and want:
-                    self.update(have, want)
+                    self.store.delete()
+                elif want:
+                    self.store.write(want)
         final = want if operation is not None else have
         result[self.result_key] = final
         result.update(self.extra_result(final))

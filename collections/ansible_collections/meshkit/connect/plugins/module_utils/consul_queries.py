@@ -11,7 +11,10 @@ from ansible_collections.meshkit.connect.plugins.module_utils.consul_answers imp
     field_object,
     list_of_objects,
 )
-from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import ConsulClient
+from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import (
+    ConsulClient,
+    segment,
+)
 
 
 def list_queries(client: ConsulClient) -> list[dict[str, Any]]:
@@ -43,3 +46,31 @@ def query_view(query: dict[str, Any]) -> dict[str, Any]:
             "Connect": bool(svc.get("Connect")),
         },
     }
+
+
+class QueryStore:
+    """One prepared query, found by name; created with POST, then addressed by its ID."""
+
+    def __init__(self, client: ConsulClient, name: str) -> None:
+        self.client, self.name = client, name
+        self.id: str | None = None
+
+    def read(self) -> dict[str, Any] | None:
+        found = find_query(list_queries(self.client), self.name)
+        if found is None:
+            return None
+        self.id = found.get("ID")
+        return query_view(found)
+
+    def write(self, view: dict[str, Any]) -> None:
+        if self.id is None:
+            created = self.client.post("/v1/query", view)
+            self.id = created.get("ID") if isinstance(created, dict) else None
+        else:
+            self.client.put(f"/v1/query/{segment(self.id)}", dict(view, ID=self.id))
+
+    def delete(self) -> None:
+        if self.id is None:
+            raise AssertionError("id is known after read")
+        self.client.delete(f"/v1/query/{segment(self.id)}")
+        self.id = None

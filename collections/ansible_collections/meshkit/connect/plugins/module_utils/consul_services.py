@@ -11,6 +11,7 @@ The normalised view is the agent API body (CamelCase) minus what Consul fills in
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_answers import (
@@ -235,3 +236,79 @@ def deregister(client: ConsulClient, service_id: str) -> None:
     proxy = f"{service_id}-sidecar-proxy"
     if client.get(f"/v1/agent/service/{segment(proxy)}", missing_ok=True):
         client.put(f"/v1/agent/service/deregister/{segment(proxy)}")
+
+
+class ServiceStore:
+    """One service registration (its sidecar included) on the local agent, by service ID.
+
+    ``service`` is what the module registers (None when it only removes by ID); it also
+    decides what ``read_view`` lets Consul fill in. ``standalone_proxy`` registers the sidecar
+    as its own ``connect-proxy`` service.
+    """
+
+    def __init__(
+        self,
+        client: ConsulClient,
+        service_id: str,
+        service: Service | None,
+        *,
+        standalone_proxy: bool = False,
+    ) -> None:
+        self.client, self.service_id, self.service = client, service_id, service
+        self.standalone_proxy = standalone_proxy
+
+    def read(self, checks: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """The registration's view; ``checks`` is ``/v1/agent/checks`` if already fetched."""
+        return read_view(self.client, self.service_id, self.service, checks)
+
+    def write(self, view: dict[str, Any]) -> None:
+        """Register ``service`` (``view`` is its ``desired_view``, rendered from the same)."""
+        if self.service is None:
+            raise AssertionError("a service to register is known whenever one is desired")
+        register(self.client, self.service, standalone_proxy=self.standalone_proxy)
+
+    def delete(self) -> None:
+        deregister(self.client, self.service_id)
+
+    def sidecar_port(self) -> int | None:
+        """The sidecar's public port as the agent holds it (auto-assigned ones included)."""
+        path = f"/v1/agent/service/{segment(self.service_id + '-sidecar-proxy')}"
+        sidecar = object_or_none(self.client.get(path, missing_ok=True), path)
+        port = sidecar.get("Port") if sidecar else None
+        return port if isinstance(port, int) and port > 0 else None
+
+
+class ServicesStore:
+    """Several registrations as one object, ``{service id: view}``, read with one request for
+    every service's checks; a write touches only the services whose view differs."""
+
+    def __init__(
+        self,
+        client: ConsulClient,
+        services: Mapping[str, Service],
+        *,
+        standalone_proxy: bool = False,
+    ) -> None:
+        self.client = client
+        self.stores = {
+            sid: ServiceStore(client, sid, svc, standalone_proxy=standalone_proxy)
+            for sid, svc in services.items()
+        }
+        self.registered: dict[str, Any] = {}
+
+    def read(self) -> dict[str, Any]:
+        checks = map_of_objects(self.client.get("/v1/agent/checks"), "/v1/agent/checks")
+        found = {sid: store.read(checks) for sid, store in self.stores.items()}
+        self.registered = {sid: view for sid, view in found.items() if view is not None}
+        return self.registered
+
+    def write(self, view: dict[str, Any]) -> None:
+        for sid in self.registered:
+            if sid not in view:
+                self.stores[sid].delete()
+        for sid, one in view.items():
+            if self.registered.get(sid) != one:
+                self.stores[sid].write(one)
+
+    def delete(self) -> None:
+        self.write({})

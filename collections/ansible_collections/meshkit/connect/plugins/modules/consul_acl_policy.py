@@ -87,13 +87,10 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_acl import (
     ACLInputError,
-    check_caller,
-    find_policy,
-    policy_body,
+    PolicyStore,
     policy_view,
     rules_text,
 )
-from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import segment
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_lifecycle import (
     Lifecycle,
     connection_argspec,
@@ -116,7 +113,7 @@ class PolicyLifecycle(Lifecycle):
             )
         if p["rules"] is not None and not isinstance(p["rules"], (str, dict)):
             raise ACLInputError("rules: give HCL or JSON text, or a mapping")
-        self.id: str | None = None
+        self.store: PolicyStore = PolicyStore(self.client, p["name"])
 
     def desired(self) -> dict[str, Any] | None:
         p = self.module.params
@@ -131,28 +128,8 @@ class PolicyLifecycle(Lifecycle):
             }
         )
 
-    def read(self) -> dict[str, Any] | None:
-        check_caller(self.client)
-        found = find_policy(self.client, self.module.params["name"])
-        if found is None:
-            return None
-        self.id = str(found.get("ID"))
-        return policy_view(found)
-
-    def create(self, want: dict[str, Any]) -> None:
-        made = self.client.put("/v1/acl/policy", policy_body(want)) or {}
-        self.id = made.get("ID")
-
-    def update(self, have: dict[str, Any], want: dict[str, Any]) -> None:
-        body = dict(policy_body(want), ID=self.id)
-        self.client.put(f"/v1/acl/policy/{segment(str(self.id))}", body)
-
-    def delete(self, have: dict[str, Any]) -> None:
-        self.client.delete(f"/v1/acl/policy/{segment(str(self.id))}")
-        self.id = None
-
     def extra_result(self, final: dict[str, Any] | None) -> dict[str, Any]:
-        return {"id": self.id} if final is not None and self.id else {}
+        return {"id": self.store.id} if final is not None and self.store.id else {}
 
 
 def main() -> None:

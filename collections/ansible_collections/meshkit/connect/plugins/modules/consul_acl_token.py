@@ -134,14 +134,11 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_acl import (
     ACLInputError,
+    TokenStore,
     check_caller,
-    find_token,
     missing_policies,
-    read_token,
-    token_body,
     token_view,
 )
-from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import segment
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_lifecycle import (
     Lifecycle,
     connection_argspec,
@@ -155,15 +152,16 @@ class TokenLifecycle(Lifecycle):
     def __init__(self, module: AnsibleModule) -> None:
         super().__init__(module)
         p = module.params
-        self.accessor_id: str | None = p["accessor_id"] or None
-        self.secret_id: str | None = None
         names = [i["service_name"] for i in p["service_identities"]]
         if len(set(names)) != len(names):
             raise ACLInputError("service_identities: a service_name is listed twice")
         if len(set(p["policies"])) != len(p["policies"]):
             raise ACLInputError("policies: a policy is listed twice")
-        if not self.accessor_id and not p["description"]:
+        if not p["accessor_id"] and not p["description"]:
             raise ACLInputError("description or accessor_id: give one to name the token")
+        self.store: TokenStore = TokenStore(
+            self.client, p["accessor_id"] or None, p["description"] or ""
+        )
 
     def desired(self) -> dict[str, Any] | None:
         if self.module.params["state"] == "absent":
@@ -181,22 +179,6 @@ class TokenLifecycle(Lifecycle):
             }
         )
 
-    def read(self) -> dict[str, Any] | None:
-        if self.accessor_id:
-            found = read_token(self.client, self.accessor_id)
-        else:
-            found = find_token(self.client, self.module.params["description"])
-        if found is None:
-            return None
-        self.accessor_id = str(found.get("AccessorID"))
-        self.secret_id = found.get("SecretID")
-        if self.secret_id == "<hidden>":
-            raise ACLInputError(
-                "token: Consul hid the token's SecretID, so the token this module sends has "
-                "acl:read but not acl:write; use the management token"
-            )
-        return token_view(found)
-
     def _check_policies(self, want: dict[str, Any]) -> None:
         missing = missing_policies(self.client, want["policies"])
         if missing:
@@ -204,33 +186,6 @@ class TokenLifecycle(Lifecycle):
                 f"policies: no ACL policy named {', '.join(missing)}; create it first "
                 "(meshkit.connect.consul_acl_policy) or remove it from the list"
             )
-
-    def create(self, want: dict[str, Any]) -> None:
-        made = self.client.put("/v1/acl/token", token_body(want, self.accessor_id)) or {}
-        self.accessor_id = made.get("AccessorID")
-        self.secret_id = made.get("SecretID")
-
-    def update(self, have: dict[str, Any], want: dict[str, Any]) -> None:
-        if have["local"] != want["local"]:
-            raise ACLInputError(
-                "local: Consul cannot change the locality of an existing token; delete it "
-                "(state=absent) and create it again"
-            )
-        path = f"/v1/acl/token/{segment(str(self.accessor_id))}"
-        made = self.client.put(path, token_body(want, self.accessor_id)) or {}
-        self.secret_id = made.get("SecretID") or self.secret_id
-
-    def delete(self, have: dict[str, Any]) -> None:
-        self.client.delete(f"/v1/acl/token/{segment(str(self.accessor_id))}")
-        self.accessor_id = None
-        self.secret_id = None
-
-    def rotate(self, final: dict[str, Any]) -> None:
-        """Same AccessorID, new SecretID: Consul refuses a SecretID change on update, so the
-        token is deleted and made again with its AccessorID."""
-        self.client.delete(f"/v1/acl/token/{segment(str(self.accessor_id))}")
-        made = self.client.put("/v1/acl/token", token_body(final, self.accessor_id)) or {}
-        self.secret_id = made.get("SecretID")
 
     def _run(self) -> dict[str, Any]:
         p = self.module.params
@@ -240,10 +195,11 @@ class TokenLifecycle(Lifecycle):
             self._check_policies(want)  # before any write, in check mode too
         result = super()._run()
         final = result.get(self.result_key)
+        store = self.store
         rotate = p["rotate"] and p["state"] == "present" and result.get("operation") != "create"
-        if rotate and final is not None and self.accessor_id:
+        if rotate and final is not None and store.accessor_id:
             if not self.module.check_mode:
-                self.rotate(final)
+                store.rotate(final)
             result["changed"] = True
             result["operation"] = "rotate" if "operation" not in result else "update+rotate"
             diff = result.get("diff", {"before": {}, "after": {}})
@@ -251,11 +207,11 @@ class TokenLifecycle(Lifecycle):
                 diff["before"]["secret_id"] = "(previous)"
                 diff["after"]["secret_id"] = "replaced"
                 result["diff"] = diff
-        if final is not None and self.accessor_id:
-            result["accessor_id"] = self.accessor_id
-        if final is not None and self.secret_id:
+        if final is not None and store.accessor_id:
+            result["accessor_id"] = store.accessor_id
+        if final is not None and store.secret_id:
             # The action plugin of the same name marks a result with a secret no_log.
-            result["secret_id"] = self.secret_id
+            result["secret_id"] = store.secret_id
         return result
 
 

@@ -126,15 +126,10 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import (
-    ConsulError,
-    segment,
-)
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_config_entries import (
     KINDS,
+    DefaultsEntryStore,
     entry_from_fields,
-    read_view,
-    write_body,
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_lifecycle import (
     Lifecycle,
@@ -151,71 +146,26 @@ class ConfigEntryLifecycle(Lifecycle):
     def __init__(self, module: AnsibleModule) -> None:
         super().__init__(module)
         p = module.params
-        self.kind, self.name = p["kind"], p["name"]
-        self.cas: int | None = p["cas"]
         # Parsed and validated once, before anything is read or written.
-        self.want = entry_from_fields(self.kind, self.name, {k: p[k] for k in _FIELDS})
-        self.path = f"/v1/config/{segment(self.kind)}/{segment(self.name)}"
-        self.index = 0
+        self.want = entry_from_fields(p["kind"], p["name"], {k: p[k] for k in _FIELDS})
+        self.store: DefaultsEntryStore = DefaultsEntryStore(
+            self.client, p["kind"], p["name"], p["cas"]
+        )
 
     def desired(self) -> dict[str, Any] | None:
         return None if self.module.params["state"] == "absent" else self.want
 
-    def read(self) -> dict[str, Any] | None:
-        raw = self.client.get(self.path, missing_ok=True)
-        self.index = int(raw.get("ModifyIndex") or 0) if isinstance(raw, dict) else 0
-        return read_view(raw)
-
-    def _expected_index(self) -> int:
-        return self.index if self.cas is None else self.cas
-
-    def _refused(self, method: str, now: int) -> ConsulError:
-        return ConsulError(
-            method,
-            self.path,
-            409,
-            f"{self.kind} {self.name!r} was changed by someone else: check-and-set expected "
-            f"ModifyIndex {self._expected_index()}, the entry is now at {now or 'absent'}. "
-            "Nothing was written; re-run to compare against the current entry"
-            + (" (and update cas)" if self.cas is not None else ""),
-        )
-
-    def _current_index(self) -> int:
-        raw = self.client.get(self.path, missing_ok=True)
-        return int(raw.get("ModifyIndex") or 0) if isinstance(raw, dict) else 0
-
-    def _put(self, want: dict[str, Any]) -> None:
-        expected = self._expected_index()
-        ok = self.client.put("/v1/config", write_body(want), query={"cas": str(expected)})
-        if ok is False:
-            raise self._refused("PUT", self._current_index())
-
-    def create(self, want: dict[str, Any]) -> None:
-        self._put(want)
-
-    def update(self, have: dict[str, Any], want: dict[str, Any]) -> None:
-        self._put(want)
-
-    def delete(self, have: dict[str, Any]) -> None:
-        now = self._current_index()
-        if now != self._expected_index():
-            raise self._refused("DELETE", now)
-        self.client.delete(self.path, query={"cas": str(now)})
-
     def _run(self) -> dict[str, Any]:
         result = super()._run()
         # Check mode writes nothing, so predict the check-and-set the real run would do.
-        if (
-            self.module.check_mode
-            and result["changed"]
-            and self.cas is not None
-            and self.cas != self.index
-        ):
-            raise self._refused("PUT", self.index)
+        if self.module.check_mode and result["changed"]:
+            refusal = self.store.predicted_refusal()
+            if refusal is not None:
+                raise refusal
         return result
 
     def extra_result(self, final: dict[str, Any] | None) -> dict[str, Any]:
-        return {"modify_index": self.index}
+        return {"modify_index": self.store.index}
 
 
 def main() -> None:

@@ -91,9 +91,8 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_intentions import (
-    ConfigEntryStore,
-    LegacyStore,
     choose_api,
+    intention_store,
     view,
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_lifecycle import (
@@ -114,29 +113,15 @@ class IntentionLifecycle(Lifecycle):
         mesh = parse_mesh({"intentions": [{k: p[k] for k in keys}]}, source="consul_intention")
         self.intention = mesh.intentions[0]
         self.api = choose_api(self.client, p["api"])
-        store_cls = ConfigEntryStore if self.api == "config_entry" else LegacyStore
-        self.store = store_cls(self.client, self.intention.source, self.intention.destination)
+        self.store = intention_store(
+            self.client, self.api, self.intention.source, self.intention.destination
+        )
 
     def desired(self) -> dict[str, Any] | None:
         if self.module.params["state"] == "absent":
             return None
         i = self.intention
         return view(i.source, i.destination, i.action, i.description)
-
-    def read(self) -> dict[str, Any] | None:
-        return self.store.read()
-
-    def create(self, want: dict[str, Any]) -> None:
-        self.store.write(want)
-
-    def update(self, have: dict[str, Any], want: dict[str, Any]) -> None:
-        self.store.write(want)
-
-    def delete(self, have: dict[str, Any]) -> None:
-        if isinstance(self.store, ConfigEntryStore):
-            self.store.write(None)
-        else:
-            self.store.delete()
 
     def extra_result(self, final: dict[str, Any] | None) -> dict[str, Any]:
         return {"api": self.api}

@@ -116,17 +116,12 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import segment
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_lifecycle import (
     Lifecycle,
     connection_argspec,
     run_lifecycle,
 )
-from ansible_collections.meshkit.connect.plugins.module_utils.consul_queries import (
-    find_query,
-    list_queries,
-    query_view,
-)
+from ansible_collections.meshkit.connect.plugins.module_utils.consul_queries import QueryStore
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import (
     PreparedQuery,
     parse_mesh,
@@ -152,38 +147,16 @@ class QueryLifecycle(Lifecycle):
                 {"prepared_queries": [module.params["query"]]}, source="consul_prepared_query"
             )
             self.query = mesh.prepared_queries[0]
-        self.name = self.query.name if self.query is not None else module.params["name"]
-        self.id: str | None = None
+        name = self.query.name if self.query is not None else module.params["name"]
+        self.store: QueryStore = QueryStore(self.client, name)
 
     def desired(self) -> dict[str, Any] | None:
         if self.module.params["state"] == "absent" or self.query is None:
             return None
         return prepared_query_body(self.query)
 
-    def read(self) -> dict[str, Any] | None:
-        found = find_query(list_queries(self.client), self.name)
-        if found is None:
-            return None
-        self.id = found.get("ID")
-        return query_view(found)
-
-    def create(self, want: dict[str, Any]) -> None:
-        created = self.client.post("/v1/query", want)
-        self.id = created.get("ID") if isinstance(created, dict) else None
-
-    def update(self, have: dict[str, Any], want: dict[str, Any]) -> None:
-        if self.id is None:
-            raise AssertionError("id is known after read or parse")
-        self.client.put(f"/v1/query/{segment(self.id)}", dict(want, ID=self.id))
-
-    def delete(self, have: dict[str, Any]) -> None:
-        if self.id is None:
-            raise AssertionError("id is known after read or parse")
-        self.client.delete(f"/v1/query/{segment(self.id)}")
-        self.id = None
-
     def extra_result(self, final: dict[str, Any] | None) -> dict[str, Any]:
-        return {"id": self.id} if final is not None and self.id else {}
+        return {"id": self.store.id} if final is not None and self.store.id else {}
 
 
 def main() -> None:

@@ -505,11 +505,7 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.meshkit.connect.plugins.module_utils.consul_answers import (
-    map_of_objects,
-    object_or_none,
-)
-from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import segment
+from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import ConsulClient
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_lifecycle import (
     Lifecycle,
     connection_argspec,
@@ -517,10 +513,9 @@ from ansible_collections.meshkit.connect.plugins.module_utils.consul_lifecycle i
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_queries import list_queries
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_services import (
-    deregister,
+    ServicesStore,
+    ServiceStore,
     desired_view,
-    read_view,
-    register,
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import (
     MeshError,
@@ -536,57 +531,32 @@ from ansible_collections.meshkit.connect.plugins.module_utils.mesh_schema import
 )
 
 
-class ServiceLifecycle(Lifecycle):
-    result_key = "service"
+def parse_services(
+    module: AnsibleModule, client: ConsulClient, items: list[Any]
+) -> tuple[list[Service], bool]:
+    """The task's services, validated together, and whether their proxies register standalone.
 
-    def __init__(self, module: AnsibleModule) -> None:
-        super().__init__(module)
-        self.service: Service | None = None
-        params = module.params
-        if params["service"] is not None:
-            ups = ((params["service"].get("sidecar") or {}).get("upstreams")) or []
-            known = list(params["known_queries"])
-            if any(
-                isinstance(u, dict) and u.get("destination_type") == "prepared_query" for u in ups
-            ):
-                known += [q.get("Name", "") for q in list_queries(self.client)]
-            mesh = parse_mesh(
-                {"services": [params["service"]], "prepared_queries": params["prepared_queries"]},
-                source="consul_service",
-                known_queries=known,
-            )
-            self.service = mesh.services[0]
-            for warning in mesh.warnings:  # older Consul proxy forms, converted
-                module.warn(warning)
-        self.service_id = self.service.id if self.service is not None else params["id"]
-        self.standalone = standalone_proxy(module, [self.service] if self.service else [])
-
-    def desired(self) -> dict[str, Any] | None:
-        if self.module.params["state"] == "absent" or self.service is None:
-            return None
-        return desired_view(self.service)
-
-    def read(self) -> dict[str, Any] | None:
-        return read_view(self.client, self.service_id, self.service)
-
-    def create(self, want: dict[str, Any]) -> None:
-        if self.service is None:
-            raise AssertionError("service is known after read or parse")
-        register(self.client, self.service, standalone_proxy=self.standalone)
-
-    def update(self, have: dict[str, Any], want: dict[str, Any]) -> None:
-        if self.service is None:
-            raise AssertionError("service is known after read or parse")
-        register(self.client, self.service, standalone_proxy=self.standalone)
-
-    def delete(self, have: dict[str, Any]) -> None:
-        deregister(self.client, self.service_id)
-
-    def extra_result(self, final: dict[str, Any] | None) -> dict[str, Any]:
-        if final is None or "Connect" not in final or self.module.check_mode:
-            return {}
-        port = sidecar_port(self.client, self.service_id)
-        return {"sidecar_port": port} if port else {}
+    Prepared queries Consul already holds count as known only when an upstream names one
+    (listing them costs a request). Conversions of older Consul proxy forms become warnings.
+    """
+    params = module.params
+    ups = [
+        u
+        for svc in items
+        if isinstance(svc, dict)
+        for u in ((svc.get("sidecar") or {}).get("upstreams") or [])
+    ]
+    known = list(params["known_queries"])
+    if any(isinstance(u, dict) and u.get("destination_type") == "prepared_query" for u in ups):
+        known += [q.get("Name", "") for q in list_queries(client)]
+    mesh = parse_mesh(
+        {"services": items, "prepared_queries": params["prepared_queries"]},
+        source="consul_service",
+        known_queries=known,
+    )
+    for warning in mesh.warnings:  # older Consul proxy forms, converted
+        module.warn(warning)
+    return list(mesh.services), standalone_proxy(module, mesh.services)
 
 
 def standalone_proxy(module: AnsibleModule, services: Sequence[Service]) -> bool:
@@ -604,11 +574,35 @@ def standalone_proxy(module: AnsibleModule, services: Sequence[Service]) -> bool
     return True
 
 
-def sidecar_port(client: Any, service_id: str) -> int | None:
-    path = f"/v1/agent/service/{segment(service_id + '-sidecar-proxy')}"
-    sidecar = object_or_none(client.get(path, missing_ok=True), path)
-    port = sidecar.get("Port") if sidecar else None
-    return port if isinstance(port, int) and port > 0 else None
+class ServiceLifecycle(Lifecycle):
+    """One service (``service``), or with only ``id`` its removal."""
+
+    result_key = "service"
+
+    def __init__(self, module: AnsibleModule) -> None:
+        super().__init__(module)
+        params = module.params
+        service: Service | None = None
+        standalone = False  # removal by ID registers nothing
+        if params["service"] is not None:
+            services, standalone = parse_services(module, self.client, [params["service"]])
+            service = services[0]
+        self.service = service
+        service_id = service.id if service is not None else params["id"]
+        self.store: ServiceStore = ServiceStore(
+            self.client, service_id, service, standalone_proxy=standalone
+        )
+
+    def desired(self) -> dict[str, Any] | None:
+        if self.module.params["state"] == "absent" or self.service is None:
+            return None
+        return desired_view(self.service)
+
+    def extra_result(self, final: dict[str, Any] | None) -> dict[str, Any]:
+        if final is None or "Connect" not in final or self.module.check_mode:
+            return {}
+        port = self.store.sidecar_port()
+        return {"sidecar_port": port} if port else {}
 
 
 class ServicesLifecycle(Lifecycle):
@@ -618,56 +612,21 @@ class ServicesLifecycle(Lifecycle):
 
     def __init__(self, module: AnsibleModule) -> None:
         super().__init__(module)
-        params = module.params
-        ups = [
-            u
-            for svc in params["services"]
-            if isinstance(svc, dict)
-            for u in ((svc.get("sidecar") or {}).get("upstreams") or [])
-        ]
-        known = list(params["known_queries"])
-        if any(isinstance(u, dict) and u.get("destination_type") == "prepared_query" for u in ups):
-            known += [q.get("Name", "") for q in list_queries(self.client)]
-        mesh = parse_mesh(
-            {"services": params["services"], "prepared_queries": params["prepared_queries"]},
-            source="consul_service",
-            known_queries=known,
+        services, standalone = parse_services(module, self.client, module.params["services"])
+        self.services = {svc.id: svc for svc in services}
+        self.store: ServicesStore = ServicesStore(
+            self.client, self.services, standalone_proxy=standalone
         )
-        self.services = {svc.id: svc for svc in mesh.services}
-        for warning in mesh.warnings:  # older Consul proxy forms, converted
-            module.warn(warning)
-        self.standalone = standalone_proxy(module, mesh.services)
 
     def desired(self) -> dict[str, Any] | None:
         if self.module.params["state"] == "absent":
             return {}
         return {sid: desired_view(svc) for sid, svc in self.services.items()}
 
-    def read(self) -> dict[str, Any] | None:
-        checks = map_of_objects(self.client.get("/v1/agent/checks"), "/v1/agent/checks")
-        found = {
-            sid: read_view(self.client, sid, svc, checks) for sid, svc in self.services.items()
-        }
-        return {sid: view for sid, view in found.items() if view is not None}
-
-    def create(self, want: dict[str, Any]) -> None:
-        self.update({}, want)
-
-    def update(self, have: dict[str, Any], want: dict[str, Any]) -> None:
-        for sid in have:
-            if sid not in want:
-                deregister(self.client, sid)
-        for sid, view in want.items():
-            if have.get(sid) != view:
-                register(self.client, self.services[sid], standalone_proxy=self.standalone)
-
-    def delete(self, have: dict[str, Any]) -> None:
-        self.update(have, {})
-
     def extra_result(self, final: dict[str, Any] | None) -> dict[str, Any]:
         if not final or self.module.check_mode:
             return {}
-        ports = {sid: sidecar_port(self.client, sid) for sid, view in final.items()
+        ports = {sid: self.store.stores[sid].sidecar_port() for sid, view in final.items()
                  if "Connect" in view}  # fmt: skip
         return {"sidecar_ports": {sid: port for sid, port in ports.items() if port}}
 
