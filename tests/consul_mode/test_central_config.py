@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 
 from meshkit.consul.agent_config import parse_registration
-from tests.consul_mode.apps import OpenEcho, wait_until
-from tests.consul_mode.consul_double import fixture
-from tests.consul_mode.harness import Mesh, build_mesh
+from tests.support.consul_double import fixture
+from tests.support.consul_mesh import Mesh, build_mesh
 from tests.support.devagent import DevAgent
+from tests.support.echo import OpenEcho
+from tests.support.waits import wait_until
 
 SETTING = "meshkit_proxy_listener_setting"
 INFO = "meshkit_proxy_listener_info"

@@ -14,9 +14,12 @@ from meshkit.certstore import CertStore, FileWatcher, MaterialFiles
 from meshkit.config import ProxyConfig, PublicListener, UpstreamListener
 from meshkit.resolver import StaticResolver, Target
 from meshkit.runtime import PUBLIC, Proxy
-from tests.proxy.conftest import inbound_config, outbound_config
-from tests.proxy.harness import EchoApp, echo_once, free_port, start_proxy, wait_until
+from tests.support.echo import EchoApp, echo_once
 from tests.support.pki_files import ThrowawayCA
+from tests.support.ports import free_port
+from tests.support.proxy_process import start_proxy
+from tests.support.static_mesh import inbound_config, outbound_config
+from tests.support.waits import wait_until
 
 
 def _listening(port: int) -> bool:
@@ -166,7 +169,7 @@ def test_json_logs_and_ready_during_drain(tmp_path: Path, ca: ThrowawayCA, app: 
         inbound_config("db", db, [ca.root_file()], app.port, public),
         "-log-json",
     )
-    from tests.proxy.harness import tls_client_context
+    from tests.support.tls_client import tls_client_context
 
     ctx = tls_client_context(web.cert, web.key, ca.root_file())
     held = ctx.wrap_socket(socket.create_connection(("127.0.0.1", public), timeout=5))

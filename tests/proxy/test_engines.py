@@ -8,17 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.proxy.conftest import inbound_config, outbound_config
-from tests.proxy.harness import (
-    EchoApp,
-    closed_without_data,
-    echo_once,
-    free_port,
-    start_proxy,
-    tls_client_context,
-    wait_until,
-)
+from tests.support.echo import EchoApp, echo_once
 from tests.support.pki_files import ThrowawayCA
+from tests.support.ports import free_port
+from tests.support.proxy_process import start_proxy
+from tests.support.static_mesh import inbound_config, outbound_config
+from tests.support.tls_client import closed_without_data, tls_client_context
+from tests.support.waits import wait_until
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.proxy.conftest import Pair, start_pair, stop_pair
-from tests.proxy.harness import EchoApp, echo_once, wait_until
+from tests.support.echo import EchoApp, echo_once
 from tests.support.pki_files import ThrowawayCA
+from tests.support.static_mesh import Pair, start_pair, stop_pair
+from tests.support.waits import wait_until
 
 
 @pytest.mark.slow
@@ -141,8 +142,9 @@ def test_worker_processes_share_the_ports_and_stop_together(
 ) -> None:
     import subprocess
 
-    from tests.proxy.conftest import inbound_config
-    from tests.proxy.harness import free_port, start_proxy
+    from tests.support.ports import free_port
+    from tests.support.proxy_process import start_proxy
+    from tests.support.static_mesh import inbound_config
 
     db = ca.leaf("db")
     web = ca.leaf("web")
@@ -162,7 +164,7 @@ def test_worker_processes_share_the_ports_and_stop_together(
             check=False,
         ).stdout.split()
         assert len(children) == 1
-        from tests.proxy.harness import tls_client_context
+        from tests.support.tls_client import tls_client_context
 
         ctx = tls_client_context(web.cert, web.key, ca.root_file())
         for i in range(20):

@@ -19,17 +19,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
 from meshkit import pki
-from tests.proxy.conftest import inbound_config
-from tests.proxy.harness import (
-    EchoApp,
-    closed_without_data,
-    free_port,
-    run_proxy_cli,
-    start_proxy,
-    tls_client_context,
-    wait_until,
-)
+from tests.support.echo import EchoApp
 from tests.support.pki_files import LeafFiles, ThrowawayCA
+from tests.support.ports import free_port
+from tests.support.proxy_process import run_proxy_cli, start_proxy
+from tests.support.static_mesh import inbound_config
+from tests.support.tls_client import closed_without_data, tls_client_context
+from tests.support.waits import wait_until
 
 FOREIGN = "spiffe://other-cluster.consul/ns/default/dc/dc1/svc/web"
 

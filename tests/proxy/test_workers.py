@@ -26,17 +26,12 @@ from meshkit.workers import (
     resolve,
     usable_cpus,
 )
-from tests.proxy.conftest import inbound_config, outbound_config
-from tests.proxy.harness import (
-    EchoApp,
-    ProxyProc,
-    echo_once,
-    free_port,
-    run_proxy_cli,
-    start_proxy,
-    wait_until,
-)
+from tests.support.echo import EchoApp, echo_once
 from tests.support.pki_files import ThrowawayCA
+from tests.support.ports import free_port
+from tests.support.proxy_process import ProxyProc, run_proxy_cli, start_proxy
+from tests.support.static_mesh import inbound_config, outbound_config
+from tests.support.waits import wait_until
 
 # -- the auto rule -------------------------------------------------------------------------------
 

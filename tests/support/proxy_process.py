@@ -1,17 +1,13 @@
 # SPDX-License-Identifier: MPL-2.0
-"""Real processes and sockets for proxy tests: an echo app, proxy processes, a TLS client."""
+"""Real `meshkit-proxy` child processes: `ProxyProc` (static mode, from a YAML config written
+for it by `start_proxy`) and `ProxyProcess` (Consul mode, started with flags)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import signal
-import socket
-import ssl
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,76 +17,9 @@ from typing import Any
 
 import yaml
 
+from tests.support.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class _Echo(asyncio.Protocol):
-    def __init__(self, app: EchoApp) -> None:
-        self.app = app
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport: Any = transport
-        self.app.accepts += 1
-        self.app.open += 1
-
-    def data_received(self, data: bytes) -> None:
-        self.transport.write(data)
-
-    def pause_writing(self) -> None:
-        self.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        self.transport.resume_reading()
-
-    def eof_received(self) -> bool:
-        self.app.half_closes += 1
-        self.transport.write_eof()  # after everything echoed: half-close back
-        return True
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.app.open -= 1
-
-
-class EchoApp:
-    """A loopback echo server in its own thread and event loop; counts accepts."""
-
-    def __init__(self) -> None:
-        self.accepts = 0
-        self.open = 0
-        self.half_closes = 0
-        self.port = 0
-        self.loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-
-        async def start() -> None:
-            self.server = await self.loop.create_server(
-                lambda: _Echo(self), "127.0.0.1", 0, backlog=4096
-            )
-            self.port = self.server.sockets[0].getsockname()[1]
-            self._ready.set()
-
-        self.loop.run_until_complete(start())
-        self.loop.run_forever()
-
-    def start(self) -> EchoApp:
-        self._thread.start()
-        assert self._ready.wait(5)
-        return self
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.server.close)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
 
 
 @dataclass
@@ -205,56 +134,87 @@ def start_proxy(
     return p
 
 
-def tls_client_context(cert: Path | None, key: Path | None, *roots: Path) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    for root in roots:
-        ctx.load_verify_locations(cafile=str(root))
-    if cert is not None:
-        ctx.load_cert_chain(str(cert), str(key) if key else None)
-    return ctx
+class ProxyProcess:
+    """One `meshkit-proxy` child; its log goes to a file under the test's tmp dir."""
 
+    def __init__(
+        self, workdir: Path, name: str, args: list[str], env: dict[str, str] | None = None
+    ) -> None:
+        self.workdir, self.name = workdir, name
+        self.admin_port = free_port()
+        self.args = [*args, "-admin-bind", f"127.0.0.1:{self.admin_port}", "-log-level", "debug"]
+        self.env = dict(os.environ)
+        self.env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "proxy"), str(ROOT)])
+        for key in list(self.env):
+            if key.startswith(("CONSUL_", "CONNECT_")):
+                del self.env[key]
+        self.env.update(env or {})
+        self.log_path = workdir / f"proxy-{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
 
-def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
+    def start(self) -> ProxyProcess:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "meshkit.proxy_main", *self.args],
+                stdout=log,
+                stderr=log,
+                env=self.env,
+                cwd=self.workdir,
+            )
+        return self
 
+    def wait_ready(self, timeout: float = 20.0) -> ProxyProcess:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                code = self.process.returncode
+                raise AssertionError(f"proxy {self.name} exited with {code}:\n{self.log()[-4000:]}")
+            if self.admin("/ready")[0] == 200:
+                return self
+            time.sleep(0.05)
+        raise AssertionError(f"proxy {self.name} not ready after {timeout}s:\n{self.log()[-4000:]}")
 
-def echo_once(port: int, payload: bytes = b"ping", timeout: float = 5.0) -> bytes:
-    """Send (from a thread), half-close, read to EOF: the whole reply."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        errors: list[BaseException] = []
+    def admin(self, path: str) -> tuple[int, str]:
+        url = f"http://127.0.0.1:{self.admin_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
+        except OSError:
+            return 0, ""
 
-        def send() -> None:
+    def metric(self, name: str, **labels: str) -> float | None:
+        """One sample from /metrics (full name, e.g. meshkit_proxy_control_plane_reachable)."""
+        _, text = self.admin("/metrics")
+        for line in text.splitlines():
+            if not line.startswith(name) or line.startswith("#"):
+                continue
+            head, _, value = line.rpartition(" ")
+            if all(f'{k}="{v}"' in head for k, v in labels.items()):
+                return float(value)
+        return None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def run_to_exit(self, timeout: float = 60.0) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+        proc = self.process
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(sig)
             try:
-                s.sendall(payload)
-                s.shutdown(socket.SHUT_WR)
-            except OSError as exc:
-                errors.append(exc)
-
-        sender = threading.Thread(target=send, daemon=True)
-        sender.start()
-        chunks = []
-        while True:
-            chunk = s.recv(1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        sender.join(timeout)
-        if errors:
-            raise errors[0]
-    return b"".join(chunks)
-
-
-def closed_without_data(sock: socket.socket, timeout: float = 5.0) -> bool:
-    """True when the peer closes (FIN or RST) before sending any byte."""
-    sock.settimeout(timeout)
-    with contextlib.suppress(ConnectionError, ssl.SSLError):
-        data = sock.recv(1)
-        return data == b""
-    return True
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        return proc.returncode
