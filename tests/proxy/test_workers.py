@@ -196,7 +196,7 @@ def reaped(pid: int) -> bool:
 
 def start_workers(tmp_path: Path, name: str, config: dict[str, Any], count: int = 2) -> ProxyProc:
     proxy = start_proxy(tmp_path, name, config, "-workers", str(count))
-    assert wait_until(lambda: len(children_of(proxy.proc.pid)) == count - 1, timeout=5)
+    wait_until(lambda: len(children_of(proxy.proc.pid)) == count - 1, timeout=5)
     return proxy
 
 
@@ -234,7 +234,7 @@ def test_metrics_and_readiness_cover_every_worker(
         assert app.accepts == 200
         for proxy in (inbound, outbound):
             # closes are counted when each side has finished; poll briefly
-            assert wait_until(lambda p=proxy: p.metric_sum("inbound_conns") == 0, timeout=5)
+            wait_until(lambda p=proxy: p.metric_sum("inbound_conns") == 0, timeout=5)
             metrics = proxy.metrics()
             assert proxy.metric_sum("connections_total") == 200, metrics
             assert metrics["meshkit_proxy_workers"] == 2
@@ -259,7 +259,7 @@ def test_metrics_and_readiness_cover_every_worker(
             assert 0 < inbound.metric_sum("connections_total") < 200
         finally:
             os.kill(child, signal.SIGCONT)
-        assert wait_until(lambda: inbound.get("/ready") == (200, "ready\n"), timeout=5)
+        wait_until(lambda: inbound.get("/ready") == (200, "ready\n"), timeout=5)
         assert inbound.metric_sum("connections_total") == 200
         assert inbound.metrics()["meshkit_proxy_workers_up"] == 2
     finally:
@@ -305,16 +305,18 @@ def test_sigterm_drains_every_worker_and_exits_0(db_proxy: ProxyProc) -> None:
 
 def test_sighup_reaches_every_worker(db_proxy: ProxyProc) -> None:
     db_proxy.signal(signal.SIGHUP)
-    assert wait_until(
-        lambda: db_proxy.logs().count("configuration reloaded from") == 2, timeout=10
-    ), db_proxy.logs()
+    wait_until(
+        lambda: db_proxy.logs().count("configuration reloaded from") == 2,
+        timeout=10,
+        what=db_proxy.logs,
+    )
 
 
 def test_killed_parent_takes_its_workers_along(db_proxy: ProxyProc) -> None:
     children = children_of(db_proxy.proc.pid)
     db_proxy.proc.kill()
     db_proxy.proc.wait(5)
-    assert wait_until(lambda: all(gone(pid) for pid in children), timeout=10)
+    wait_until(lambda: all(gone(pid) for pid in children), timeout=10)
 
 
 def test_flag_wins_over_the_file_key(tmp_path: Path, ca: ThrowawayCA) -> None:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 
 
-def _describe(what: str | Callable[[], str]) -> str:
+def _describe(what: str | Callable[..., str]) -> str:
     return what() if callable(what) else what
 
 
@@ -16,7 +16,7 @@ def wait_until(
     predicate: Callable[..., object],
     timeout: float = 5.0,
     interval: float = 0.05,
-    what: str | Callable[[], str] = "",
+    what: str | Callable[..., str] = "",
 ) -> float:
     """Poll until `predicate()` is true; return the seconds it took.
 
