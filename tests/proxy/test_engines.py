@@ -46,8 +46,8 @@ def test_mixed_engines_carry_traffic_and_half_close(
         payload = bytes(range(256)) * 8192  # 2 MiB
         assert echo_once(upstream, payload, timeout=30) == payload
         wait_until(lambda: app.half_closes == 1)
-        assert f"TLS engine: {in_engine}" in inbound.logs()
-        assert f"TLS engine: {out_engine}" in outbound.logs()
+        assert f"TLS engine: {in_engine}" in inbound.log()
+        assert f"TLS engine: {out_engine}" in outbound.log()
     finally:
         codes = outbound.stop(), inbound.stop()
     assert codes == (0, 0)
@@ -81,7 +81,7 @@ def test_refusal_reasons_match(tmp_path: Path, ca: ThrowawayCA, app: EchoApp, en
         for reason in ("no_client_cert", "cert_expired", "unknown_ca"):
             wait_until(
                 lambda r=reason: inbound.metric_sum("handshake_failures_total", reason=r) == 1,
-                what=lambda r=reason: f"{r}: {inbound.get('/metrics')[1]}",
+                what=lambda r=reason: f"{r}: {inbound.admin('/metrics')[1]}",
             )
         assert app.accepts == 0
     finally:

@@ -124,9 +124,9 @@ def test_sigterm_drains_open_connections_then_exits_zero(pair: Pair, app: EchoAp
         time.sleep(0.2)
         s.sendall(b"during")
         assert s.recv(6) == b"during"
-        assert pair.outbound.proc.poll() is None
-    pair.outbound.proc.wait(10)
-    assert pair.outbound.proc.returncode == 0
+        assert pair.outbound.process.poll() is None
+    pair.outbound.process.wait(10)
+    assert pair.outbound.process.returncode == 0
 
 
 def _refused(port: int) -> bool:
@@ -158,7 +158,7 @@ def test_worker_processes_share_the_ports_and_stop_together(
     )
     try:
         children = subprocess.run(
-            ["ps", "--ppid", str(inbound.proc.pid), "-o", "pid="],
+            ["ps", "--ppid", str(inbound.process.pid), "-o", "pid="],
             capture_output=True,
             text=True,
             check=False,

@@ -100,11 +100,11 @@ def test_unloadable_new_files_keep_the_old_material(
     try:
         other_key = pki.generate_key()
         pki.write_private(db.key, pki.key_pem(other_key))  # key no longer matches the cert
-        wait_until(lambda: "were not loaded" in inbound.logs(), timeout=10)
+        wait_until(lambda: "were not loaded" in inbound.log(), timeout=10)
         assert served_serial(public, web.cert, web.key, ca.root_file()) == (
             db.issued.cert.serial_number
         )
-        assert "PRIVATE KEY" not in inbound.logs()
+        assert "PRIVATE KEY" not in inbound.log()
     finally:
         code = inbound.stop()
     assert code == 0

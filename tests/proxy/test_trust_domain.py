@@ -63,7 +63,7 @@ def test_foreign_trust_domain_signed_by_our_root_gets_zero_bytes_to_the_app(
             lambda: proxy.metric_sum("handshake_failures_total", reason="foreign_trust_domain") == 1
         )
         assert app.accepts == 0
-        assert "trust domain other-cluster.consul is not ours" in proxy.logs()
+        assert "trust domain other-cluster.consul is not ours" in proxy.log()
         # The same proxy serves a peer of its own trust domain (the test can tell them apart).
         assert _send(port, ca.leaf("web"), ca.root_file(), b"hello") == b"hello"
         assert app.accepts == 1

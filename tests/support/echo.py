@@ -8,9 +8,10 @@ own thread and event loop; it counts accepts, open connections and half-closes (
 data-path tests check byte counts and FIN propagation through the proxies).
 
 `App` is a threaded TCP server with two behaviours picked by the first byte a client sends:
-`E` echoes everything back; `H` reads to EOF and answers the SHA-256 of what it read (for
-large transfers checked by hash). It counts accepted connections so a test can prove a denied
-peer never reached it.
+`E` answers with its name, then echoes everything back (so a Consul-mode test sees which
+instance behind a service answered); `H` reads to EOF and answers the SHA-256 of what it read
+(for large transfers checked by hash). It counts accepted connections so a test can prove a
+denied peer never reached it.
 """
 
 from __future__ import annotations

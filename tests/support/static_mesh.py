@@ -11,7 +11,7 @@ from typing import Any
 from tests.support.echo import EchoApp
 from tests.support.pki_files import LeafFiles, ThrowawayCA
 from tests.support.ports import free_port
-from tests.support.proxy_process import ProxyProc, start_proxy
+from tests.support.proxy_process import ProxyProcess, start_proxy
 
 
 def tls_section(leaf: LeafFiles, *roots: Path) -> dict[str, Any]:
@@ -59,8 +59,8 @@ def outbound_config(
 
 @dataclass
 class Pair:
-    inbound: ProxyProc
-    outbound: ProxyProc
+    inbound: ProxyProcess
+    outbound: ProxyProcess
     public_port: int
     upstream_port: int
 
@@ -92,4 +92,4 @@ def start_pair(
 
 def stop_pair(pair: Pair) -> None:
     codes = (pair.outbound.stop(), pair.inbound.stop())
-    assert codes == (0, 0), f"proxies exited {codes}\n{pair.outbound.logs()}\n{pair.inbound.logs()}"
+    assert codes == (0, 0), f"proxies exited {codes}\n{pair.outbound.log()}\n{pair.inbound.log()}"
