@@ -10,10 +10,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from tests.support.ansible_run import run_play
 from tests.support.devagent import DevAgent, dev_agent  # noqa: F401
-
-from .ansible_run import run_play
-from .test_modules import assert_lifecycle, read
+from tests.support.module_lifecycle import assert_lifecycle, read
 
 MOD = "meshkit.connect.consul_config_entry"
 PROXY: dict[str, Any] = {"kind": "proxy-defaults", "name": "global",

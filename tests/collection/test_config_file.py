@@ -16,8 +16,7 @@ from ansible_collections.meshkit.connect.plugins.module_utils.mesh_render import
     agent_registration,
 )
 from tests.support.devagent import DevAgent
-
-from .test_mesh_model import good
+from tests.support.mesh_examples import good
 
 
 def services_of(agent: DevAgent, ids: list[str]) -> dict[str, Any]:

@@ -23,9 +23,8 @@ from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import 
 )
 from meshkit.consul.client import ConsulClient as ProxyConsulClient
 from meshkit.consul.settings import HTTPFlags, resolve
+from tests.support.ansible_run import run_play
 from tests.support.devagent import DevAgent
-
-from .ansible_run import run_play
 
 SERVICE = "meshkit.connect.consul_service"
 # No host/port defaults: the modules read CONSUL_HTTP_ADDR (run_play sets them otherwise).

@@ -11,7 +11,7 @@ from ansible_collections.meshkit.connect.plugins.module_utils.consul_legacy impo
     LegacyError,
     convert,
 )
-from tests.devagent import legacy_examples as ex
+from tests.support import legacy_examples as ex
 
 
 def test_proxy_destination_file_and_api() -> None:

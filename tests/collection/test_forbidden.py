@@ -13,9 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tests.support.ansible_run import run_play
 from tests.support.devagent import DevAgent, dev_agent, dev_agent_acl  # noqa: F401
-
-from .ansible_run import run_play
 
 SERVICE = "meshkit.connect.consul_service"
 INTENTION = "meshkit.connect.consul_intention"

@@ -20,9 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.nomad.conftest import job_settings, mesh_data
-
-from .test_mesh_model import good
+from tests.support.mesh_examples import good
+from tests.support.nomad_model import job_settings, mesh_data
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent

@@ -33,9 +33,11 @@ from ansible_collections.meshkit.connect.plugins.module_utils.mesh_render import
     agent_registration,
     intention_body,
 )
-from tests.consul_mode.apps import App, echo, free_port, wait_until
-from tests.consul_mode.harness import ProxyProcess
 from tests.support.devagent import DevAgent
+from tests.support.echo import App, echo
+from tests.support.ports import free_port
+from tests.support.proxy_process import ProxyProcess
+from tests.support.waits import wait_until
 
 HOSTS = {"web": "127.0.0.2", "db": "127.0.0.3"}
 

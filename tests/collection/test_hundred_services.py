@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from .hundred_services import run
+from bench.hundred_services import run
 
 
 @pytest.mark.slow
 def test_hundred_services_second_run_changes_nothing(tmp_path: Path) -> None:
-    # One consul_service task with `services:`; `python -m tests.collection.hundred_services
+    # One consul_service task with `services:`; `python -m bench.hundred_services
     # 100 loop` measures the same with a loop (one module run per service, much slower).
     outcome = run(tmp_path, 100, "batch")
     assert outcome.first.returncode == 0, outcome.first.output[-3000:]

@@ -18,10 +18,9 @@ from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import 
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_render import (
     agent_registration,
 )
-from tests.devagent import legacy_examples as ex
+from tests.support import legacy_examples as ex
 from tests.support.devagent import DevAgent, dev_agent  # noqa: F401
-
-from .test_render_cmd import render
+from tests.support.meshkit_cli import meshkit_render
 
 
 def test_managed_proxy_with_config_upstreams_becomes_a_sidecar() -> None:
@@ -60,7 +59,7 @@ def test_meshkit_render_warns_and_round_trips_through_the_dev_agent(
 ) -> None:
     vars_file = tmp_path / "vars.yml"
     vars_file.write_text(yaml.safe_dump({"meshkit_services": [ex.MANAGED_UPSTREAMS]}))
-    res = render("--json", vars_file)
+    res = meshkit_render("--json", vars_file)
     assert res.returncode == 0, res.stderr
     assert f"meshkit render: warning: {vars_file}: meshkit_services[0] (web).connect.proxy" in (
         res.stderr
@@ -82,16 +81,16 @@ def test_meshkit_render_shows_the_config_entries_and_refuses_bad_defaults(tmp_pa
         "meshkit_services": [{"name": "db", "port": 5432, "defaults": {"protocol": "http"}}],
     }
     vars_file.write_text(yaml.safe_dump(model))
-    res = render("--json", vars_file)
+    res = meshkit_render("--json", vars_file)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["config_entries"] == [
         {"kind": "proxy-defaults", "name": "global", "config": {"handshake_timeout_ms": 7000}},
         {"kind": "service-defaults", "name": "db", "protocol": "http"},
     ]
-    text = render(vars_file)
+    text = meshkit_render(vars_file)
     assert "# proxy-defaults global: consul_config_entry" in text.stdout
     model["meshkit_services"][0]["defaults"] = {"protocol": "smtp"}  # type: ignore[index]
     vars_file.write_text(yaml.safe_dump(model))
-    bad = render(vars_file)
+    bad = meshkit_render(vars_file)
     assert bad.returncode == 2
     assert "services[0] (db).defaults.protocol" in bad.stderr, bad.stderr

@@ -15,51 +15,7 @@ from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import 
     host_listeners,
     parse_mesh,
 )
-
-
-def good() -> dict[str, Any]:
-    """The example of docs/mesh-model.md, valid as written."""
-    return {
-        "meshkit_datacenter": "dc1",
-        "meshkit_prepared_queries": [
-            {
-                "name": "db-nearest",
-                "service": "db",
-                "near": "_agent",
-                "failover": {"nearest_n": 0, "datacenters": []},
-            }
-        ],
-        "meshkit_intentions": [
-            {"source": "web", "destination": "db", "action": "allow", "description": "web reads db"}
-        ],
-        "meshkit_services": [
-            {
-                "name": "db",
-                "port": 5432,
-                "tags": ["primary"],
-                "meta": {"team": "data"},
-                "checks": [{"name": "db tcp", "tcp": "127.0.0.1:5432", "interval": "10s"}],
-                "sidecar": {"port": "auto", "admin_port": 19001},
-            },
-            {
-                "name": "web",
-                "port": 8080,
-                "sidecar": {
-                    "port": 21500,
-                    "admin_port": 19002,
-                    "upstreams": [
-                        {"destination_name": "db", "local_bind_port": 9191},
-                        {
-                            "destination_name": "db-nearest",
-                            "destination_type": "prepared_query",
-                            "local_bind_port": 9192,
-                            "config": {"connect_timeout_ms": 2000},
-                        },
-                    ],
-                },
-            },
-        ],
-    }
+from tests.support.mesh_examples import good
 
 
 def test_valid_model_parses_with_defaults() -> None:

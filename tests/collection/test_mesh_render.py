@@ -25,8 +25,7 @@ from ansible_collections.meshkit.connect.plugins.module_utils.mesh_render import
     intentions_config_entries,
     prepared_query_body,
 )
-
-from .test_mesh_model import good
+from tests.support.mesh_examples import good
 
 OPAQUE = {"Config", "config", "Meta", "meta", "Header", "header"}
 

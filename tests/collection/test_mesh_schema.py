@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from ansible_collections.meshkit.connect.plugins.module_utils import mesh_model, mesh_schema
+from tests.support.ansible_run import run_play
 from tests.support.devagent import DevAgent, dev_agent  # noqa: F401
-
-from .ansible_run import run_play
 
 
 def test_every_field_the_parser_reads_is_declared() -> None:

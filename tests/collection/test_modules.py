@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.ansible_run import run_play
 from tests.support.devagent import DevAgent, dev_agent, dev_agent_acl  # noqa: F401
-
-from .ansible_run import run_play
+from tests.support.module_lifecycle import assert_lifecycle, read
 
 DB: dict[str, Any] = {
     "name": "db",
@@ -35,35 +35,6 @@ def with_changes(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
     out = dict(base)
     out.update(changes)
     return out
-
-
-def read(agent: DevAgent, path: str, name: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "ansible.builtin.uri": {
-            "url": f"{agent.url}{path}",
-            "return_content": True,
-            "status_code": [200, 404],
-        },
-    }
-
-
-def assert_lifecycle(play: Any, change_fields: set[str]) -> None:
-    assert play.returncode == 0, play.output
-    create, again = play.task("create"), play.task("again")
-    assert create["changed"] and create["operation"] == "create"
-    assert create["diff"]["before"] == {}
-    assert not again["changed"] and "operation" not in again and "diff" not in again
-    change = play.task("change")
-    assert change["changed"] and change["operation"] == "update"
-    assert set(change["diff"]["before"]) == change_fields, change["diff"]
-    assert set(change["diff"]["after"]) == change_fields, change["diff"]
-    check = play.task("check")
-    assert check["changed"] and check["operation"] == "update" and check["diff"]["after"]
-    absent, absent_again = play.task("absent"), play.task("absent again")
-    assert absent["changed"] and absent["operation"] == "remove"
-    assert absent["diff"]["after"] == {}
-    assert not absent_again["changed"]
 
 
 def test_consul_service_lifecycle(dev_agent: DevAgent, tmp_path: Path) -> None:  # noqa: F811

@@ -9,9 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tests.support.ansible_run import PlayRun, run_play
 from tests.support.devagent import DevAgent, dev_agent_acl  # noqa: F401
-
-from .ansible_run import PlayRun, run_play
 
 POLICY = {"name": "db-q-read", "rules": 'query "db-q" { policy = "read" }'}
 TOKEN = {

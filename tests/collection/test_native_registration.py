@@ -22,9 +22,8 @@ from ansible_collections.meshkit.connect.plugins.module_utils.nomad_render impor
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_settings import (
     parse_job_settings,
 )
+from tests.support.ansible_run import run_play
 from tests.support.devagent import DevAgent, dev_agent  # noqa: F401
-
-from .ansible_run import run_play
 
 PICKER: dict[str, Any] = {
     "name": "picker",

@@ -43,7 +43,7 @@ from meshkit.consul.registration import AgentConfigError, parse_registration, pi
 from meshkit.consul.settings import resolve
 from meshkit.consul.watch import MalformedAnswer, Mode, Policy, Watch, reason_of
 from meshkit.resolver import SERVICE
-from tests.consul_mode.consul_double import ConsulDouble
+from tests.support.consul_double import ConsulDouble
 
 FIXTURES = Path("/work/shared/fixtures")
 BASE = FIXTURES / "consul-1.7.14"

@@ -4,31 +4,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
-from .test_mesh_model import good
+from tests.support.mesh_examples import good
+from tests.support.meshkit_cli import meshkit_render
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def render(
-    *args: str | Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if k != "ANSIBLE_COLLECTIONS_PATH"}
-    full_env.update(PYTHONPATH=str(ROOT / "proxy"), **(env or {}))
-    return subprocess.run(
-        [sys.executable, "-m", "meshkit_tools.cli", "render", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_render_prints_every_form(tmp_path: Path) -> None:
@@ -37,21 +20,21 @@ def test_render_prints_every_form(tmp_path: Path) -> None:
     host = {"meshkit_services": data["meshkit_services"]}
     (tmp_path / "all.yml").write_text(yaml.safe_dump(group))
     (tmp_path / "h1.yml").write_text(yaml.safe_dump(host))
-    text = render(tmp_path / "all.yml", tmp_path / "h1.yml")
+    text = meshkit_render(tmp_path / "all.yml", tmp_path / "h1.yml")
     assert text.returncode == 0, text.stderr
     assert "# service web: PUT /v1/agent/service/register?replace-existing-checks" in text.stdout
     assert "# prepared query db-nearest: POST /v1/query" in text.stdout
     assert "# intentions to db: PUT /v1/config" in text.stdout
     assert "127.0.0.1:9192  service 'web' upstream 'db-nearest'" in text.stdout
-    doc = render(tmp_path / "all.yml", tmp_path / "h1.yml", "--json")
+    doc = meshkit_render(tmp_path / "all.yml", tmp_path / "h1.yml", "--json")
     out = json.loads(doc.stdout)
     assert [b["ID"] for b in out["agent_registrations"]] == ["db", "web"]
     assert out["intentions"]["legacy"][0]["SourceName"] == "web"
     config = tmp_path / "meshkit.json"
-    written = render(tmp_path / "all.yml", tmp_path / "h1.yml", "--config-file", config)
+    written = meshkit_render(tmp_path / "all.yml", tmp_path / "h1.yml", "--config-file", config)
     assert written.returncode == 0 and written.stdout == ""
     assert config.read_text() == out["agent_config_file"]
-    again = render(tmp_path / "all.yml", tmp_path / "h1.yml", "--json")
+    again = meshkit_render(tmp_path / "all.yml", tmp_path / "h1.yml", "--json")
     assert again.stdout == doc.stdout  # deterministic
 
 
@@ -62,28 +45,28 @@ def test_render_exits_2_listing_every_problem(tmp_path: Path) -> None:
     data["meshkit_services"][0]["port"] = 21001
     path = tmp_path / "bad.yml"
     path.write_text(yaml.safe_dump(data))
-    result = render(path)
+    result = meshkit_render(path)
     assert result.returncode == 2 and result.stdout == ""
     assert f"{path}: 3 problem(s)" in result.stderr
     for fragment in ("local_bind_address 10.0.0.1", "'db-far'", "inside 21000-21255"):
         assert fragment in result.stderr
-    assert render(path, "--known-query", "db-far").returncode == 2  # two problems remain
+    assert meshkit_render(path, "--known-query", "db-far").returncode == 2  # two problems remain
 
 
 def test_render_bad_files(tmp_path: Path) -> None:
-    missing = render(tmp_path / "nope.yml")
+    missing = meshkit_render(tmp_path / "nope.yml")
     assert missing.returncode == 2 and "nope.yml: cannot read" in missing.stderr
     (tmp_path / "broken.yml").write_text("meshkit_services: [\n")
-    broken = render(tmp_path / "broken.yml")
+    broken = meshkit_render(tmp_path / "broken.yml")
     assert broken.returncode == 2 and "broken.yml: not valid YAML" in broken.stderr
     (tmp_path / "list.yml").write_text("- a\n")
-    listed = render(tmp_path / "list.yml")
+    listed = meshkit_render(tmp_path / "list.yml")
     assert listed.returncode == 2 and "expected a mapping" in listed.stderr
 
 
 def test_render_finds_the_collection_on_ansible_collections_path(tmp_path: Path) -> None:
     (tmp_path / "v.yml").write_text(yaml.safe_dump({"meshkit_services": [{"name": "a"}]}))
     env = {"ANSIBLE_COLLECTIONS_PATH": str(ROOT / "collections" / "ansible_collections")}
-    result = render(tmp_path / "v.yml", "--json", env=env)
+    result = meshkit_render(tmp_path / "v.yml", "--json", env=env)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["agent_registrations"][0]["ID"] == "a"

@@ -7,10 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tests.support.ansible_run import run_play
 from tests.support.devagent import DevAgent, dev_agent  # noqa: F401
-
-from .ansible_run import run_play
-from .tls_front import TLSFront, make_tls_files
+from tests.support.tls_front import TLSFront, make_tls_files
 
 SERVICE = {"name": "db", "port": 5432}
 

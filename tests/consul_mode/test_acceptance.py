@@ -25,17 +25,12 @@ import pytest
 
 from meshkit.tls import peer_identity
 from meshkit_tools import pki
-from tests.consul_mode.apps import (
-    App,
-    OpenEcho,
-    echo,
-    free_port,
-    hashed_transfer,
-    try_echo,
-    wait_until,
-)
-from tests.consul_mode.harness import Mesh, ProxyProcess, build_mesh
+from tests.support.consul_mesh import Mesh, build_mesh
 from tests.support.devagent import DevAgent
+from tests.support.echo import App, OpenEcho, echo, hashed_transfer, try_echo
+from tests.support.ports import free_port
+from tests.support.proxy_process import ProxyProcess
+from tests.support.waits import wait_until
 
 ROTATION_BYTES = int(os.environ.get("MESHKIT_ROTATION_BYTES", str(256 << 20)))
 OUTAGE_S = float(os.environ.get("MESHKIT_OUTAGE_S", "3"))

@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 
 from meshkit.consul.registration import parse_registration
-from tests.consul_mode.apps import OpenEcho, wait_until
-from tests.consul_mode.consul_double import fixture
-from tests.consul_mode.harness import Mesh, build_mesh
+from tests.support.consul_double import fixture
+from tests.support.consul_mesh import Mesh, build_mesh
 from tests.support.devagent import DevAgent
+from tests.support.echo import OpenEcho
+from tests.support.waits import wait_until
 
 SETTING = "meshkit_proxy_listener_setting"
 INFO = "meshkit_proxy_listener_info"
@@ -54,7 +55,7 @@ def with_config(
 
 def test_config_keys_apply_live_and_unknown_keys_warn_once(mesh: Mesh) -> None:
     agent, web = mesh.agent, mesh.proxies["web"]
-    pid = web.process.pid  # type: ignore[union-attr]
+    pid = web.process.pid
     public = {"listener": "public", "service": "web"}
     assert web.metric(SETTING, setting="handshake_timeout_ms", **public) == 10000  # default
     assert web.metric(INFO, protocol="tcp", **public) == 1
@@ -81,7 +82,7 @@ def test_config_keys_apply_live_and_unknown_keys_warn_once(mesh: Mesh) -> None:
     up = {"listener": "upstream:service:api", "service": "web"}
     assert web.metric(SETTING, setting="connect_timeout_ms", **up) == 750
     assert web.metric(INFO, protocol="grpc", **up) == 1
-    assert web.process.pid == pid and web.process.poll() is None  # type: ignore[union-attr]
+    assert web.process.pid == pid and web.process.poll() is None
     assert held.roundtrip(), "an open connection was cut by a config change"
 
     # the same again, then one key changed: still no restart, still one warning per key
@@ -100,7 +101,7 @@ def test_config_keys_apply_live_and_unknown_keys_warn_once(mesh: Mesh) -> None:
     assert len(limits) == 1 and "Proxy.Upstreams[0].Config (api)" in limits[0], limits
     assert "from registration" in limits[0]
     assert "max_connections" not in log and "'x'" not in log  # values are never logged
-    assert web.process.poll() is None  # type: ignore[union-attr]
+    assert web.process.poll() is None
 
 
 def test_proxy_defaults_change_reaches_the_running_proxy(tmp_path: Path) -> None:
@@ -111,7 +112,7 @@ def test_proxy_defaults_change_reaches_the_running_proxy(tmp_path: Path) -> None
     mesh = build_mesh(agent, tmp_path)
     try:
         web = mesh.proxies["web"]
-        pid = web.process.pid  # type: ignore[union-attr]
+        pid = web.process.pid
         public = {"listener": "public", "service": "web"}
         held = OpenEcho(mesh.upstream_ports["api"])
         assert held.roundtrip()
@@ -127,7 +128,7 @@ def test_proxy_defaults_change_reaches_the_running_proxy(tmp_path: Path) -> None
         assert web.metric(SETTING, setting="local_connect_timeout_ms", **public) == 1500
         wait_until(lambda: web.metric(INFO, protocol="http", **public) == 1, 10,
                    what="service-defaults protocol applied")  # fmt: skip
-        assert web.process.pid == pid and web.process.poll() is None  # type: ignore[union-attr]
+        assert web.process.pid == pid and web.process.poll() is None
         assert held.roundtrip()
         held.close()
         warn = [ln for ln in web.log().splitlines() if "'envoy_prometheus_bind_addr'" in ln]

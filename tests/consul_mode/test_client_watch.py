@@ -23,7 +23,7 @@ from meshkit.consul.settings import resolve
 from meshkit.consul.watch import Mode, Policy, Watch, backoff_delay, next_index
 from meshkit.flags import HTTPFlags
 from meshkit_tools import pki
-from tests.consul_mode.consul_double import ConsulDouble, fixture
+from tests.support.consul_double import ConsulDouble, fixture
 
 ROOTS = "/v1/agent/connect/ca/roots"
 FAST = Policy(wait_s=2.0, backoff_base_s=0.05, backoff_cap_s=0.2)

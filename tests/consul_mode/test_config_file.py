@@ -16,9 +16,11 @@ import yaml
 from meshkit import flags
 from meshkit.config import ConfigError
 from meshkit.consul import configfile
-from tests.consul_mode.apps import App, echo, free_port, wait_until
-from tests.consul_mode.harness import ProxyProcess
 from tests.support.devagent import DevAgent
+from tests.support.echo import App, echo
+from tests.support.ports import free_port
+from tests.support.proxy_process import ProxyProcess
+from tests.support.waits import wait_until
 
 
 def _write(tmp_path: Path, data: object, name: str = "proxy.yaml") -> Path:

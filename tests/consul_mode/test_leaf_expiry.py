@@ -12,26 +12,13 @@ import socket
 from meshkit import flags
 from meshkit.consul.mode import ConsulMode
 from meshkit.consul.settings import resolve
-from meshkit.consul.watch import Policy
 from meshkit.runtime import Proxy
-from meshkit.spiffe import service_id
 from meshkit_tools import pki
-from tests.consul_mode.apps import App, free_port
-from tests.consul_mode.consul_double import ConsulDouble
-
-TD = "11111111-2222-3333-4444-555555555555.consul"
-FAST = Policy(wait_s=30, backoff_base_s=0.1, backoff_cap_s=0.5)
-
-
-def leaf_body(root: pki.Issued, valid_for: dt.timedelta) -> dict[str, object]:
-    leaf = pki.issue_leaf(root, service_id(TD, "dc1", "api"), valid_for=valid_for)
-    return {
-        "SerialNumber": pki.colon_hex(leaf.cert.serial_number),
-        "CertPEM": leaf.chain_pem,
-        "PrivateKeyPEM": leaf.key_pem,
-        "Service": "api",
-        "ValidBefore": leaf.cert.not_valid_after_utc.isoformat().replace("+00:00", "Z"),
-    }
+from tests.support.consul_double import ConsulDouble
+from tests.support.consul_leaf import FAST, TD, leaf_body
+from tests.support.echo import App
+from tests.support.ports import free_port
+from tests.support.waits import wait_until_async
 
 
 def refused(port: int) -> bool:
@@ -40,15 +27,6 @@ def refused(port: int) -> bool:
     except ConnectionRefusedError:
         return True
     return False
-
-
-async def until(predicate: object, timeout: float) -> bool:
-    assert callable(predicate)
-    for _ in range(int(timeout / 0.05)):
-        if predicate():
-            return True
-        await asyncio.sleep(0.05)
-    return bool(predicate())
 
 
 def test_listeners_close_at_leaf_expiry_and_reopen_on_renewal() -> None:
@@ -94,11 +72,11 @@ def test_listeners_close_at_leaf_expiry_and_reopen_on_renewal() -> None:
             assert not refused(public) and not refused(upstream)
             assert proxy.ready
             # Consul keeps handing out the same (soon expired) leaf: stop serving at expiry
-            assert await until(lambda: refused(public) and refused(upstream), 6)
+            assert await wait_until_async(lambda: refused(public) and refused(upstream), 6)
             assert any("leaf_valid" in r for r in proxy.not_ready_reasons())
             # a renewed leaf arrives through the blocking leaf watch: serving again
             double.set("/v1/agent/connect/ca/leaf/api", leaf_body(root, dt.timedelta(hours=1)))
-            assert await until(lambda: not refused(public) and not refused(upstream), 5)
+            assert await wait_until_async(lambda: not refused(public) and not refused(upstream), 5)
             assert proxy.ready
         finally:
             await proxy.drain(1)

@@ -18,9 +18,11 @@ from meshkit.consul.settings import resolve
 from meshkit.runtime import Proxy
 from meshkit.spiffe import service_id
 from meshkit_tools import pki
-from tests.consul_mode.apps import App, free_port
-from tests.consul_mode.consul_double import ConsulDouble
-from tests.consul_mode.test_leaf_expiry import FAST, TD, leaf_body, until
+from tests.support.consul_double import ConsulDouble
+from tests.support.consul_leaf import FAST, TD, leaf_body
+from tests.support.echo import App
+from tests.support.ports import free_port
+from tests.support.waits import wait_until_async
 
 MATCH = "/v1/connect/intentions/match"
 
@@ -62,12 +64,12 @@ def test_a_malformed_match_at_startup_fails_closed_then_recovers_on_null() -> No
             await mode.start()  # does not raise
             assert mode.intentions is not None
             assert not mode.intentions.decide_now(web, "").allowed
-            assert await until(lambda: not proxy.ready, 2)
+            assert await wait_until_async(lambda: not proxy.ready, 2)
             reasons = "; ".join(proxy.not_ready_reasons())
             assert f"watch intentions:api (GET {MATCH})" in reasons, reasons
             assert "expected a list (or null) of intentions for 'api', got str" in reasons
             double.set(MATCH, {"api": None})
-            assert await until(lambda: proxy.ready, 5), proxy.not_ready_reasons()
+            assert await wait_until_async(lambda: proxy.ready, 5), proxy.not_ready_reasons()
             decision = mode.intentions.decide_now(web, "")
             assert decision.allowed and decision.reason == "default allow"
         finally:

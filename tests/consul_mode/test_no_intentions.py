@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.consul_mode.apps import OpenEcho, try_echo, wait_until
-from tests.consul_mode.harness import Mesh, build_mesh
+from tests.support.consul_mesh import Mesh, build_mesh
 from tests.support.devagent import DevAgent
+from tests.support.echo import OpenEcho, try_echo
+from tests.support.waits import wait_until
 
 AGENT_STOP_S = 1.0
 EXACT = "/v1/connect/intentions/exact?source=web&destination=api"

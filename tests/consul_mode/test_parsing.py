@@ -15,7 +15,7 @@ from meshkit.consul.discovery import decode_entries
 from meshkit.consul.intentions import decide, parse_match, precedence_of
 from meshkit.consul.registration import AgentConfigError, parse_registration, pick_sidecar
 from meshkit.spiffe import ServiceID
-from tests.consul_mode.consul_double import fixture
+from tests.support.consul_double import fixture
 
 TD = "1aa78cb5-7ff4-9f1e-e2d1-b104afeec934.consul"
 

@@ -19,9 +19,11 @@ import pytest
 from cryptography import x509
 
 from meshkit_tools import pki
-from tests.consul_mode.apps import App, free_port, wait_until
-from tests.consul_mode.harness import ProxyProcess
 from tests.support.devagent import DevAgent
+from tests.support.echo import App
+from tests.support.ports import free_port
+from tests.support.proxy_process import ProxyProcess
+from tests.support.waits import wait_until
 
 FAILURES = "meshkit_proxy_handshake_failures_total"
 

@@ -11,7 +11,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.support.devagent import ROOT, DevAgent
+from tests.support.devagent import DevAgent
+from tests.support.paths import ROOT
 
 WEB = {
     "service": {

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.devagent import legacy_examples as ex
+from tests.support import legacy_examples as ex
 from tests.support.devagent import DevAgent, DevAgentError
 
 

@@ -19,14 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.devagent import DevAgent
+from tests.support.ports import free_port
 
 RECORDED = Path("/work/shared/fixtures/consul-1.7.14/31-agent-checks.json")
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -47,7 +42,7 @@ def _checks(agent: DevAgent, service_id: str) -> dict[str, dict[str, Any]]:
 
 
 def test_default_sidecar_checks_have_consul_17_names_notes_and_types(dev_agent: DevAgent) -> None:
-    port = _port()
+    port = free_port()
     dev_agent.register(
         {
             "Name": "redis",
@@ -72,7 +67,7 @@ def test_default_sidecar_checks_have_consul_17_names_notes_and_types(dev_agent: 
 def test_the_listening_check_dials_local_service_address_not_the_sidecar_address(
     dev_agent: DevAgent,
 ) -> None:
-    port = _port()
+    port = free_port()
     dev_agent.register(
         {
             "Name": "web",
@@ -114,7 +109,7 @@ def test_a_standalone_connect_proxy_gets_no_default_checks(dev_agent: DevAgent) 
             "Kind": "connect-proxy",
             "Name": "api-proxy",
             "ID": "api-proxy",
-            "Port": _port(),
+            "Port": free_port(),
             "Proxy": {"DestinationServiceName": "api", "DestinationServiceID": "api"},
         }
     )

@@ -12,9 +12,9 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from tests.consul_mode.apps import free_port
-from tests.native.support import Recorder, register_native, roundtrip, run, service
 from tests.support.devagent import DevAgent
+from tests.support.native import Recorder, register_native, roundtrip, run, service
+from tests.support.ports import free_port
 
 
 @pytest.fixture(scope="module")

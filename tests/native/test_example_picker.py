@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from meshkit.native.web import client_session
-from tests.consul_mode.apps import free_port
-from tests.native.support import intention, register_native, run, service
 from tests.support.devagent import DevAgent
+from tests.support.native import intention, register_native, run, service
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PICKER = ROOT / "examples" / "native_picker" / "picker.py"

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.consul_mode.apps import App, free_port, wait_until
-from tests.consul_mode.harness import ProxyProcess
-from tests.native.support import Recorder, intention, register_native, roundtrip, run, service
 from tests.support.devagent import DevAgent
+from tests.support.echo import App
+from tests.support.native import Recorder, intention, register_native, roundtrip, run, service
+from tests.support.ports import free_port
+from tests.support.proxy_process import ProxyProcess
+from tests.support.waits import wait_until
 
 
 @pytest.fixture(scope="module")

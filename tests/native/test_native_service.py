@@ -29,9 +29,9 @@ from meshkit.native import (
 from meshkit.native.web import NativeSite, client_session, peer
 from meshkit.tls import _load_chain
 from meshkit_tools import pki
-from tests.consul_mode.apps import free_port
-from tests.native.support import Recorder, intention, register_native, roundtrip, run, service
 from tests.support.devagent import DevAgent
+from tests.support.native import Recorder, intention, register_native, roundtrip, run, service
+from tests.support.ports import free_port
 
 
 @pytest.fixture(scope="module")

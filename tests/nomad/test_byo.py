@@ -12,22 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from ansible_collections.meshkit.connect.plugins.module_utils import nomad_byo
-from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import parse_mesh
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_render import hcl_syntax
-from ansible_collections.meshkit.connect.plugins.module_utils.nomad_settings import (
-    parse_job_settings,
-)
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_versions import (
     parse_version,
 )
-from tests.nomad.test_cli import meshkit
+from tests.support.meshkit_cli import meshkit_nomad
+from tests.support.nomad_byo_jobs import FAST, JOBS, load, meaning
 from tests.support.nomad_double import NomadDouble
 from tests.support.nomad_hcl import parse_job
 
-JOBS = Path(__file__).parent / "jobs"
 # job file -> (job ID, the Nomad version it is written for)
 CASES = {
     "countdash.nomad": ("countdash", "0.11.8"),
@@ -35,7 +30,6 @@ CASES = {
     "web.nomad": ("web", "1.7.7"),
 }
 HOST = {"Mode": "host"}
-FAST = ["--wait-timeout", "20", "--poll-interval", "0.05"]
 
 
 @pytest.fixture
@@ -43,25 +37,6 @@ def files(tmp_path: Path) -> Path:
     for name in (*CASES, "mesh.yml"):
         shutil.copy(JOBS / name, tmp_path / name)
     return tmp_path
-
-
-def load(name: str, version: str, text: str | None = None) -> nomad_byo.ByoJob:
-    mesh = parse_mesh(yaml.safe_load((JOBS / "mesh.yml").read_text()))
-    return nomad_byo.load(
-        text if text is not None else (JOBS / name).read_text(),
-        name,
-        mesh,
-        lambda job_id: parse_job_settings({"name": job_id, "nomad_version": version}),
-    )
-
-
-def meaning(value: Any) -> Any:
-    """Equal in meaning to Nomad: a false bool, an empty list and null are all "unset"."""
-    if isinstance(value, dict):
-        return {k: meaning(v) for k, v in value.items() if v not in (False, None, [])}
-    if isinstance(value, list):
-        return [meaning(v) for v in value]
-    return value
 
 
 def without_meshkit(job: dict[str, Any], byo: nomad_byo.ByoJob) -> dict[str, Any]:
@@ -96,7 +71,7 @@ def without_meshkit(job: dict[str, Any], byo: nomad_byo.ByoJob) -> dict[str, Any
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_render_changes_nothing_but_meshkits_parts(files: Path, name: str) -> None:
     _job_id, version = CASES[name]
-    proc = meshkit(
+    proc = meshkit_nomad(
         "render", "--mesh", "mesh.yml", "--job-file", name, "--nomad-version", version, cwd=files
     )
     assert proc.returncode == 0, proc.stderr
@@ -116,7 +91,7 @@ def test_render_changes_nothing_but_meshkits_parts(files: Path, name: str) -> No
 
 def test_hcl1_job_keeps_the_sidecar_id_interpolation(files: Path) -> None:
     """Nomad 0.11.8 reads the file as HCL1: the -proxy-id must reach the job as ${...}."""
-    proc = meshkit(
+    proc = meshkit_nomad(
         "render", "--mesh", "mesh.yml", "--job-file", "countdash.nomad",
         "--nomad-version", "0.11.8", cwd=files,
     )  # fmt: skip
@@ -136,14 +111,14 @@ def test_plan_and_run_against_the_double(files: Path, double: NomadDouble, name:
     job_id, version = CASES[name]
     double.version = version
     common = ["--mesh", "mesh.yml", "--job-file", name, "--address", double.address]
-    proc = meshkit("plan", *common, cwd=files)
+    proc = meshkit_nomad("plan", *common, cwd=files)
     assert proc.returncode == 1, proc.stderr
     assert proc.stdout.startswith(f'+ Job: "{job_id}"')
     assert double.writes() == []
     parses = [r for r in double.requests if r.path == "/v1/jobs/parse"]
     assert parses and parses[0].body["JobHCL"] == (JOBS / name).read_text()  # the file as is
 
-    proc = meshkit("run", *common, *FAST, cwd=files)
+    proc = meshkit_nomad("run", *common, *FAST, cwd=files)
     assert proc.returncode == 0, proc.stderr
     assert '"status": "successful"' in proc.stdout
     registered = double.jobs[job_id].job
@@ -156,7 +131,7 @@ def test_plan_and_run_against_the_double(files: Path, double: NomadDouble, name:
     assert {k: v for k, v in registered.items() if k not in bookkeeping} == {
         k: v for k, v in expected.items() if k not in bookkeeping
     }
-    proc = meshkit("plan", *common, cwd=files)
+    proc = meshkit_nomad("plan", *common, cwd=files)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -164,7 +139,7 @@ def test_json_job_file_is_merged_and_run(files: Path, double: NomadDouble) -> No
     """The API JSON form (what `nomad job run -output` prints) works the same way."""
     job = parse_job((JOBS / "postgres.nomad").read_text(), "hcl2")
     (files / "postgres.json").write_text(json.dumps({"Job": job}, indent=2))
-    proc = meshkit(
+    proc = meshkit_nomad(
         "render", "--mesh", "mesh.yml", "--job-file", "postgres.json",
         "--nomad-version", "1.7.7", cwd=files,
     )  # fmt: skip
@@ -173,7 +148,7 @@ def test_json_job_file_is_merged_and_run(files: Path, double: NomadDouble) -> No
     byo = load("postgres.json", "1.7.7", json.dumps({"Job": job}))
     assert meaning(without_meshkit(rendered, byo)) == meaning(job)
     common = ["--mesh", "mesh.yml", "--job-file", "postgres.json", "--address", double.address]
-    proc = meshkit("run", *common, *FAST, cwd=files)
+    proc = meshkit_nomad("run", *common, *FAST, cwd=files)
     assert proc.returncode == 0, proc.stderr
     assert not [r for r in double.requests if r.path == "/v1/jobs/parse"]
     assert double.jobs["postgres"].job["TaskGroups"][0]["Tasks"][-1]["Name"] == "meshkit-proxy"
@@ -252,7 +227,7 @@ def test_bad_input_names_file_line_field_and_fix_and_submits_nothing(
         extra = (
             ["--nomad-version", version] if action == "render" else ["--address", double.address]
         )
-        proc = meshkit(action, "--mesh", "mesh.yml", "--job-file", name, *extra, cwd=files)
+        proc = meshkit_nomad(action, "--mesh", "mesh.yml", "--job-file", name, *extra, cwd=files)
         assert proc.returncode == 255, (action, proc.stdout, proc.stderr)
         assert "Traceback" not in proc.stderr
         for text in expected:
@@ -280,7 +255,7 @@ def test_token_handling_is_a_meta_key_per_service() -> None:
 
 
 def test_an_hcl_file_does_not_render_as_json_offline(files: Path) -> None:
-    proc = meshkit(
+    proc = meshkit_nomad(
         "render", "--mesh", "mesh.yml", "--job-file", "web.nomad", "--format", "json", cwd=files
     )
     assert proc.returncode == 255 and "use --format hcl" in proc.stderr and proc.stdout == ""

@@ -12,13 +12,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.consul_mode.apps import App, echo, free_port, try_echo, wait_until
-from tests.consul_mode.harness import ProxyProcess
-from tests.nomad.test_byo import FAST, JOBS
-from tests.nomad.test_cli import meshkit
 from tests.support.devagent import DevAgent
+from tests.support.echo import App, echo, try_echo
+from tests.support.meshkit_cli import meshkit_nomad
+from tests.support.nomad_byo_jobs import FAST, JOBS
 from tests.support.nomad_double import NomadDouble
 from tests.support.nomad_task import materialize
+from tests.support.ports import free_port
+from tests.support.proxy_process import ProxyProcess
+from tests.support.waits import wait_until
 
 
 @pytest.fixture
@@ -60,7 +62,7 @@ def test_job_file_native_task_carries_traffic(
             up["local_bind_port"] = free_port()
         (tmp_path / "mesh.yml").write_text(yaml.safe_dump(mesh))
         shutil.copy(JOBS / "web.nomad", tmp_path / "web.nomad")
-        proc = meshkit(
+        proc = meshkit_nomad(
             "run", "--mesh", "mesh.yml", "--job-file", "web.nomad", "--address", double.address,
             *FAST, cwd=tmp_path,
         )  # fmt: skip

@@ -3,32 +3,16 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.nomad.conftest import ROOT, job_settings, mesh_data
+from tests.support.meshkit_cli import meshkit_nomad
 from tests.support.nomad_double import NomadDouble
+from tests.support.nomad_model import job_settings, mesh_data
 
 GOLDEN = Path(__file__).parent / "golden"
-
-
-def meshkit(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "proxy")}
-    for key in ("NOMAD_ADDR", "NOMAD_TOKEN", "NOMAD_NAMESPACE", "NOMAD_REGION", "NOMAD_CACERT"):
-        env.pop(key, None)
-    return subprocess.run(
-        [sys.executable, "-m", "meshkit_tools.cli", "nomad", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 @pytest.fixture
@@ -45,7 +29,7 @@ def test_render_prints_the_golden_job(files: Path) -> None:
     (files / "all.yml").write_text(yaml.safe_dump(data))
     (files / "web.yml").write_text(yaml.safe_dump(services))
     for fmt, suffix in (("hcl", "hcl"), ("json", "json")):
-        proc = meshkit(
+        proc = meshkit_nomad(
             "render",
             "--mesh",
             "all.yml",
@@ -67,21 +51,21 @@ def test_plan_and_run_exit_codes(files: Path, double: NomadDouble) -> None:
     common = ["--mesh", "mesh.yml", "--job", "job.yml", "--address", double.address]
     auth = ["--token-file", "token"]
 
-    proc = meshkit("plan", *common, cwd=files)
+    proc = meshkit_nomad("plan", *common, cwd=files)
     assert proc.returncode == 255 and "HTTP 403" in proc.stderr
 
-    proc = meshkit("plan", *common, *auth, cwd=files)
+    proc = meshkit_nomad("plan", *common, *auth, cwd=files)
     assert proc.returncode == 1, proc.stderr
     assert proc.stdout.startswith('+ Job: "shop"')
     assert double.writes() == []
 
-    proc = meshkit(
+    proc = meshkit_nomad(
         "run", *common, *auth, "--wait-timeout", "20", "--poll-interval", "0.05", cwd=files
     )
     assert proc.returncode == 0, proc.stderr
     assert '"status": "successful"' in proc.stdout
 
-    proc = meshkit("plan", *common, *auth, cwd=files)
+    proc = meshkit_nomad("plan", *common, *auth, cwd=files)
     assert proc.returncode == 0, proc.stderr
     assert "cli-token-1" not in proc.stdout + proc.stderr
 
@@ -90,14 +74,14 @@ def test_bad_model_is_an_error_naming_the_file(files: Path) -> None:
     data = mesh_data("native")
     data["meshkit_services"][0]["nomad"]["pattern"] = "istio"
     (files / "mesh.yml").write_text(yaml.safe_dump(data))
-    proc = meshkit("render", "--mesh", "mesh.yml", "--job", "job.yml", cwd=files)
+    proc = meshkit_nomad("render", "--mesh", "mesh.yml", "--job", "job.yml", cwd=files)
     assert proc.returncode == 255
     assert "services.web.nomad.pattern" in proc.stderr and "native, sidecar, envoy" in proc.stderr
     assert proc.stdout == ""
 
 
 def test_unreachable_nomad_is_an_error(files: Path) -> None:
-    proc = meshkit(
+    proc = meshkit_nomad(
         "plan",
         "--mesh",
         "mesh.yml",
@@ -118,7 +102,7 @@ def test_nomad_version_auto_in_the_settings_file_asks_the_agent(
     a native job is refused on a 0.11.8 agent instead of being planned against 1.7.7."""
     double.version = "0.11.8"
     (files / "job.yml").write_text(yaml.safe_dump(job_settings(nomad_version="auto")))
-    proc = meshkit(
+    proc = meshkit_nomad(
         "plan", "--mesh", "mesh.yml", "--job", "job.yml", "--address", double.address, cwd=files
     )
     assert proc.returncode == 255, proc.stdout

@@ -19,8 +19,9 @@ from ansible_collections.meshkit.connect.plugins.module_utils.nomad_render impor
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_settings import (
     parse_job_settings,
 )
-from tests.nomad.conftest import COLLECTIONS, ROOT, USER_TEMPLATE, job_settings, mesh_data
 from tests.support.nomad_double import NomadDouble
+from tests.support.nomad_model import USER_TEMPLATE, job_settings, mesh_data
+from tests.support.paths import COLLECTIONS, ROOT
 
 TOKEN = "tok-5e1d-never-print-me"
 PLAYBOOK_BIN = str(Path(sys.executable).parent / "ansible-playbook")

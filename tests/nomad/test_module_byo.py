@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from ansible_collections.meshkit.connect.plugins.module_utils import nomad_byo
-from tests.nomad.conftest import COLLECTIONS, ROOT
-from tests.nomad.test_byo import JOBS, load
+from tests.support.nomad_byo_jobs import JOBS, load
 from tests.support.nomad_double import NomadDouble
+from tests.support.paths import COLLECTIONS, ROOT
 
 PLAYBOOK = """
 - hosts: localhost

@@ -16,11 +16,13 @@ from ansible_collections.meshkit.connect.plugins.module_utils.nomad_render impor
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_settings import (
     parse_job_settings,
 )
-from tests.consul_mode.apps import App, echo, free_port, try_echo, wait_until
-from tests.consul_mode.harness import ProxyProcess
-from tests.nomad.conftest import job_settings, mesh_data
 from tests.support.devagent import DevAgent
+from tests.support.echo import App, echo, try_echo
+from tests.support.nomad_model import job_settings, mesh_data
 from tests.support.nomad_task import materialize
+from tests.support.ports import free_port
+from tests.support.proxy_process import ProxyProcess
+from tests.support.waits import wait_until
 
 
 @pytest.fixture

@@ -20,12 +20,12 @@ from ansible_collections.meshkit.connect.plugins.module_utils.nomad_render impor
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_settings import (
     parse_job_settings,
 )
-from tests.nomad.conftest import USER_TEMPLATE
-from tests.nomad.fixtures.cases import CASES, sidecar_model
-from tests.nomad.test_byo import meaning
-from tests.nomad.test_cli import meshkit
+from tests.support.meshkit_cli import meshkit_nomad
+from tests.support.nomad_byo_jobs import meaning
 from tests.support.nomad_double import DERIVED, NomadDouble
 from tests.support.nomad_hcl import parse_job
+from tests.support.nomad_model import USER_TEMPLATE
+from tests.support.nomad_parse_cases import CASES, sidecar_model
 
 PROXY_ID = "_nomad-task-${NOMAD_ALLOC_ID}-group-${NOMAD_GROUP_NAME}-db-5432-sidecar-proxy"
 
@@ -60,7 +60,7 @@ def test_rendered_hcl_parses_to_the_rendered_json(tmp_path: Path, version: str) 
     (tmp_path / "job.yml").write_text(yaml.safe_dump(settings))
     outputs = {}
     for fmt in ("hcl", "json"):
-        proc = meshkit("render", "--mesh", "mesh.yml", "--job", "job.yml", "--format", fmt,
+        proc = meshkit_nomad("render", "--mesh", "mesh.yml", "--job", "job.yml", "--format", fmt,
                        cwd=tmp_path)  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         outputs[fmt] = proc.stdout

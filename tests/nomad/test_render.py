@@ -29,8 +29,8 @@ from meshkit import flags
 from meshkit.consul import configfile
 from meshkit.consul.configfile import ConsulFile
 from meshkit.flags import CommandLine
-from tests.nomad.conftest import USER_TEMPLATE, job_settings, mesh_data
 from tests.support.nomad_double import FIXTURES, fixture
+from tests.support.nomad_model import USER_TEMPLATE, job_settings, mesh_data
 
 GOLDEN = Path(__file__).parent / "golden"
 PATTERNS = ("native", "sidecar", "envoy")

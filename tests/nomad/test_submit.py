@@ -24,8 +24,8 @@ from ansible_collections.meshkit.connect.plugins.module_utils.nomad_settings imp
     parse_job_settings,
 )
 from meshkit_tools import pki
-from tests.nomad.conftest import job_settings, mesh_data
 from tests.support.nomad_double import NomadDouble
+from tests.support.nomad_model import job_settings, mesh_data
 
 FAST = {"timeout": 3.0, "interval": 0.02}
 

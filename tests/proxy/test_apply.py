@@ -15,9 +15,12 @@ from meshkit.config import ProxyConfig, PublicListener, UpstreamListener
 from meshkit.resolver import StaticResolver, Target
 from meshkit.runtime import PUBLIC, Proxy
 from meshkit.static.certs import FileWatcher, MaterialFiles
-from tests.proxy.conftest import inbound_config, outbound_config
-from tests.proxy.harness import EchoApp, echo_once, free_port, start_proxy, wait_until
+from tests.support.echo import EchoApp, echo_once
 from tests.support.pki_files import ThrowawayCA
+from tests.support.ports import free_port
+from tests.support.proxy_process import start_proxy
+from tests.support.static_mesh import inbound_config, outbound_config
+from tests.support.waits import wait_until
 
 
 def _listening(port: int) -> bool:
@@ -119,18 +122,19 @@ def test_sighup_reloads_the_config_file(tmp_path: Path, ca: ThrowawayCA, app: Ec
     outbound = start_proxy(tmp_path, "web-proxy", config)
     try:
         assert echo_once(up1, b"one") == b"one"
-        assert outbound.get("/ready")[0] == 200
+        assert outbound.admin("/ready")[0] == 200
+        assert outbound.config_path is not None
         config = yaml.safe_load(outbound.config_path.read_text())
         config["upstreams"][0]["local_bind_port"] = up2
         outbound.config_path.write_text(yaml.safe_dump(config))
         outbound.signal(signal.SIGHUP)
-        assert wait_until(lambda: _listening(up2), timeout=10)
+        wait_until(lambda: _listening(up2), timeout=10)
         assert not _listening(up1)
         assert echo_once(up2, b"two") == b"two"
         # A broken file on SIGHUP is refused and the running config stays.
         outbound.config_path.write_text("upstreams: 5\n")
         outbound.signal(signal.SIGHUP)
-        assert wait_until(lambda: "reload refused" in outbound.logs(), timeout=10)
+        wait_until(lambda: "reload refused" in outbound.log(), timeout=10)
         assert echo_once(up2, b"three") == b"three"
     finally:
         codes = outbound.stop(), inbound.stop()
@@ -143,10 +147,10 @@ def test_admin_endpoints(tmp_path: Path, ca: ThrowawayCA, app: EchoApp) -> None:
         tmp_path, "db-proxy", inbound_config("db", db, [ca.root_file()], app.port, free_port())
     )
     try:
-        assert inbound.get("/health") == (200, "ok\n")
-        assert inbound.get("/ready") == (200, "ready\n")
-        assert inbound.get("/nope")[0] == 404
-        status, text = inbound.get("/metrics")
+        assert inbound.admin("/health") == (200, "ok\n")
+        assert inbound.admin("/ready") == (200, "ready\n")
+        assert inbound.admin("/nope")[0] == 404
+        status, text = inbound.admin("/metrics")
         assert status == 200
         assert "# TYPE meshkit_proxy_inbound_conns gauge" in text
         assert 'meshkit_proxy_inbound_conns{service="db",upstream="",dst_type="local"} 0' in text
@@ -167,7 +171,7 @@ def test_json_logs_and_ready_during_drain(tmp_path: Path, ca: ThrowawayCA, app: 
         inbound_config("db", db, [ca.root_file()], app.port, public),
         "-log-json",
     )
-    from tests.proxy.harness import tls_client_context
+    from tests.support.tls_client import tls_client_context
 
     ctx = tls_client_context(web.cert, web.key, ca.root_file())
     held = ctx.wrap_socket(socket.create_connection(("127.0.0.1", public), timeout=5))
@@ -176,15 +180,15 @@ def test_json_logs_and_ready_during_drain(tmp_path: Path, ca: ThrowawayCA, app: 
         assert held.recv(2) == b"hi"
         inbound.signal(signal.SIGTERM)
         # Draining: not ready any more, but the admin listener still answers.
-        assert wait_until(lambda: inbound.get("/ready")[0] == 503, timeout=5)
-        assert "draining" in inbound.get("/ready")[1]
+        wait_until(lambda: inbound.admin("/ready")[0] == 503, timeout=5)
+        assert "draining" in inbound.admin("/ready")[1]
         held.sendall(b"yo")
         assert held.recv(2) == b"yo"
     finally:
         held.close()
-    inbound.proc.wait(10)
-    assert inbound.proc.returncode == 0
-    lines = [line for line in inbound.logs().splitlines() if line.strip()]
+    inbound.process.wait(10)
+    assert inbound.process.returncode == 0
+    lines = [line for line in inbound.log().splitlines() if line.strip()]
     records = [json.loads(line) for line in lines]
     assert {"@timestamp", "@level", "@module", "@message"} <= set(records[0])
     assert any("closed after" in r["@message"] for r in records)

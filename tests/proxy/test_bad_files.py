@@ -181,8 +181,8 @@ def test_bad_dev_agent_config_dir_file_is_one_line_exit_2(tmp_path: Path, case: 
 
 def test_bad_tls_file_is_one_line_exit_2(tmp_path: Path) -> None:
     """The proxy's certificate files go through the same reader."""
-    from tests.proxy.conftest import inbound_config
     from tests.support.pki_files import ThrowawayCA
+    from tests.support.static_mesh import inbound_config
 
     ca = ThrowawayCA.create(tmp_path / "pki")
     leaf = ca.leaf("db")

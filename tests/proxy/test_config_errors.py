@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.proxy.conftest import inbound_config, outbound_config
-from tests.proxy.harness import free_port, run_proxy_cli
 from tests.support.pki_files import ThrowawayCA
+from tests.support.ports import free_port
+from tests.support.proxy_process import run_proxy_cli
+from tests.support.static_mesh import inbound_config, outbound_config
 
 
 def _good(ca: ThrowawayCA) -> dict[str, Any]:

@@ -8,17 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.proxy.conftest import inbound_config, outbound_config
-from tests.proxy.harness import (
-    EchoApp,
-    closed_without_data,
-    echo_once,
-    free_port,
-    start_proxy,
-    tls_client_context,
-    wait_until,
-)
+from tests.support.echo import EchoApp, echo_once
 from tests.support.pki_files import ThrowawayCA
+from tests.support.ports import free_port
+from tests.support.proxy_process import start_proxy
+from tests.support.static_mesh import inbound_config, outbound_config
+from tests.support.tls_client import closed_without_data, tls_client_context
+from tests.support.waits import wait_until
 
 
 @pytest.mark.parametrize(
@@ -49,9 +45,9 @@ def test_mixed_engines_carry_traffic_and_half_close(
     try:
         payload = bytes(range(256)) * 8192  # 2 MiB
         assert echo_once(upstream, payload, timeout=30) == payload
-        assert wait_until(lambda: app.half_closes == 1)
-        assert f"TLS engine: {in_engine}" in inbound.logs()
-        assert f"TLS engine: {out_engine}" in outbound.logs()
+        wait_until(lambda: app.half_closes == 1)
+        assert f"TLS engine: {in_engine}" in inbound.log()
+        assert f"TLS engine: {out_engine}" in outbound.log()
     finally:
         codes = outbound.stop(), inbound.stop()
     assert codes == (0, 0)
@@ -83,9 +79,10 @@ def test_refusal_reasons_match(tmp_path: Path, ca: ThrowawayCA, app: EchoApp, en
             finally:
                 raw.close()
         for reason in ("no_client_cert", "cert_expired", "unknown_ca"):
-            assert wait_until(
-                lambda r=reason: inbound.metric_sum("handshake_failures_total", reason=r) == 1
-            ), (reason, inbound.get("/metrics")[1])
+            wait_until(
+                lambda r=reason: inbound.metric_sum("handshake_failures_total", reason=r) == 1,
+                what=lambda r=reason: f"{r}: {inbound.admin('/metrics')[1]}",
+            )
         assert app.accepts == 0
     finally:
         code = inbound.stop()

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.proxy.conftest import Pair, start_pair, stop_pair
-from tests.proxy.harness import EchoApp, echo_once, wait_until
+from tests.support.echo import EchoApp, echo_once
 from tests.support.pki_files import ThrowawayCA
+from tests.support.static_mesh import Pair, start_pair, stop_pair
+from tests.support.waits import wait_until
 
 
 @pytest.mark.slow
@@ -44,7 +45,7 @@ def test_256_mib_round_trip_is_intact(pair: Pair, app: EchoApp) -> None:
     assert got == size
     assert received.hexdigest() == sent.hexdigest()
     assert app.accepts == 1
-    assert wait_until(lambda: pair.inbound.metric_sum("inbound_rx_bytes_total") == size)
+    wait_until(lambda: pair.inbound.metric_sum("inbound_rx_bytes_total") == size)
     assert pair.inbound.metric_sum("inbound_tx_bytes_total") == size
     assert pair.outbound.metric_sum("upstream_tx_bytes_total", upstream="db") == size
     assert pair.outbound.metric_sum("upstream_rx_bytes_total", upstream="db") == size
@@ -63,7 +64,7 @@ def test_half_close_keeps_the_other_direction_open(pair: Pair, app: EchoApp) -> 
         s.shutdown(socket.SHUT_WR)
         # The echo app sees our EOF, answers with its own; we read to the end cleanly.
         assert s.recv(10) == b""
-    assert wait_until(lambda: app.half_closes == 1)
+    wait_until(lambda: app.half_closes == 1)
 
 
 def test_open_connection_gauges_and_close(pair: Pair, app: EchoApp) -> None:
@@ -72,8 +73,8 @@ def test_open_connection_gauges_and_close(pair: Pair, app: EchoApp) -> None:
         assert s.recv(1) == b"x"
         assert pair.inbound.metric_sum("inbound_conns", service="db") == 1
         assert pair.outbound.metric_sum("upstream_conns", upstream="db", dst_type="service") == 1
-    assert wait_until(lambda: pair.inbound.metric_sum("inbound_conns") == 0)
-    assert wait_until(lambda: pair.outbound.metric_sum("upstream_conns") == 0)
+    wait_until(lambda: pair.inbound.metric_sum("inbound_conns") == 0)
+    wait_until(lambda: pair.outbound.metric_sum("upstream_conns") == 0)
 
 
 @pytest.mark.slow
@@ -95,13 +96,13 @@ def test_1000_concurrent_connections(tmp_path: Path, ca: ThrowawayCA, app: EchoA
                 assert chunk, f"connection {i} closed early"
                 buf += chunk
             assert buf == expected
-        assert wait_until(lambda: app.open == count, timeout=60)
+        wait_until(lambda: app.open == count, timeout=60)
         assert pair.inbound.metric_sum("inbound_conns") == count
         assert pair.outbound.metric_sum("upstream_conns") == count
         for s in socks:
             s.close()
         assert app.accepts == count
-        assert wait_until(lambda: pair.outbound.metric_sum("upstream_conns") == 0, timeout=15)
+        wait_until(lambda: pair.outbound.metric_sum("upstream_conns") == 0, timeout=15)
         assert pair.outbound.metric_sum("dial_failures_total") == 0
         assert pair.outbound.metric_sum("handshake_failures_total") == 0
     finally:
@@ -118,14 +119,14 @@ def test_sigterm_drains_open_connections_then_exits_zero(pair: Pair, app: EchoAp
         assert s.recv(6) == b"before"
         pair.outbound.signal(signal.SIGTERM)
         # No new connections are accepted...
-        assert wait_until(lambda: _refused(pair.upstream_port), timeout=5)
+        wait_until(lambda: _refused(pair.upstream_port), timeout=5)
         # ...but the open one keeps working until it ends.
         time.sleep(0.2)
         s.sendall(b"during")
         assert s.recv(6) == b"during"
-        assert pair.outbound.proc.poll() is None
-    pair.outbound.proc.wait(10)
-    assert pair.outbound.proc.returncode == 0
+        assert pair.outbound.process.poll() is None
+    pair.outbound.process.wait(10)
+    assert pair.outbound.process.returncode == 0
 
 
 def _refused(port: int) -> bool:
@@ -141,8 +142,9 @@ def test_worker_processes_share_the_ports_and_stop_together(
 ) -> None:
     import subprocess
 
-    from tests.proxy.conftest import inbound_config
-    from tests.proxy.harness import free_port, start_proxy
+    from tests.support.ports import free_port
+    from tests.support.proxy_process import start_proxy
+    from tests.support.static_mesh import inbound_config
 
     db = ca.leaf("db")
     web = ca.leaf("web")
@@ -156,13 +158,13 @@ def test_worker_processes_share_the_ports_and_stop_together(
     )
     try:
         children = subprocess.run(
-            ["ps", "--ppid", str(inbound.proc.pid), "-o", "pid="],
+            ["ps", "--ppid", str(inbound.process.pid), "-o", "pid="],
             capture_output=True,
             text=True,
             check=False,
         ).stdout.split()
         assert len(children) == 1
-        from tests.proxy.harness import tls_client_context
+        from tests.support.tls_client import tls_client_context
 
         ctx = tls_client_context(web.cert, web.key, ca.root_file())
         for i in range(20):

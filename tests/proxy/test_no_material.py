@@ -10,8 +10,9 @@ from meshkit.authz import StaticAuthorizer
 from meshkit.certstore import CertStore, TLSMaterial
 from meshkit.config import ProxyConfig, PublicListener
 from meshkit.runtime import Proxy
-from tests.proxy.harness import EchoApp, tls_client_context
+from tests.support.echo import EchoApp
 from tests.support.pki_files import ThrowawayCA
+from tests.support.tls_client import tls_client_context
 
 
 def test_cleared_material_refuses_then_serves_again(

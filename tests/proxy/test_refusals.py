@@ -13,22 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.proxy.conftest import inbound_config, outbound_config
-from tests.proxy.harness import (
-    EchoApp,
-    ProxyProc,
-    closed_without_data,
-    echo_once,
-    free_port,
-    start_proxy,
-    tls_client_context,
-    wait_until,
-)
+from tests.support.echo import EchoApp, echo_once
 from tests.support.pki_files import ThrowawayCA
+from tests.support.ports import free_port
+from tests.support.proxy_process import ProxyProcess, start_proxy
+from tests.support.static_mesh import inbound_config, outbound_config
+from tests.support.tls_client import closed_without_data, tls_client_context
+from tests.support.waits import wait_until
 
 
 @pytest.fixture
-def inbound(tmp_path: Path, ca: ThrowawayCA, app: EchoApp) -> Iterator[ProxyProc]:
+def inbound(tmp_path: Path, ca: ThrowawayCA, app: EchoApp) -> Iterator[ProxyProcess]:
     db = ca.leaf("db")
     port = free_port()
     proc = start_proxy(
@@ -61,7 +56,7 @@ def _talk(port: int, ctx: ssl.SSLContext) -> bool:
 
 
 def test_allowed_peer_reaches_the_app_and_no_alpn_is_selected(
-    inbound: ProxyProc, ca: ThrowawayCA, app: EchoApp
+    inbound: ProxyProcess, ca: ThrowawayCA, app: EchoApp
 ) -> None:
     web = ca.leaf("web")
     ctx = tls_client_context(web.cert, web.key, ca.root_file())
@@ -76,7 +71,7 @@ def test_allowed_peer_reaches_the_app_and_no_alpn_is_selected(
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_tls_1_2_is_accepted_and_1_1_is_not(
-    inbound: ProxyProc, ca: ThrowawayCA, app: EchoApp
+    inbound: ProxyProcess, ca: ThrowawayCA, app: EchoApp
 ) -> None:
     web = ca.leaf("web")
     ctx = tls_client_context(web.cert, web.key, ca.root_file())
@@ -94,61 +89,53 @@ def test_tls_1_2_is_accepted_and_1_1_is_not(
     assert app.accepts == 1
 
 
-def test_no_client_certificate(inbound: ProxyProc, ca: ThrowawayCA, app: EchoApp) -> None:
+def test_no_client_certificate(inbound: ProxyProcess, ca: ThrowawayCA, app: EchoApp) -> None:
     ctx = tls_client_context(None, None, ca.root_file())
     assert _talk(inbound.ports["public"], ctx)
-    assert wait_until(
-        lambda: inbound.metric_sum("handshake_failures_total", reason="no_client_cert") == 1
-    )
+    wait_until(lambda: inbound.metric_sum("handshake_failures_total", reason="no_client_cert") == 1)
     assert app.accepts == 0
 
 
 def test_certificate_from_another_ca(
-    inbound: ProxyProc, ca: ThrowawayCA, app: EchoApp, tmp_path: Path
+    inbound: ProxyProcess, ca: ThrowawayCA, app: EchoApp, tmp_path: Path
 ) -> None:
     other = ThrowawayCA.create(tmp_path / "other")
     web = other.leaf("web")
     # Trust the right server root so only the server's check can fail.
     ctx = tls_client_context(web.cert, web.key, ca.root_file())
     assert _talk(inbound.ports["public"], ctx)
-    assert wait_until(
-        lambda: inbound.metric_sum("handshake_failures_total", reason="unknown_ca") == 1
-    )
+    wait_until(lambda: inbound.metric_sum("handshake_failures_total", reason="unknown_ca") == 1)
     assert app.accepts == 0
 
 
-def test_expired_certificate(inbound: ProxyProc, ca: ThrowawayCA, app: EchoApp) -> None:
+def test_expired_certificate(inbound: ProxyProcess, ca: ThrowawayCA, app: EchoApp) -> None:
     web = ca.expired_leaf("web", name="web-expired")
     ctx = tls_client_context(web.cert, web.key, ca.root_file())
     assert _talk(inbound.ports["public"], ctx)
-    assert wait_until(
-        lambda: inbound.metric_sum("handshake_failures_total", reason="cert_expired") == 1
-    )
+    wait_until(lambda: inbound.metric_sum("handshake_failures_total", reason="cert_expired") == 1)
     assert app.accepts == 0
 
 
-def test_denied_source_service(inbound: ProxyProc, ca: ThrowawayCA, app: EchoApp) -> None:
+def test_denied_source_service(inbound: ProxyProcess, ca: ThrowawayCA, app: EchoApp) -> None:
     billing = ca.leaf("billing")
     ctx = tls_client_context(billing.cert, billing.key, ca.root_file())
     assert _talk(inbound.ports["public"], ctx)
-    assert wait_until(lambda: inbound.metric_sum("authz_denials_total", service="db") == 1)
+    wait_until(lambda: inbound.metric_sum("authz_denials_total", service="db") == 1)
     assert app.accepts == 0
 
 
 def test_uri_san_that_is_not_a_service_identity(
-    inbound: ProxyProc, ca: ThrowawayCA, app: EchoApp
+    inbound: ProxyProcess, ca: ThrowawayCA, app: EchoApp
 ) -> None:
     agent = ca.leaf("x", name="agent", uri=f"spiffe://{ca.trust_domain}/agent/client/dc/dc1/id/1")
     ctx = tls_client_context(agent.cert, agent.key, ca.root_file())
     assert _talk(inbound.ports["public"], ctx)
-    assert wait_until(
-        lambda: inbound.metric_sum("handshake_failures_total", reason="bad_identity") == 1
-    )
+    wait_until(lambda: inbound.metric_sum("handshake_failures_total", reason="bad_identity") == 1)
     assert app.accepts == 0
 
 
 def test_peer_that_never_handshakes_is_dropped_at_the_deadline(
-    inbound: ProxyProc, app: EchoApp
+    inbound: ProxyProcess, app: EchoApp
 ) -> None:
     with socket.create_connection(("127.0.0.1", inbound.ports["public"]), timeout=10) as s:
         start = time.monotonic()
@@ -227,7 +214,7 @@ def test_app_not_listening_closes_client_promptly_and_counts(
             s.sendall(b"anyone there?")
             assert closed_without_data(s, timeout=10)
             assert time.monotonic() - start < 3.0
-        assert wait_until(
+        wait_until(
             lambda: inbound.metric_sum("dial_failures_total", service="db", dst_type="local") == 1
         )
     finally:

@@ -9,16 +9,13 @@ from pathlib import Path
 from cryptography import x509
 
 from meshkit_tools import pki
-from tests.proxy.conftest import inbound_config, outbound_config
-from tests.proxy.harness import (
-    EchoApp,
-    echo_once,
-    free_port,
-    start_proxy,
-    tls_client_context,
-    wait_until,
-)
+from tests.support.echo import EchoApp, echo_once
 from tests.support.pki_files import ThrowawayCA, write_bundle
+from tests.support.ports import free_port
+from tests.support.proxy_process import start_proxy
+from tests.support.static_mesh import inbound_config, outbound_config
+from tests.support.tls_client import tls_client_context
+from tests.support.waits import wait_until
 
 
 def served_serial(port: int, cert: Path, key: Path, *roots: Path) -> int:
@@ -63,7 +60,7 @@ def test_rotation_keeps_open_connections_and_uses_new_material(
         write_bundle(web_roots, ca.root_file(), new_ca.root_file("ca2"))
         # As Consul does: every proxy trusts the new root before any leaf is signed by it.
         for proxy in (inbound, outbound):
-            assert wait_until(lambda p=proxy: p.metric_sum("cert_loads_total") >= 2, timeout=10)
+            wait_until(lambda p=proxy: p.metric_sum("cert_loads_total") >= 2, timeout=10)
 
         # Step 2: db gets a leaf from the new CA, written over its files.
         new_db = pki.issue_leaf(new_ca.root, ca.identity("db"))
@@ -72,7 +69,7 @@ def test_rotation_keeps_open_connections_and_uses_new_material(
 
         # New handshakes use the new leaf (within the ~1 s poll interval).
         both = (ca.root_file(), new_ca.root_file("ca2"))
-        assert wait_until(
+        wait_until(
             lambda: served_serial(public, web.cert, web.key, *both) == new_db.cert.serial_number,
             timeout=10,
         )
@@ -103,11 +100,11 @@ def test_unloadable_new_files_keep_the_old_material(
     try:
         other_key = pki.generate_key()
         pki.write_private(db.key, pki.key_pem(other_key))  # key no longer matches the cert
-        assert wait_until(lambda: "were not loaded" in inbound.logs(), timeout=10)
+        wait_until(lambda: "were not loaded" in inbound.log(), timeout=10)
         assert served_serial(public, web.cert, web.key, ca.root_file()) == (
             db.issued.cert.serial_number
         )
-        assert "PRIVATE KEY" not in inbound.logs()
+        assert "PRIVATE KEY" not in inbound.log()
     finally:
         code = inbound.stop()
     assert code == 0

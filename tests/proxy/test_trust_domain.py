@@ -19,17 +19,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
 from meshkit_tools import pki
-from tests.proxy.conftest import inbound_config
-from tests.proxy.harness import (
-    EchoApp,
-    closed_without_data,
-    free_port,
-    run_proxy_cli,
-    start_proxy,
-    tls_client_context,
-    wait_until,
-)
+from tests.support.echo import EchoApp
 from tests.support.pki_files import LeafFiles, ThrowawayCA
+from tests.support.ports import free_port
+from tests.support.proxy_process import run_proxy_cli, start_proxy
+from tests.support.static_mesh import inbound_config
+from tests.support.tls_client import closed_without_data, tls_client_context
+from tests.support.waits import wait_until
 
 FOREIGN = "spiffe://other-cluster.consul/ns/default/dc/dc1/svc/web"
 
@@ -63,11 +59,11 @@ def test_foreign_trust_domain_signed_by_our_root_gets_zero_bytes_to_the_app(
     try:
         foreign = ca.leaf("web", name="web-foreign", uri=FOREIGN)
         assert _send(port, foreign, ca.root_file(), b"secret") == b""
-        assert wait_until(
+        wait_until(
             lambda: proxy.metric_sum("handshake_failures_total", reason="foreign_trust_domain") == 1
         )
         assert app.accepts == 0
-        assert "trust domain other-cluster.consul is not ours" in proxy.logs()
+        assert "trust domain other-cluster.consul is not ours" in proxy.log()
         # The same proxy serves a peer of its own trust domain (the test can tell them apart).
         assert _send(port, ca.leaf("web"), ca.root_file(), b"hello") == b"hello"
         assert app.accepts == 1

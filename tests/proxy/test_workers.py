@@ -24,17 +24,12 @@ from meshkit.workers import (
     resolve,
     usable_cpus,
 )
-from tests.proxy.conftest import inbound_config, outbound_config
-from tests.proxy.harness import (
-    EchoApp,
-    ProxyProc,
-    echo_once,
-    free_port,
-    run_proxy_cli,
-    start_proxy,
-    wait_until,
-)
+from tests.support.echo import EchoApp, echo_once
 from tests.support.pki_files import ThrowawayCA
+from tests.support.ports import free_port
+from tests.support.proxy_process import ProxyProcess, run_proxy_cli, start_proxy
+from tests.support.static_mesh import inbound_config, outbound_config
+from tests.support.waits import wait_until
 
 # -- the auto rule -------------------------------------------------------------------------------
 
@@ -197,14 +192,16 @@ def reaped(pid: int) -> bool:
     return not Path(f"/proc/{pid}").exists()
 
 
-def start_workers(tmp_path: Path, name: str, config: dict[str, Any], count: int = 2) -> ProxyProc:
+def start_workers(
+    tmp_path: Path, name: str, config: dict[str, Any], count: int = 2
+) -> ProxyProcess:
     proxy = start_proxy(tmp_path, name, config, "-workers", str(count))
-    assert wait_until(lambda: len(children_of(proxy.proc.pid)) == count - 1, timeout=5)
+    wait_until(lambda: len(children_of(proxy.process.pid)) == count - 1, timeout=5)
     return proxy
 
 
 @pytest.fixture
-def db_proxy(tmp_path: Path, ca: ThrowawayCA, app: EchoApp) -> Iterator[ProxyProc]:
+def db_proxy(tmp_path: Path, ca: ThrowawayCA, app: EchoApp) -> Iterator[ProxyProcess]:
     config = inbound_config("db", ca.leaf("db"), [ca.root_file()], app.port, free_port())
     proxy = start_workers(tmp_path, "db-proxy", config)
     yield proxy
@@ -230,14 +227,14 @@ def test_metrics_and_readiness_cover_every_worker(
         ),
     )
     try:
-        assert inbound.get("/ready") == (200, "ready\n")
+        assert inbound.admin("/ready") == (200, "ready\n")
         with ThreadPoolExecutor(8) as pool:
             replies = list(pool.map(lambda i: echo_once(upstream, b"%03d" % i, 30), range(200)))
         assert replies == [b"%03d" % i for i in range(200)]
         assert app.accepts == 200
         for proxy in (inbound, outbound):
             # closes are counted when each side has finished; poll briefly
-            assert wait_until(lambda p=proxy: p.metric_sum("inbound_conns") == 0, timeout=5)
+            wait_until(lambda p=proxy: p.metric_sum("inbound_conns") == 0, timeout=5)
             metrics = proxy.metrics()
             assert proxy.metric_sum("connections_total") == 200, metrics
             assert metrics["meshkit_proxy_workers"] == 2
@@ -248,11 +245,11 @@ def test_metrics_and_readiness_cover_every_worker(
 
         # A stuck worker (SIGSTOP) is reported within the query timeout, not waited on; its
         # connections drop out of the sum, which shows it had some of the 200.
-        child = children_of(inbound.proc.pid)[0]
+        child = children_of(inbound.process.pid)[0]
         os.kill(child, signal.SIGSTOP)
         try:
             started = time.monotonic()
-            status, body = inbound.get("/ready", timeout=5)
+            status, body = inbound.admin("/ready", timeout=5)
             assert time.monotonic() - started < 3
             assert status == 503
             assert body.startswith("not ready: worker 1: no answer within 1 s"), body
@@ -262,62 +259,64 @@ def test_metrics_and_readiness_cover_every_worker(
             assert 0 < inbound.metric_sum("connections_total") < 200
         finally:
             os.kill(child, signal.SIGCONT)
-        assert wait_until(lambda: inbound.get("/ready") == (200, "ready\n"), timeout=5)
+        wait_until(lambda: inbound.admin("/ready") == (200, "ready\n"), timeout=5)
         assert inbound.metric_sum("connections_total") == 200
         assert inbound.metrics()["meshkit_proxy_workers_up"] == 2
     finally:
         codes = (outbound.stop(), inbound.stop())
-    assert codes == (0, 0), f"{outbound.logs()}\n{inbound.logs()}"
+    assert codes == (0, 0), f"{outbound.log()}\n{inbound.log()}"
 
 
-def test_worker_stopped_on_its_own_stops_the_proxy(db_proxy: ProxyProc) -> None:
+def test_worker_stopped_on_its_own_stops_the_proxy(db_proxy: ProxyProcess) -> None:
     # Only worker 0 is asked to stop (SIGTERM to the unit's main process); a worker that ends
     # by itself, even cleanly, leaves the proxy short of a process: all stop, exit 1.
-    child = children_of(db_proxy.proc.pid)[0]
+    child = children_of(db_proxy.process.pid)[0]
     os.kill(child, signal.SIGTERM)
-    db_proxy.proc.wait(10)
-    assert db_proxy.proc.returncode == 1
+    db_proxy.process.wait(10)
+    assert db_proxy.process.returncode == 1
     assert re.search(
-        rf"worker 1 \(pid {child}\) exited unexpectedly: exit status 0", db_proxy.logs()
+        rf"worker 1 \(pid {child}\) exited unexpectedly: exit status 0", db_proxy.log()
     )
     assert reaped(child)
 
 
-def test_killed_worker_stops_the_whole_proxy(db_proxy: ProxyProc) -> None:
-    children = children_of(db_proxy.proc.pid)
+def test_killed_worker_stops_the_whole_proxy(db_proxy: ProxyProcess) -> None:
+    children = children_of(db_proxy.process.pid)
     assert len(children) == 1
     started = time.monotonic()
     os.kill(children[0], signal.SIGKILL)
-    db_proxy.proc.wait(10)
+    db_proxy.process.wait(10)
     elapsed = time.monotonic() - started
-    assert db_proxy.proc.returncode == 1, db_proxy.logs()
+    assert db_proxy.process.returncode == 1, db_proxy.log()
     assert elapsed < 5, elapsed  # found within a reap interval, then an idle drain
     assert f"worker 1 (pid {children[0]}) exited unexpectedly: killed by signal 9 (SIGKILL)" in (
-        db_proxy.logs()
+        db_proxy.log()
     )
     assert all(reaped(pid) for pid in children)
-    assert not children_of(db_proxy.proc.pid)
+    assert not children_of(db_proxy.process.pid)
 
 
-def test_sigterm_drains_every_worker_and_exits_0(db_proxy: ProxyProc) -> None:
-    children = children_of(db_proxy.proc.pid)
-    assert db_proxy.stop() == 0, db_proxy.logs()
+def test_sigterm_drains_every_worker_and_exits_0(db_proxy: ProxyProcess) -> None:
+    children = children_of(db_proxy.process.pid)
+    assert db_proxy.stop() == 0, db_proxy.log()
     assert all(reaped(pid) for pid in children)
-    assert db_proxy.logs().count("stopping: draining connections") == 2
+    assert db_proxy.log().count("stopping: draining connections") == 2
 
 
-def test_sighup_reaches_every_worker(db_proxy: ProxyProc) -> None:
+def test_sighup_reaches_every_worker(db_proxy: ProxyProcess) -> None:
     db_proxy.signal(signal.SIGHUP)
-    assert wait_until(
-        lambda: db_proxy.logs().count("configuration reloaded from") == 2, timeout=10
-    ), db_proxy.logs()
+    wait_until(
+        lambda: db_proxy.log().count("configuration reloaded from") == 2,
+        timeout=10,
+        what=db_proxy.log,
+    )
 
 
-def test_killed_parent_takes_its_workers_along(db_proxy: ProxyProc) -> None:
-    children = children_of(db_proxy.proc.pid)
-    db_proxy.proc.kill()
-    db_proxy.proc.wait(5)
-    assert wait_until(lambda: all(gone(pid) for pid in children), timeout=10)
+def test_killed_parent_takes_its_workers_along(db_proxy: ProxyProcess) -> None:
+    children = children_of(db_proxy.process.pid)
+    db_proxy.process.kill()
+    db_proxy.process.wait(5)
+    wait_until(lambda: all(gone(pid) for pid in children), timeout=10)
 
 
 def test_flag_wins_over_the_file_key(tmp_path: Path, ca: ThrowawayCA) -> None:
@@ -337,9 +336,9 @@ def test_auto_with_a_port_0_listener_runs_one_process(
     proxy = start_proxy(tmp_path, "db-proxy", config)
     try:
         assert "1 worker (auto: public_listener binds port 0, one port per process)" in (
-            proxy.logs()
+            proxy.log()
         )
-        assert children_of(proxy.proc.pid) == []
+        assert children_of(proxy.process.pid) == []
         assert proxy.metrics()["meshkit_proxy_workers"] == 1
     finally:
         assert proxy.stop() == 0

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import yaml
 
-from tests.roles.conftest import BIN, HERE, ROOT, ansible_env
+from tests.support.ansible_run import BIN, ansible_env
+from tests.support.paths import ROOT
+
+HERE = Path(__file__).resolve().parent
 
 LAB_HOSTS = {
     "all": {

@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tests.roles.test_mesh_service import DB, WEB, converge, recap
+from tests.support.ansible_run import recap
 from tests.support.devagent import DevAgent
+from tests.support.mesh_service_role import DB, WEB, converge
 
 PROXY_DEFAULTS = {"config": {"local_connect_timeout_ms": 1500, "handshake_timeout_ms": 7000}}
 DB_DEFAULTS: dict[str, Any] = {**DB, "defaults": {"protocol": "http"}}

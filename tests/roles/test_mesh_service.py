@@ -3,46 +3,15 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.roles.conftest import HERE, Run, playbook
+from tests.support.ansible_run import playbook, recap
 from tests.support.devagent import DevAgent
+from tests.support.mesh_service_role import DB, MESH, WEB, converge
 
-WEB: dict[str, Any] = {
-    "name": "web", "id": "web-1", "port": 18080, "checks": [],
-    "sidecar": {"port": 21000, "admin_port": 19000, "upstreams": [
-        {"destination_name": "db", "local_bind_port": 19191},
-        {"destination_name": "db-nearest", "destination_type": "prepared_query",
-         "local_bind_port": 19192}]},
-}  # fmt: skip
-DB: dict[str, Any] = {
-    "name": "db", "id": "db-1", "port": 18090, "checks": [],
-    "sidecar": {"port": 21001, "admin_port": 19001},
-}  # fmt: skip
-MESH: dict[str, Any] = {
-    "meshkit_prepared_queries": [{"name": "db-nearest", "service": "db"}],
-    "meshkit_intentions": [{"source": "web", "destination": "db", "action": "allow"}],
-}
-
-
-def recap(run: Run) -> dict[str, int]:
-    match = re.search(r"localhost\s*:\s*ok=(\d+)\s+changed=(\d+).*?failed=(\d+)", run.stdout)
-    assert match, run.output
-    return {"ok": int(match[1]), "changed": int(match[2]), "failed": int(match[3])}
-
-
-def converge(tmp_path: Path, agent: DevAgent, services: list[dict[str, Any]], *args: str, **kw):
-    return playbook(
-        HERE / "role_entry.yml",
-        {"role_under_test": "mesh_service", "meshkit_services": services,
-         "meshkit_consul_http_addr": agent.address, **MESH, **kw},
-        tmp_path,
-        *args,
-    )  # fmt: skip
+HERE = Path(__file__).resolve().parent
 
 
 @pytest.mark.slow

@@ -5,9 +5,12 @@ validation refuses a native service with upstreams, naming the fix."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from tests.roles.conftest import HERE, playbook
+from tests.support.ansible_run import playbook
+
+HERE = Path(__file__).resolve().parent
 
 NATIVE: dict[str, Any] = {
     "name": "picker", "port": 8443, "address": "198.18.0.11", "connect": {"native": True},

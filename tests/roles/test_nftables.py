@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.roles.conftest import HERE, playbook
+from tests.support.ansible_run import playbook
+
+HERE = Path(__file__).resolve().parent
 
 NFT = shutil.which("nft") or "/usr/sbin/nft"
 pytestmark = pytest.mark.skipif(not Path(NFT).exists(), reason="needs nft")

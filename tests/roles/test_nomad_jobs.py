@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.nomad.conftest import job_settings, mesh_data
-from tests.roles.conftest import HERE, playbook
-from tests.roles.test_mesh_service import recap
+from tests.support.ansible_run import playbook, recap
 from tests.support.nomad_double import NomadDouble
+from tests.support.nomad_model import job_settings, mesh_data
+
+HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture
@@ -62,7 +64,7 @@ def test_job_file_item_submits_the_operators_own_job(tmp_path, nomad):
     """An item with job_file: the file as written, meshkit filled in, next to a model job."""
     import yaml
 
-    from tests.nomad.test_byo import JOBS
+    from tests.support.nomad_byo_jobs import JOBS
 
     jobs_mesh = yaml.safe_load((JOBS / "mesh.yml").read_text())
     base = {

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from tests.roles.conftest import HERE, playbook
+from tests.support.ansible_run import playbook
+
+HERE = Path(__file__).resolve().parent
 
 WEB: dict[str, Any] = {
     "name": "web", "port": 8080,

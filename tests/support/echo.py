@@ -1,14 +1,22 @@
 # SPDX-License-Identifier: MPL-2.0
-"""Real loopback applications behind and in front of the proxies, for the acceptance tests.
+"""Real loopback applications behind and in front of the proxies, and their clients.
+
+Two servers, because the tests need two wire behaviours:
+
+`EchoApp` echoes every byte back unchanged and answers a half-close with a half-close, in its
+own thread and event loop; it counts accepts, open connections and half-closes (the static-mode
+data-path tests check byte counts and FIN propagation through the proxies).
 
 `App` is a threaded TCP server with two behaviours picked by the first byte a client sends:
-`E` echoes everything back; `H` reads to EOF and answers the SHA-256 of what it read (for
-large transfers checked by hash). It counts accepted connections so a test can prove a denied
-peer never reached it.
+`E` answers with its name, then echoes everything back (so a Consul-mode test sees which
+instance behind a service answered); `H` reads to EOF and answers the SHA-256 of what it read
+(for large transfers checked by hash). It counts accepted connections so a test can prove a
+denied peer never reached it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -16,14 +24,72 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 CHUNK = 1 << 20
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class _Echo(asyncio.Protocol):
+    def __init__(self, app: EchoApp) -> None:
+        self.app = app
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: Any = transport
+        self.app.accepts += 1
+        self.app.open += 1
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def pause_writing(self) -> None:
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.transport.resume_reading()
+
+    def eof_received(self) -> bool:
+        self.app.half_closes += 1
+        self.transport.write_eof()  # after everything echoed: half-close back
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.app.open -= 1
+
+
+class EchoApp:
+    """A loopback echo server in its own thread and event loop; counts accepts."""
+
+    def __init__(self) -> None:
+        self.accepts = 0
+        self.open = 0
+        self.half_closes = 0
+        self.port = 0
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+
+        async def start() -> None:
+            self.server = await self.loop.create_server(
+                lambda: _Echo(self), "127.0.0.1", 0, backlog=4096
+            )
+            self.port = self.server.sockets[0].getsockname()[1]
+            self._ready.set()
+
+        self.loop.run_until_complete(start())
+        self.loop.run_forever()
+
+    def start(self) -> EchoApp:
+        self._thread.start()
+        assert self._ready.wait(5)
+        return self
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.server.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
 
 
 class App:
@@ -101,18 +167,6 @@ def try_echo(port: int, timeout: float = 3.0) -> bool:
         return False
 
 
-def wait_until(predicate: object, timeout: float, interval: float = 0.05, what: str = "") -> float:
-    """Poll until true; returns the seconds it took; raises AssertionError at the timeout."""
-    start = time.monotonic()
-    assert callable(predicate)
-    while True:
-        if predicate():
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(interval)
-
-
 class OpenEcho:
     """A long-lived connection that can be checked again and again (survives reconfigs)."""
 
@@ -168,3 +222,29 @@ def hashed_transfer(port: int, total: int, timeout: float = 600.0) -> tuple[str,
         while data := s.recv(65536):
             answer += data
     return digest.hexdigest(), answer.decode()
+
+
+def echo_once(port: int, payload: bytes = b"ping", timeout: float = 5.0) -> bytes:
+    """Send (from a thread), half-close, read to EOF: the whole reply."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        errors: list[BaseException] = []
+
+        def send() -> None:
+            try:
+                s.sendall(payload)
+                s.shutdown(socket.SHUT_WR)
+            except OSError as exc:
+                errors.append(exc)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        chunks = []
+        while True:
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        sender.join(timeout)
+        if errors:
+            raise errors[0]
+    return b"".join(chunks)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.roles.conftest import ROOT, adhoc
+from tests.support.ansible_run import adhoc
+from tests.support.paths import ROOT
 
 sys.path.insert(0, str(ROOT / "collections"))
 from ansible_collections.meshkit.connect.plugins.modules import loopback_audit

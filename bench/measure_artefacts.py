@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MPL-2.0
 """Measure the two artefact kinds of the mesh_proxy role (figures for docs/rollout.md).
 
-    .venv/bin/python tests/roles/measure_artefacts.py [--shiv PATH] [--runs 5]
+    .venv/bin/python bench/measure_artefacts.py [--shiv PATH] [--runs 5]
 
 For each kind: build time on the controller (from a clean build directory), artefact size,
 install time on a host (wheelhouse: venv + `pip --no-index`; shiv: a copy) and start time
@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "roles" / "mesh_proxy" / "files" / "build_artefact.py"
 
 

@@ -9,7 +9,7 @@ Not a pytest test (nothing timed is pass/fail): a script that reuses bench/'s me
   `meshkit dev-agent` (sidecar registrations, leaf and roots from its CA, discovery and
   intentions from its API). The dev agent is not part of the pair's CPU/memory figures.
 
-    .venv/bin/python -m tests.consul_mode.bench_agent_mode [--rounds 3] [--quick]
+    .venv/bin/python -m bench.agent_mode_bench [--rounds 3] [--quick]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "proxy") not in sys.path:
     sys.path[:0] = [str(ROOT), str(ROOT / "proxy")]
 

@@ -1,10 +1,16 @@
 # SPDX-License-Identifier: MPL-2.0
-"""Run real ansible-playbook against a dev agent and collect what every task returned."""
+"""Run real ansible / ansible-playbook against localhost.
+
+`run_play` writes a play of Consul module tasks aimed at a dev agent and collects what every task
+returned (through the `record_results` callback next to this file); `playbook` and `adhoc` run a
+playbook or one module the way the role tests do, and `recap` reads the play recap they print.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -14,8 +20,10 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.paths import ROOT
+
 HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
 
 
 @dataclass
@@ -95,3 +103,65 @@ def run_play(
     seconds = time.monotonic() - started
     results = json.loads(results_file.read_text()) if results_file.exists() else []
     return PlayRun(proc.returncode, results, proc.stdout + proc.stderr, seconds)
+
+
+@dataclass
+class Run:
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def ansible_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+        ANSIBLE_COLLECTIONS_PATH=str(ROOT / "collections"),
+        ANSIBLE_ROLES_PATH=str(ROOT / "roles"),
+        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORCE_COLOR="0",
+        ANSIBLE_LOCALHOST_WARNING="0",
+        ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+    )
+    return env
+
+
+def playbook(path: Path, extra_vars: dict[str, Any], tmp: Path, *args: str) -> Run:
+    vars_file = tmp / f"vars-{len(list(tmp.glob('vars-*.json')))}.json"
+    vars_file.write_text(json.dumps(extra_vars))
+    cmd = [str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(path)]
+    cmd += ["-e", f"@{vars_file}", *args]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env=ansible_env(), cwd=ROOT, timeout=300, check=False
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def adhoc(module: str, args: dict[str, Any], tmp: Path) -> tuple[int, dict[str, Any]]:
+    """One module on localhost; returns (rc, the module's JSON result from the tree callback)."""
+    tree = tmp / f"tree-{len(list(tmp.glob('tree-*')))}"
+    cmd = [str(BIN / "ansible"), "localhost", "-i", "localhost,", "-c", "local"]
+    cmd += ["-m", module, "-a", json.dumps(args)]
+    env = ansible_env()
+    env.update(
+        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+        ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.tree",
+        ANSIBLE_CALLBACK_TREE_DIR=str(tree),
+    )
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False
+    )
+    result: dict[str, Any] = json.loads((tree / "localhost").read_text())
+    return proc.returncode, result
+
+
+def recap(run: Run) -> dict[str, int]:
+    match = re.search(r"localhost\s*:\s*ok=(\d+)\s+changed=(\d+).*?failed=(\d+)", run.stdout)
+    assert match, run.output
+    return {"ok": int(match[1]), "changed": int(match[2]), "failed": int(match[3])}

@@ -1,11 +1,11 @@
 # SPDX-License-Identifier: MPL-2.0
 """100 services with sidecars registered by one play, twice: the second run changes nothing.
 
-    python -m tests.collection.hundred_services [COUNT] [loop|batch]
+    python -m bench.hundred_services [COUNT] [loop|batch]
 
 prints the wall time of both ansible-playbook runs. ``loop`` runs consul_service once per
 service (``loop:``), ``batch`` once with ``services:`` (validated together, one module run).
-The pytest wrapper is ``test_hundred_services.py``.
+The pytest wrapper is ``tests/collection/test_hundred_services.py``.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.support.ansible_run import PlayRun, run_play
 from tests.support.devagent import DevAgent
-
-from .ansible_run import PlayRun, run_play
 
 
 def services(count: int) -> list[dict[str, Any]]:

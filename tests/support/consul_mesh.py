@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MPL-2.0
-"""Real `meshkit-proxy` processes in Consul mode, and a two-service mesh on the dev agent.
+"""A two-service mesh on the dev agent, with real `meshkit-proxy` processes in Consul mode.
 
 Everything here is the real thing: the `meshkit dev-agent` process (tests/support/devagent.py),
 `meshkit-proxy` processes started the way an operator starts them (`-sidecar-for`), loopback
@@ -8,107 +8,15 @@ apps, and TLS between the proxies.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.consul_mode.apps import App, free_port, try_echo, wait_until
 from tests.support.devagent import DevAgent
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-class ProxyProcess:
-    """One `meshkit-proxy` child; its log goes to a file under the test's tmp dir."""
-
-    def __init__(
-        self, workdir: Path, name: str, args: list[str], env: dict[str, str] | None = None
-    ) -> None:
-        self.workdir, self.name = workdir, name
-        self.admin_port = free_port()
-        self.args = [*args, "-admin-bind", f"127.0.0.1:{self.admin_port}", "-log-level", "debug"]
-        self.env = dict(os.environ)
-        self.env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "proxy"), str(ROOT)])
-        for key in list(self.env):
-            if key.startswith(("CONSUL_", "CONNECT_")):
-                del self.env[key]
-        self.env.update(env or {})
-        self.log_path = workdir / f"proxy-{name}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> ProxyProcess:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "meshkit.proxy_main", *self.args],
-                stdout=log,
-                stderr=log,
-                env=self.env,
-                cwd=self.workdir,
-            )
-        return self
-
-    def wait_ready(self, timeout: float = 20.0) -> ProxyProcess:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                code = self.process.returncode
-                raise AssertionError(f"proxy {self.name} exited with {code}:\n{self.log()[-4000:]}")
-            if self.admin("/ready")[0] == 200:
-                return self
-            time.sleep(0.05)
-        raise AssertionError(f"proxy {self.name} not ready after {timeout}s:\n{self.log()[-4000:]}")
-
-    def admin(self, path: str) -> tuple[int, str]:
-        url = f"http://127.0.0.1:{self.admin_port}{path}"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as resp:
-                return resp.status, resp.read().decode()
-        except urllib.error.HTTPError as err:
-            return err.code, err.read().decode()
-        except OSError:
-            return 0, ""
-
-    def metric(self, name: str, **labels: str) -> float | None:
-        """One sample from /metrics (full name, e.g. meshkit_proxy_control_plane_reachable)."""
-        _, text = self.admin("/metrics")
-        for line in text.splitlines():
-            if not line.startswith(name) or line.startswith("#"):
-                continue
-            head, _, value = line.rpartition(" ")
-            if all(f'{k}="{v}"' in head for k, v in labels.items()):
-                return float(value)
-        return None
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def run_to_exit(self, timeout: float = 60.0) -> int:
-        assert self.process is not None
-        return self.process.wait(timeout)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
-        proc = self.process
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        return proc.returncode
+from tests.support.echo import App, try_echo
+from tests.support.ports import free_port
+from tests.support.proxy_process import ProxyProcess
+from tests.support.waits import wait_until
 
 
 @dataclass
