@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MPL-2.0
 """TLS contexts for both sides of the mesh, and reading the peer's identity.
 
-Both sides follow Consul's built-in proxy (contract §3.3): TLS 1.2 minimum, a certificate
+Both sides follow Consul's built-in proxy (`connect/tls.go`): TLS 1.2 minimum, a certificate
 required from the peer and verified against every configured root (the peer's intermediates
 are used as untrusted chain material), no hostname check, no ALPN offered or selected, and the
 identity taken from the first URI SAN of the leaf.

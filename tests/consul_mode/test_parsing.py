@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MPL-2.0
 """Registration, intentions and discovery parsing on recorded Consul responses and on the
-edge cases the contract reference lists (Nomad's bind_* keys, float timeouts, L7 intentions)."""
+edge cases real registrations carry (Nomad's bind_* keys, float timeouts, L7 intentions)."""
 
 from __future__ import annotations
 

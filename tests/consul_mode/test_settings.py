@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MPL-2.0
-"""Connection settings resolve exactly as Consul's CLI resolves them (contract §2.6)."""
+"""Connection settings resolve exactly as Consul's CLI resolves them (`api.DefaultConfig`)."""
 
 from __future__ import annotations
 

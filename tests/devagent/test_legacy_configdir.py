@@ -83,7 +83,7 @@ def test_custom_managed_command_is_refused_naming_the_file(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("how", ["config-dir snake_case", "API CamelCase"])
 def test_standalone_connect_proxy_complete_example(tmp_path: Path, how: str) -> None:
-    # Consul reads snake_case in files and refuses CamelCase there (contract 1.2); CamelCase is
+    # Consul reads snake_case in files and refuses CamelCase there; CamelCase is
     # the API's.
     if how.startswith("API"):
         agent = DevAgent(tmp_path / "a")

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: MPL-2.0
 """CA roots and the leaf certificate from the agent, fed into the proxy's TLS store.
 
-Both are index-blocking watches (contract §2.3, §2.4). Every root is trusted, not only the
+Both are index-blocking watches on the agent's cached endpoints. Every root is trusted, not only the
 active one, which is what makes CA rotation seamless. The leaf's `ValidBefore` is checked
 here as well (consul#9862): while Consul is away the last leaf keeps being used only until it
 expires, then `on_expired` is called so the caller stops serving rather than present an

@@ -4,7 +4,8 @@
 `service` upstreams follow `/v1/health/connect/<name>?passing&stale[&dc=]` with a blocking
 watch; `prepared_query` upstreams poll `/v1/query/<name>/execute?connect=true[&dc=]` (queries
 do not block). `targets()` only reads the cached list, in a rotating order so load spreads and
-the proxy can retry the next instance when one fails (contract §2.7, §5.3). The cached list
+the proxy can retry the next instance when one fails, as Consul's built-in proxy does for
+both kinds of upstream. The cached list
 stays in force while Consul is away (fail-static).
 """
 

@@ -2,7 +2,8 @@
 """Authorization from Consul intentions, decided locally or by the agent.
 
 Local mode keeps `/v1/connect/intentions/match?by=destination&name=<svc>` current with a
-blocking watch and decides each connection without a network call (contract §4.4), so a
+blocking watch and decides each connection without a network call (as Consul's built-in
+proxy does with its intentions cache), so a
 changed intention applies to the next connection as soon as the watch returns, and decisions
 keep working while Consul is briefly away (fail-static). The default for "no intention
 matches" is learnt from the agent itself, by asking `/v1/agent/connect/authorize` about a
@@ -47,7 +48,8 @@ class Intention:
 
 
 def precedence_of(src_ns: str, src_name: str, dst_ns: str, dst_name: str) -> int:
-    """Consul's precedence table (§4.2), for entries that arrive without one."""
+    """Consul's precedence, for entries that arrive without one: 9 (source and destination
+    exact) down to 1 (both wildcards); an exact destination outranks any source."""
     table = {
         (True, True, True, True): 9,
         (True, False, True, True): 8,

@@ -4,7 +4,7 @@
 ID `<service>-proxy[-<register-id>]`, name `<service>-proxy`, Address/Port from `-listen`, the
 upstreams from `-upstream`, and a TTL check ("proxy heartbeat", TTL 30 s, ID `<id>-ttl`)
 passed every 10 s. The registration is re-made if the agent lost it (agent restart), and
-removed on a clean exit (contract §6.4).
+removed on a clean exit, as `consul connect proxy -register` does.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class SelfRegistration:
         return f"{self.proxy_id}-ttl"
 
     def body(self) -> dict[str, Any]:
-        """CamelCase, as the HTTP API wants (contract §1.2)."""
+        """CamelCase, as the HTTP API wants (agent config files take snake_case instead)."""
         ups: list[dict[str, Any]] = []
         for up in self.upstreams:
             item: dict[str, Any] = {

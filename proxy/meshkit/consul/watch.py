@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MPL-2.0
-"""Blocking watches on Consul endpoints, with the discipline of contract reference §2.8.
+"""Blocking watches on Consul endpoints, with the discipline Consul's own watches keep.
 
 Every watch keeps its last good value when Consul fails (fail-static), retries with Consul's
 own back-off (5 s x failures^2, capped at 180 s, jittered), and never spins: index resets and
