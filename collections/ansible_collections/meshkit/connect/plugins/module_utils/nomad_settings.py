@@ -3,7 +3,9 @@
 
 Parsed once at the boundary (module options, `meshkit nomad` settings file, a service's
 `nomad:` mapping) into frozen dataclasses; every problem is collected so one run reports them
-all, each naming the field and the fix.
+all, each naming the field and the fix. Fields are read by ``model_fields.Reader``, so the same
+value means the same here as in the mesh model (``"yes"`` is a boolean in both) and is refused
+in the same words.
 """
 
 from __future__ import annotations
