@@ -31,12 +31,12 @@ from ansible_collections.meshkit.connect.plugins.module_utils.model_fields impor
     plain,
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.model_fields import (
-    Problem as Problem,  # consul_config_entries and consul_service import it from here
+    Problem as _Problem,
 )
 
-MeshError = ModelError
-"""The old name of ``ModelError``; consul_lifecycle, consul_config_entries and consul_service
-import it from here."""
+# consul_lifecycle, consul_config_entries and consul_service import these two from here.
+MeshError = ModelError  # the old name of ModelError
+Problem = _Problem
 
 SIDECAR_SUFFIX = "-sidecar-proxy"
 
