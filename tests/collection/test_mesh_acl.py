@@ -10,9 +10,11 @@ import pytest
 
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import (
     AclPolicy,
-    MeshError,
     ServiceAcl,
     parse_mesh,
+)
+from ansible_collections.meshkit.connect.plugins.module_utils.model_fields import (
+    ModelError,
 )
 
 
@@ -74,7 +76,7 @@ def test_acl_fields_parse() -> None:
 def test_bad_acl_input_names_the_field(
     acl: dict[str, Any], top: dict[str, Any], expect: str
 ) -> None:
-    with pytest.raises(MeshError) as err:
+    with pytest.raises(ModelError) as err:
         parse_mesh({**model(**acl), **top}, source="host_vars/app1")
     assert any(str(p).startswith(expect) for p in err.value.problems), err.value
     assert str(err.value).startswith("host_vars/app1: ")

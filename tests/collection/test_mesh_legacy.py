@@ -12,11 +12,13 @@ import pytest
 import yaml
 
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import (
-    MeshError,
     parse_mesh,
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_render import (
     agent_registration,
+)
+from ansible_collections.meshkit.connect.plugins.module_utils.model_fields import (
+    ModelError,
 )
 from tests.support import legacy_examples as ex
 from tests.support.devagent import DevAgent, dev_agent  # noqa: F401
@@ -46,7 +48,7 @@ def test_standalone_connect_proxy_becomes_its_destination_with_a_sidecar() -> No
 
 
 def test_unconvertible_forms_are_model_problems_naming_the_entry() -> None:
-    with pytest.raises(MeshError) as err:
+    with pytest.raises(ModelError) as err:
         parse_mesh({"services": [ex.MANAGED_CUSTOM, ex.PROXY_DESTINATION_FILE]}, source="f.yml")
     text = str(err.value)
     assert "services[0] (web): f.yml: services[0] (web).connect.proxy.command" in text

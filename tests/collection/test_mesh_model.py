@@ -8,12 +8,14 @@ from typing import Any
 
 import pytest
 
+from ansible_collections.meshkit.connect.plugins.module_utils.mesh_listeners import host_listeners
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import (
     Mesh,
-    MeshError,
     as_plain,
-    host_listeners,
     parse_mesh,
+)
+from ansible_collections.meshkit.connect.plugins.module_utils.model_fields import (
+    ModelError,
 )
 from tests.support.mesh_examples import good
 
@@ -49,7 +51,7 @@ def test_all_problems_reported_at_once() -> None:
     data["meshkit_services"][0]["name"] = "DB"
     data["meshkit_services"][1]["sidecar"]["upstreams"][0]["local_bind_address"] = "10.0.0.9"
     data["meshkit_intentions"][0]["action"] = "permit"
-    with pytest.raises(MeshError) as err:
+    with pytest.raises(ModelError) as err:
         parse_mesh(data, source="host_vars/h1.yml")
     assert len(err.value.problems) == 3
     assert str(err.value).startswith("host_vars/h1.yml: 3 problem(s)")
@@ -255,7 +257,7 @@ CASES: list[tuple[str, list[Any], Any, str, str]] = [
                          ids=[c[0] for c in CASES])  # fmt: skip
 def test_each_validation_error(path: list[Any], value: Any, where: str, what: str) -> None:
     data = {"meshkit_servics": []} if not path else _mutate(path, value)
-    with pytest.raises(MeshError) as err:
+    with pytest.raises(ModelError) as err:
         parse_mesh(data, source="vars.yml")
     hits = [p for p in err.value.problems if where in p.path and what in p.message + p.fix]
     assert hits, "\n".join(str(p) for p in err.value.problems)
@@ -264,7 +266,7 @@ def test_each_validation_error(path: list[Any], value: Any, where: str, what: st
 
 def test_problem_names_the_service_and_field() -> None:
     data = _mutate([*UP, 0, "local_bind_address"], "10.0.0.1")
-    with pytest.raises(MeshError) as err:
+    with pytest.raises(ModelError) as err:
         parse_mesh(data)
     (problem,) = err.value.problems
     assert problem.path == "services[1] (web).sidecar.upstreams[0] (db).local_bind_address"
@@ -282,7 +284,7 @@ def test_allow_non_loopback_overrides_per_item() -> None:
     assert mesh.services[0].sidecar.local_service_address == "10.0.0.5"
     # the override is per item: the other upstream still has to be loopback
     data[S][1]["sidecar"]["upstreams"][1]["local_bind_address"] = "10.0.0.2"
-    with pytest.raises(MeshError, match="db-nearest"):
+    with pytest.raises(ModelError, match="db-nearest"):
         parse_mesh(data)
 
 
@@ -297,7 +299,7 @@ def test_wildcard_bind_clashes_with_specific_address_of_same_family_only() -> No
     base = {"name": "a", "port": 7000, "address": "0.0.0.0", "allow_non_loopback": True}
     other = {"name": "b", "port": 7000, "address": "127.0.0.2"}
     v6 = {"name": "c", "port": 7000, "address": "::1"}
-    with pytest.raises(MeshError, match="clashes"):
+    with pytest.raises(ModelError, match="clashes"):
         parse_mesh(
             {"services": [{**base, "address": "127.0.0.1"}, {**other, "address": "127.0.0.1"}]}
         )
@@ -314,7 +316,7 @@ def test_sidecar_fixed_port_may_sit_in_the_auto_range() -> None:
 
 
 def test_not_a_mapping_at_top_level() -> None:
-    with pytest.raises(MeshError, match="expected a mapping"):
+    with pytest.raises(ModelError, match="expected a mapping"):
         not_a_mapping: Any = ["services"]
         parse_mesh(not_a_mapping)
 

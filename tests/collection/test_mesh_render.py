@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import (
-    MeshError,
     parse_mesh,
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_render import (
@@ -24,6 +23,9 @@ from ansible_collections.meshkit.connect.plugins.module_utils.mesh_render import
     intention_body,
     intentions_config_entries,
     prepared_query_body,
+)
+from ansible_collections.meshkit.connect.plugins.module_utils.model_fields import (
+    ModelError,
 )
 from tests.support.mesh_examples import good
 
@@ -119,7 +121,7 @@ def test_a_sidecar_on_a_host_address_gets_checks_at_that_address() -> None:
     assert agent_proxy_registration(db)["Checks"] == sidecar["Checks"]
     # Without a fixed port there is nothing to dial: refused, naming the field and the fix.
     data["meshkit_services"][0]["sidecar"].pop("port")
-    with pytest.raises(MeshError) as err:
+    with pytest.raises(ModelError) as err:
         parse_mesh(data)
     assert "sidecar.port" in str(err.value) and "set sidecar.port" in str(err.value)
 

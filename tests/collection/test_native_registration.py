@@ -10,12 +10,14 @@ from typing import Any
 import pytest
 
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import (
-    MeshError,
     parse_mesh,
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_render import (
     agent_config_service,
     agent_registration,
+)
+from ansible_collections.meshkit.connect.plugins.module_utils.model_fields import (
+    ModelError,
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_jobspec import build_job
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_render import to_api, to_hcl
@@ -38,7 +40,7 @@ def model(*services: dict[str, Any]) -> dict[str, Any]:
 
 
 def problems(data: dict[str, Any]) -> list[str]:
-    with pytest.raises(MeshError) as err:
+    with pytest.raises(ModelError) as err:
         parse_mesh(data)
     return [str(p) for p in err.value.problems]
 

@@ -13,6 +13,11 @@ import hcl2
 import pytest
 
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import parse_mesh
+from ansible_collections.meshkit.connect.plugins.module_utils.model_fields import (
+    ModelError,
+    format_duration,
+    parse_duration,
+)
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_jobspec import build_job
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_render import (
     to_api,
@@ -20,9 +25,6 @@ from ansible_collections.meshkit.connect.plugins.module_utils.nomad_render impor
     to_json,
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_settings import (
-    NomadSettingsError,
-    format_duration,
-    parse_duration,
     parse_job_settings,
 )
 from meshkit import flags
@@ -252,7 +254,7 @@ def test_native_refuses_config_keys_the_proxy_file_cannot_carry() -> None:
     web["sidecar"]["upstreams"][0]["config"] = {"protocol": "http"}
     web["sidecar"]["upstreams"][1]["config"] = {"connect_timeout_ms": '{{ env "X" }}'}
     web["sidecar"]["config"] = {"handshake_timeout_ms": 5000, "envoy_stats_tags": []}
-    with pytest.raises(NomadSettingsError) as err:
+    with pytest.raises(ModelError) as err:
         build_job(parse_mesh(data), parse_job_settings(job_settings()))
     paths = [p.path for p in err.value.problems]
     assert paths == [
@@ -374,7 +376,7 @@ def test_recorded_countapi_job_is_what_we_render_for_0_11_8() -> None:
 
 
 def test_bad_settings_report_every_problem_with_a_fix() -> None:
-    with pytest.raises(NomadSettingsError) as err:
+    with pytest.raises(ModelError) as err:
         parse_job_settings(
             {
                 "name": "bad name!",
@@ -392,7 +394,7 @@ def test_bad_settings_report_every_problem_with_a_fix() -> None:
 def test_host_mode_sidecar_and_missing_app_config_are_refused() -> None:
     data = mesh_data("sidecar")
     data["meshkit_services"][1]["nomad"] = {"pattern": "sidecar", "network_mode": "host"}
-    with pytest.raises(NomadSettingsError) as err:
+    with pytest.raises(ModelError) as err:
         build_job(parse_mesh(data), parse_job_settings(job_settings()))
     paths = [p.path for p in err.value.problems]
     assert "services.db.nomad.network_mode" in paths

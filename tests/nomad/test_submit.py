@@ -17,10 +17,12 @@ from cryptography.x509.oid import NameOID
 
 from ansible_collections.meshkit.connect.plugins.module_utils import nomad_submit as ns
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import parse_mesh
+from ansible_collections.meshkit.connect.plugins.module_utils.model_fields import (
+    ModelError,
+)
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_jobspec import build_job
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_render import to_api
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_settings import (
-    NomadSettingsError,
     parse_job_settings,
 )
 from meshkit_tools import pki
@@ -155,7 +157,7 @@ def test_jobs_without_a_deployment_do_not_wait(
 
 def test_update_null_on_a_service_job_is_refused_with_the_fix() -> None:
     """Nomad gives a service job without an update block its default one and deploys anyway."""
-    with pytest.raises(NomadSettingsError) as err:
+    with pytest.raises(ModelError) as err:
         parse_job_settings(job_settings(update=None))
     assert "job.update" in str(err.value) and "max_parallel: 0" in str(err.value)
     assert parse_job_settings(job_settings(type="batch", update=None)).update is None

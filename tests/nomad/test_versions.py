@@ -8,10 +8,12 @@ from typing import Any
 import pytest
 
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import parse_mesh
+from ansible_collections.meshkit.connect.plugins.module_utils.model_fields import (
+    ModelError,
+)
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_jobspec import build_job
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_render import to_api
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_settings import (
-    NomadSettingsError,
     parse_job_settings,
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_versions import (
@@ -68,7 +70,7 @@ CASES = [
 def test_refused_before_and_accepted_from(
     model: dict[str, Any], old: str, new: str, words: str
 ) -> None:
-    with pytest.raises(NomadSettingsError) as err:
+    with pytest.raises(ModelError) as err:
         build(model, old)
     text = str(err.value)
     assert words in text and f"nomad_version is {parse_version(old)}" in text
@@ -99,7 +101,7 @@ def test_version_parsing() -> None:
     assert parse_version("1.7") == NomadVersion(1, 7, 0)
     with pytest.raises(ValueError, match="not a Nomad version"):
         parse_version("latest")
-    with pytest.raises(NomadSettingsError, match=r"job\.nomad_version"):
+    with pytest.raises(ModelError, match=r"job\.nomad_version"):
         parse_job_settings({"name": "x", "nomad_version": "new"})
 
 
@@ -113,7 +115,7 @@ def test_exec_proxy_in_bridge_mode_is_refused_where_lo_stays_down() -> None:
         )
         return dict(to_api(build_job(parse_mesh(data), settings)))
 
-    with pytest.raises(NomadSettingsError) as err:
+    with pytest.raises(ModelError) as err:
         with_exec("1.3.1")
     text = str(err.value)
     assert "job.proxy.driver" in text and "issue 10014" in text and "ip link set lo up" in text

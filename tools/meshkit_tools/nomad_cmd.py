@@ -85,8 +85,10 @@ def run(argv: Sequence[str]) -> int:
     _collections_on_path()
     from ansible_collections.meshkit.connect.plugins.module_utils import nomad_submit as ns
     from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import (
-        MeshError,
         parse_mesh,
+    )
+    from ansible_collections.meshkit.connect.plugins.module_utils.model_fields import (
+        ModelError,
     )
     from ansible_collections.meshkit.connect.plugins.module_utils.nomad_jobspec import build_job
     from ansible_collections.meshkit.connect.plugins.module_utils.nomad_render import (
@@ -96,7 +98,6 @@ def run(argv: Sequence[str]) -> int:
         to_json,
     )
     from ansible_collections.meshkit.connect.plugins.module_utils.nomad_settings import (
-        NomadSettingsError,
         parse_job_settings,
         version_request,
     )
@@ -151,7 +152,7 @@ def run(argv: Sequence[str]) -> int:
     except (InputError, bounded.FileError) as exc:
         print(f"meshkit nomad: {exc}", file=sys.stderr)
         return EXIT_BAD_FILE
-    except (MeshError, NomadSettingsError, ValueError, OSError) as exc:
+    except (ModelError, ValueError, OSError) as exc:
         print(f"meshkit nomad: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except ns.NomadSubmitError as exc:

@@ -83,7 +83,9 @@ def render(model: ModuleType, render_mod: ModuleType, mesh: Any) -> dict[str, An
         },
         "listeners": [
             {"address": x.address, "port": x.port, "owner": x.owner, "kind": x.kind}
-            for x in model.host_listeners(mesh.services)
+            for x in importlib.import_module(f"{_UTILS}.mesh_listeners").host_listeners(
+                mesh.services
+            )
         ],
     }
 
@@ -143,13 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"meshkit render: {err}", file=sys.stderr)
         return 2
-    except model.MeshError as err:
+    except model.ModelError as err:
         print(f"meshkit render: {err}", file=sys.stderr)
         return 2
     defaults = importlib.import_module(f"{_UTILS}.mesh_defaults")
     try:
         entries = defaults.config_entries(data, source=", ".join(args.files))
-    except model.MeshError as err:
+    except model.ModelError as err:
         print(f"meshkit render: {err}", file=sys.stderr)
         return 2
     for warning in mesh.warnings:  # older Consul proxy forms, converted (mesh_legacy.py)

@@ -18,11 +18,10 @@ from ansible.utils.display import Display
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_defaults import (
     config_entries,
 )
+from ansible_collections.meshkit.connect.plugins.module_utils.mesh_listeners import host_listeners
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import (
     Mesh,
-    MeshError,
     as_plain,
-    host_listeners,
     parse_mesh,
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_prune import prune_plan
@@ -33,12 +32,15 @@ from ansible_collections.meshkit.connect.plugins.module_utils.mesh_render import
     intentions_config_entries,
     prepared_query_body,
 )
+from ansible_collections.meshkit.connect.plugins.module_utils.model_fields import (
+    ModelError,
+)
 
 
 def _parse(data: Mapping[str, Any], what: str, known_queries: Any = ()) -> Mesh:
     try:
         mesh = parse_mesh(data, source=what, known_queries=list(known_queries or ()))
-    except MeshError as err:
+    except ModelError as err:
         raise AnsibleFilterError(str(err)) from None
     for warning in mesh.warnings:  # older Consul proxy forms, converted
         Display().warning(warning)
@@ -94,7 +96,7 @@ def mesh_config_entries(data: Mapping[str, Any]) -> Any:
     """proxy_defaults and the services' defaults as consul_config_entry options, validated."""
     try:
         return config_entries(data, source="mesh_config_entries")
-    except MeshError as err:
+    except ModelError as err:
         raise AnsibleFilterError(str(err)) from None
 
 

@@ -15,8 +15,10 @@ from typing import Any
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import (
-    MeshError,
     parse_mesh,
+)
+from ansible_collections.meshkit.connect.plugins.module_utils.model_fields import (
+    ModelError,
 )
 
 PREFIX = "meshkit proxy "
@@ -48,7 +50,7 @@ def mesh_acl_tokens(services: Any, host: str) -> list[dict[str, Any]]:
             source="mesh_acl_tokens",
             known_queries=queries,
         )
-    except MeshError as err:
+    except ModelError as err:
         raise AnsibleFilterError(str(err)) from None
     out = []
     for svc in mesh.services:

@@ -16,8 +16,10 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.meshkit.connect.plugins.module_utils import nomad_byo
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import (
-    MeshError,
     parse_mesh,
+)
+from ansible_collections.meshkit.connect.plugins.module_utils.model_fields import (
+    ModelError,
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_jobspec import (
     JobSpec,
@@ -30,7 +32,6 @@ from ansible_collections.meshkit.connect.plugins.module_utils.nomad_render impor
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_settings import (
     JobSettings,
-    NomadSettingsError,
     parse_job_settings,
 )
 
@@ -39,7 +40,7 @@ def _spec(mesh: Mapping[str, Any], job: Mapping[str, Any]) -> tuple[JobSpec, Job
     try:
         settings = parse_job_settings(job, source="nomad filter job settings")
         return build_job(parse_mesh(mesh, source="nomad filter mesh"), settings), settings
-    except (MeshError, NomadSettingsError) as exc:
+    except ModelError as exc:
         raise AnsibleFilterError(str(exc)) from None
 
 
@@ -77,7 +78,7 @@ def nomad_job_file(text: str, mesh: Mapping[str, Any], job: Mapping[str, Any] | 
         if byo.form == "json":
             return {"Job": nomad_byo.merge_api(byo.api or {}, byo)}
         return nomad_byo.render_hcl(byo, hcl_syntax(seen[-1].nomad_version))
-    except (MeshError, NomadSettingsError) as exc:
+    except ModelError as exc:
         raise AnsibleFilterError(str(exc)) from None
 
 

@@ -23,8 +23,8 @@ from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import 
     ConsulError,
     segment,
 )
-from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import (
-    MeshError,
+from ansible_collections.meshkit.connect.plugins.module_utils.model_fields import (
+    ModelError,
     Problem,
 )
 
@@ -81,7 +81,7 @@ def entry_from_fields(
     path: str = "",
     source: str = "consul_config_entry",
 ) -> dict[str, Any]:
-    """The normalised entry (Consul's CamelCase, as ``read_view`` returns it) or MeshError.
+    """The normalised entry (Consul's CamelCase, as ``read_view`` returns it) or ModelError.
 
     ``fields`` holds the snake_case options; None means "not given". Every problem is
     reported at once, each naming ``path.field``.
@@ -89,7 +89,7 @@ def entry_from_fields(
     p = _Problems(path)
     if kind not in KINDS:
         p.add("kind", f"unknown config entry kind {kind!r}", f"use one of {list(KINDS)}")
-        raise MeshError(p.items, source)
+        raise ModelError(p.items, source)
     if kind == PROXY_DEFAULTS and name != "global":
         p.add(
             "name",
@@ -145,7 +145,7 @@ def entry_from_fields(
     entry["MeshGateway"] = _mesh_gateway(p, fields.get("mesh_gateway"))
     entry["Expose"] = _expose(p, fields.get("expose"))
     if p.items:
-        raise MeshError(p.items, source)
+        raise ModelError(p.items, source)
     return entry
 
 

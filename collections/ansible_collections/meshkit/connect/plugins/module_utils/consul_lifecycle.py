@@ -27,7 +27,7 @@ from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import 
     ConsulClient,
     ConsulError,
 )
-from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import MeshError
+from ansible_collections.meshkit.connect.plugins.module_utils.model_fields import ModelError
 
 
 def connection_argspec(**extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -134,7 +134,7 @@ def failures_reported(module: AnsibleModule) -> Iterator[None]:
     """Turn a refused model or a Consul error into ``fail_json`` with every detail."""
     try:
         yield
-    except MeshError as err:
+    except ModelError as err:
         module.fail_json(msg=str(err), problems=[str(p) for p in err.problems])
     except ConsulError as err:
         module.fail_json(msg=str(err), status=err.status)

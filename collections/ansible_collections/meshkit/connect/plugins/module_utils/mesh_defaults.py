@@ -23,8 +23,8 @@ from ansible_collections.meshkit.connect.plugins.module_utils.consul_config_entr
     SERVICE_DEFAULTS,
     entry_from_fields,
 )
-from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import (
-    MeshError,
+from ansible_collections.meshkit.connect.plugins.module_utils.model_fields import (
+    ModelError,
     Problem,
 )
 
@@ -61,7 +61,7 @@ def _read(
 
 
 def config_entries(data: Mapping[str, Any], *, source: str = "vars") -> list[dict[str, Any]]:
-    """The entries the model asks for, as ``consul_config_entry`` options, or MeshError.
+    """The entries the model asks for, as ``consul_config_entry`` options, or ModelError.
 
     ``data`` holds ``proxy_defaults`` and ``services`` (the ``meshkit_`` prefix is accepted);
     every problem of every entry is reported at once.
@@ -94,7 +94,7 @@ def config_entries(data: Mapping[str, Any], *, source: str = "vars") -> list[dic
             seen[name] = (path, entry)
             out.append(entry)
     if problems:
-        raise MeshError(problems, source)
+        raise ModelError(problems, source)
     return out
 
 
@@ -105,7 +105,7 @@ def _entry(
     the module uses; problems are collected, not raised, so all are reported together."""
     try:
         entry_from_fields(kind, name, fields, path=path)
-    except MeshError as err:
+    except ModelError as err:
         problems.extend(err.problems)
     options: dict[str, Any] = {"kind": kind, "name": name}
     options.update({k: fields[k] for k in _OPTION_KEYS if fields.get(k) is not None})

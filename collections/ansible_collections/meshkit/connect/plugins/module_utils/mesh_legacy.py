@@ -29,6 +29,7 @@ from ansible_collections.meshkit.connect.plugins.module_utils.consul_legacy impo
     LegacyError,
     convert,
 )
+from ansible_collections.meshkit.connect.plugins.module_utils.model_fields import plain
 
 
 class LegacyProblems(ValueError):
@@ -60,14 +61,6 @@ _UPSTREAM_KEYS = (
 )  # fmt: skip
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def modernize_model(
     data: Mapping[str, Any], source: str = "vars"
 ) -> tuple[Mapping[str, Any], list[str]]:
@@ -85,7 +78,7 @@ def modernize_model(
             continue
         path = f"{key}[{i}] ({svc.get('name', '')})"
         try:
-            converted, notes, _command = convert(_plain(svc), f"{source}: {path}")
+            converted, notes, _command = convert(plain(svc), f"{source}: {path}")
             model = _to_model(converted, path)
             out.append(model)
             warnings += notes

@@ -11,7 +11,6 @@ renderer can use it without ansible-core.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import json
 import re
@@ -23,13 +22,15 @@ from ansible_collections.meshkit.connect.plugins.module_utils.mesh_legacy import
     LegacyProblems,
     modernize_model,
 )
-
-AUTO_PORT_MIN = 21000
-AUTO_PORT_MAX = 21255
-"""Consul's default ``sidecar_min_port``..``sidecar_max_port``: auto ports come from here."""
-
-ADMIN_ADDRESS = "127.0.0.1"
-"""meshkit-proxy's admin listener (/metrics, /ready) always binds loopback."""
+from ansible_collections.meshkit.connect.plugins.module_utils.mesh_listeners import (
+    listener_problems,
+)
+from ansible_collections.meshkit.connect.plugins.module_utils.model_fields import (
+    ModelError,
+    Problem,
+    Reader,
+    plain,
+)
 
 SIDECAR_SUFFIX = "-sidecar-proxy"
 
@@ -37,35 +38,8 @@ _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _ID_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.:-]{0,126}[A-Za-z0-9])?$")
 _DC_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
 _META_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-_DURATION_RE = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
 
 NAME_FIX = "use 1-63 lower-case letters, digits and dashes, starting and ending alphanumeric"
-
-
-# --- problems ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One reason the model cannot work: where (``path``), what, and how to fix it."""
-
-    path: str
-    message: str
-    fix: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message} (fix: {self.fix})"
-
-
-class MeshError(ValueError):
-    """Every problem found in one model, so a single run reports them all."""
-
-    def __init__(self, problems: Sequence[Problem], source: str = "vars") -> None:
-        self.problems: list[Problem] = list(problems)
-        self.source = source
-        lines = [f"{source}: {len(self.problems)} problem(s) in the mesh model:"]
-        lines += [f"  - {p}" for p in self.problems]
-        super().__init__("\n".join(lines))
 
 
 # --- the model --------------------------------------------------------------------------------
@@ -212,175 +186,49 @@ class Mesh:
         raise KeyError(service_id)
 
 
-@dataclass(frozen=True)
-class Listener:
-    """One socket a host will listen on, with who owns it (for clash reports)."""
-
-    address: str
-    port: int
-    owner: str  # e.g. "service 'web' port"
-    path: str
-    kind: str  # app | sidecar | upstream | admin
-
-
-# --- field readers ----------------------------------------------------------------------------
+def _check_name(r: Reader, value: str, path: str, what: str) -> None:
+    """A Consul service, query or intention name: also a DNS label and a Nomad group name."""
+    if not value:
+        r.add(path, f"{what} is empty", NAME_FIX)
+    elif value == "*":
+        r.add(path, f"{what} cannot be the wildcard '*'", "name one service")
+    elif not _NAME_RE.match(value):
+        upper = value.lower() != value
+        detail = " (Nomad refuses upper case in group names)" if upper else ""
+        r.add(path, f"{what} {value!r} is not a valid name{detail}", NAME_FIX)
 
 
-class _Reader:
-    """Collects problems while reading loosely typed YAML into typed values."""
-
-    def __init__(self) -> None:
-        self.problems: list[Problem] = []
-
-    def add(self, path: str, message: str, fix: str) -> None:
-        self.problems.append(Problem(path, message, fix))
-
-    def mapping(self, value: Any, path: str) -> Mapping[str, Any] | None:
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            self.add(path, f"expected a mapping, got {_kind(value)}", "write key: value pairs")
-            return None
-        return value
-
-    def known_keys(self, data: Mapping[str, Any], allowed: Collection[str], path: str) -> None:
-        for key in data:
-            if key not in allowed:
-                close = difflib.get_close_matches(str(key), list(allowed), n=1)
-                fix = f"did you mean {close[0]!r}?" if close else f"use one of {sorted(allowed)}"
-                self.add(_at(path, key), f"unknown key {key!r}", fix)
-
-    def string(self, data: Mapping[str, Any], key: str, path: str, default: str = "") -> str:
-        value = data.get(key, default)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            self.add(_at(path, key), f"expected a string, got {_kind(value)}", "quote the value")
-            return default
-        return str(value)
-
-    def boolean(self, data: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
-        value = data.get(key, default)
-        if value is None:
-            return default
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1"):
-            return True
-        if isinstance(value, str) and value.lower() in ("false", "no", "off", "0"):
-            return False
-        self.add(_at(path, key), f"expected true or false, got {value!r}", "write true or false")
-        return default
-
-    def integer(
-        self, data: Mapping[str, Any], key: str, path: str, *, low: int, high: int
-    ) -> int | None:
-        value = data.get(key)
-        if value is None or value == "":
-            return None
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value.strip())
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.add(_at(path, key), f"expected a number, got {value!r}", f"use {low}-{high}")
-            return None
-        if not low <= value <= high:
-            self.add(_at(path, key), f"{value} is out of range", f"use {low}-{high}")
-            return None
-        return value
-
-    def port(self, data: Mapping[str, Any], key: str, path: str) -> int | None:
-        return self.integer(data, key, path, low=1, high=65535)
-
-    def strings(self, data: Mapping[str, Any], key: str, path: str) -> tuple[str, ...]:
-        value = data.get(key)
-        if value is None:
-            return ()
-        if isinstance(value, str) or not isinstance(value, Sequence):
-            self.add(_at(path, key), f"expected a list of strings, got {_kind(value)}", "[a, b]")
-            return ()
-        out: list[str] = []
-        for i, item in enumerate(value):
-            if isinstance(item, bool) or not isinstance(item, (str, int, float)):
-                self.add(f"{path}.{key}[{i}]", f"expected a string, got {_kind(item)}", "quote it")
-            else:
-                out.append(str(item))
-        return tuple(out)
-
-    def items(self, data: Mapping[str, Any], key: str, path: str) -> list[tuple[str, Any]]:
-        value = data.get(key)
-        if value is None:
-            return []
-        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-            self.add(_at(path, key), f"expected a list, got {_kind(value)}", "write a YAML list")
-            return []
-        base = _at(path, key)
-        return [(f"{base}[{i}]", item) for i, item in enumerate(value)]
-
-    def config(self, data: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
-        value = self.mapping(data.get(key), _at(path, key))
-        return _plain(value) if value else {}
-
-    def name(self, value: str, path: str, what: str) -> None:
-        if not value:
-            self.add(path, f"{what} is empty", NAME_FIX)
-        elif value == "*":
-            self.add(path, f"{what} cannot be the wildcard '*'", "name one service")
-        elif not _NAME_RE.match(value):
-            upper = value.lower() != value
-            detail = " (Nomad refuses upper case in group names)" if upper else ""
-            self.add(path, f"{what} {value!r} is not a valid name{detail}", NAME_FIX)
-
-    def address(self, value: str, path: str, what: str, *, allow_non_loopback: bool) -> None:
-        if value == "":
+def _check_address(
+    r: Reader, value: str, path: str, what: str, *, allow_non_loopback: bool
+) -> None:
+    """A bind address: an IP Consul accepts, loopback unless the item allows otherwise."""
+    if value == "":
+        return
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        if value == "localhost":
             return
-        try:
-            ip = ipaddress.ip_address(value)
-        except ValueError:
-            if value == "localhost":
-                return
-            self.add(path, f"{what} {value!r} is not an IP address", "use e.g. 127.0.0.1")
-            return
-        if ip.is_unspecified:
-            self.add(
-                path,
-                f"{what} {value} is a wildcard address that Consul rejects",
-                "use 127.0.0.1",
-            )
-        elif not ip.is_loopback and not allow_non_loopback:
-            self.add(
-                path,
-                f"{what} {value} is not a loopback address, so traffic could bypass the mesh",
-                "use 127.0.0.1 (or set allow_non_loopback: true on this item, deliberately)",
-            )
-
-    def duration(self, value: str, path: str) -> None:
-        if value and not _DURATION_RE.match(value):
-            self.add(path, f"{value!r} is not a duration", "write e.g. 10s, 500ms or 1m")
-
-
-def _at(path: str, key: Any) -> str:
-    return f"{path}.{key}" if path else str(key)
+        r.add(path, f"{what} {value!r} is not an IP address", "use e.g. 127.0.0.1")
+        return
+    if ip.is_unspecified:
+        r.add(
+            path,
+            f"{what} {value} is a wildcard address that Consul rejects",
+            "use 127.0.0.1",
+        )
+    elif not ip.is_loopback and not allow_non_loopback:
+        r.add(
+            path,
+            f"{what} {value} is not a loopback address, so traffic could bypass the mesh",
+            "use 127.0.0.1 (or set allow_non_loopback: true on this item, deliberately)",
+        )
 
 
 def _meta_value(value: Any) -> str:
     if value is None:
         return ""
     return str(value).lower() if isinstance(value, bool) else str(value)
-
-
-def _kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
-        type(value), type(value).__name__
-    )
-
-
-def _plain(value: Any) -> Any:
-    """Copy YAML/Ansible containers into plain dicts and lists (deterministic JSON later)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 # --- parsing ----------------------------------------------------------------------------------
@@ -421,24 +269,24 @@ def parse_mesh(
     source: str = "vars",
     known_queries: Collection[str] = (),
 ) -> Mesh:
-    """Parse and validate one host's view of the mesh; raise ``MeshError`` with every problem.
+    """Parse and validate one host's view of the mesh; raise ``ModelError`` with every problem.
 
     ``data`` holds ``services`` (the services of ONE host: listener clashes are checked among
     them), ``prepared_queries``, ``intentions`` and ``datacenter``; the ``meshkit_`` prefix of
     the inventory variables is accepted too. ``known_queries`` names prepared queries that
     already exist in Consul, so an upstream may point at a query this model does not define.
     """
-    r = _Reader()
+    r = Reader()
     try:  # older Consul proxy forms in services: converted first (mesh_legacy.py)
         data, legacy_warnings = (
             modernize_model(data, source) if isinstance(data, Mapping) else (data, [])
         )
     except LegacyProblems as err:
         fix = "write the service with a sidecar (docs/mesh-model.md, older proxy forms)"
-        raise MeshError([Problem(p, m, fix) for p, m in err.problems], source) from None
+        raise ModelError([Problem(p, m, fix) for p, m in err.problems], source) from None
     top = r.mapping(data, "(top level)")
     if top is None:
-        raise MeshError(r.problems, source)
+        raise ModelError(r.problems, source)
     top = {
         k[len("meshkit_") :] if isinstance(k, str) and k.startswith("meshkit_") else k: v
         for k, v in top.items()
@@ -473,11 +321,11 @@ def parse_mesh(
         if s
     )
     _check_ids(r, services)
-    _check_listeners(r, services)
+    r.problems.extend(listener_problems(services))
     acl = _parse_mesh_acl(r, top)
     _check_service_acls(r, services, acl)
     if r.problems:
-        raise MeshError(r.problems, source)
+        raise ModelError(r.problems, source)
     return Mesh(datacenter, services, queries, intentions, acl=acl, warnings=tuple(legacy_warnings))
 
 
@@ -486,7 +334,7 @@ def _label(path: str, name: str) -> str:
 
 
 def _parse_service(
-    r: _Reader, path: str, value: Any, query_names: Collection[str]
+    r: Reader, path: str, value: Any, query_names: Collection[str]
 ) -> Service | None:
     data = r.mapping(value, path)
     if data is None:
@@ -494,7 +342,7 @@ def _parse_service(
     name = r.string(data, "name", path)
     path = _label(path, name)
     r.known_keys(data, _SERVICE_KEYS, path)
-    r.name(name, f"{path}.name", "service name")
+    _check_name(r, name, f"{path}.name", "service name")
     sid = r.string(data, "id", path) or name
     if sid and not _ID_RE.match(sid):
         r.add(f"{path}.id", f"service id {sid!r} cannot be used in URLs", "use [A-Za-z0-9_.:-]")
@@ -502,8 +350,12 @@ def _parse_service(
     native = _parse_connect(r, path, data, name)
     address = r.string(data, "address", path, "127.0.0.1") or "127.0.0.1"
     # A native service's address is its public mesh address: loopback-only does not apply.
-    r.address(
-        address, f"{path}.address", f"service {name!r} address", allow_non_loopback=allow or native
+    _check_address(
+        r,
+        address,
+        f"{path}.address",
+        f"service {name!r} address",
+        allow_non_loopback=allow or native,
     )
     port = r.port(data, "port", path)
     tags = r.strings(data, "tags", path)
@@ -522,7 +374,7 @@ def _parse_service(
     nomad = r.mapping(data.get("nomad"), f"{path}.nomad") or {}
     group = nomad.get("group")
     if group is not None:
-        r.name(str(group), f"{path}.nomad.group", f"service {name!r} Nomad group name")
+        _check_name(r, str(group), f"{path}.nomad.group", f"service {name!r} Nomad group name")
     sidecar = None
     if data.get("sidecar") is not None:
         sidecar = _parse_sidecar(
@@ -538,7 +390,7 @@ def _parse_service(
         checks=checks,
         sidecar=sidecar,
         allow_non_loopback=allow,
-        nomad=_plain(nomad),
+        nomad=plain(nomad),
         native=native,
         acl=_parse_service_acl(r, f"{path}.acl", data.get("acl")),
     )
@@ -552,7 +404,7 @@ NATIVE_UPSTREAMS_FIX = (
 )
 
 
-def _parse_connect(r: _Reader, path: str, data: Mapping[str, Any], name: str) -> bool:
+def _parse_connect(r: Reader, path: str, data: Mapping[str, Any], name: str) -> bool:
     """``connect: {native: true}``; refuses what cannot go with it (sidecar, upstreams, no port).
 
     A Connect-native service has no sidecar: the application terminates mTLS on its own port,
@@ -602,7 +454,7 @@ def _parse_connect(r: _Reader, path: str, data: Mapping[str, Any], name: str) ->
     return True
 
 
-def _parse_check(r: _Reader, path: str, value: Any, service: str) -> Check | None:
+def _parse_check(r: Reader, path: str, value: Any, service: str) -> Check | None:
     data = r.mapping(value, path)
     if data is None:
         return None
@@ -647,7 +499,7 @@ def _parse_check(r: _Reader, path: str, value: Any, service: str) -> Check | Non
             "add interval: 10s",
         )
     for key in ("interval", "timeout", "ttl", "deregister_critical_service_after"):
-        r.duration(getattr(check, key), f"{path}.{key}")
+        r.duration_text(getattr(check, key), f"{path}.{key}")
     if check.status not in ("", "passing", "warning", "critical"):
         r.add(
             f"{path}.status",
@@ -658,7 +510,7 @@ def _parse_check(r: _Reader, path: str, value: Any, service: str) -> Check | Non
 
 
 def _parse_sidecar(
-    r: _Reader,
+    r: Reader,
     path: str,
     value: Any,
     service: str,
@@ -702,7 +554,8 @@ def _parse_sidecar(
             "set sidecar.port to a fixed port",
         )
     if "local_service_address" in data:  # an inherited address was checked on the service
-        r.address(
+        _check_address(
+            r,
             local_address,
             f"{path}.local_service_address",
             f"service {service!r} sidecar local_service_address",
@@ -741,7 +594,7 @@ def _parse_sidecar(
 
 
 def _parse_upstream(
-    r: _Reader, path: str, value: Any, service: str, query_names: Collection[str]
+    r: Reader, path: str, value: Any, service: str, query_names: Collection[str]
 ) -> Upstream | None:
     data = r.mapping(value, path)
     if data is None:
@@ -752,9 +605,9 @@ def _parse_upstream(
     dtype = r.string(data, "destination_type", path, "service") or "service"
     what = f"service {service!r} upstream destination_name"
     if dtype == "service":
-        r.name(dest, f"{path}.destination_name", what)
+        _check_name(r, dest, f"{path}.destination_name", what)
     elif dtype == "prepared_query":
-        r.name(dest, f"{path}.destination_name", what)
+        _check_name(r, dest, f"{path}.destination_name", what)
         if dest and dest != "*" and dest not in query_names:
             r.add(
                 f"{path}.destination_name",
@@ -773,7 +626,8 @@ def _parse_upstream(
         r.add(f"{path}.datacenter", f"{datacenter!r} is not a valid datacenter name", NAME_FIX)
     allow = r.boolean(data, "allow_non_loopback", path, False)
     bind = r.string(data, "local_bind_address", path, "127.0.0.1") or "127.0.0.1"
-    r.address(
+    _check_address(
+        r,
         bind,
         f"{path}.local_bind_address",
         f"service {service!r} upstream {dest!r} local_bind_address",
@@ -797,16 +651,16 @@ def _parse_upstream(
     )
 
 
-def _parse_query(r: _Reader, path: str, value: Any) -> PreparedQuery | None:
+def _parse_query(r: Reader, path: str, value: Any) -> PreparedQuery | None:
     data = r.mapping(value, path)
     if data is None:
         return None
     name = r.string(data, "name", path)
     path = _label(path, name)
     r.known_keys(data, _QUERY_KEYS, path)
-    r.name(name, f"{path}.name", "prepared query name")
+    _check_name(r, name, f"{path}.name", "prepared query name")
     service = r.string(data, "service", path)
-    r.name(service, f"{path}.service", f"prepared query {name!r} service")
+    _check_name(r, service, f"{path}.service", f"prepared query {name!r} service")
     failover = r.mapping(data.get("failover"), f"{path}.failover") or {}
     r.known_keys(failover, {"nearest_n", "datacenters"}, f"{path}.failover")
     nearest = r.integer(failover, "nearest_n", f"{path}.failover", low=0, high=1000) or 0
@@ -826,7 +680,7 @@ def _parse_query(r: _Reader, path: str, value: Any) -> PreparedQuery | None:
     )
 
 
-def _parse_intention(r: _Reader, path: str, value: Any) -> Intention | None:
+def _parse_intention(r: Reader, path: str, value: Any) -> Intention | None:
     data = r.mapping(value, path)
     if data is None:
         return None
@@ -835,8 +689,8 @@ def _parse_intention(r: _Reader, path: str, value: Any) -> Intention | None:
     path = f"{path} ({source or '?'} -> {dest or '?'})"
     r.known_keys(data, _INTENTION_KEYS, path)
     if source != "*":
-        r.name(source, f"{path}.source", "intention source")
-    r.name(dest, f"{path}.destination", "intention destination")
+        _check_name(r, source, f"{path}.source", "intention source")
+    _check_name(r, dest, f"{path}.destination", "intention destination")
     action = r.string(data, "action", path, "allow") or "allow"
     if action not in ("allow", "deny"):
         r.add(
@@ -850,7 +704,7 @@ def _parse_intention(r: _Reader, path: str, value: Any) -> Intention | None:
 # --- ACLs (meshkit_acl_mode per_service: one token per proxy) --------------------------------
 
 
-def _parse_service_acl(r: _Reader, path: str, value: Any) -> ServiceAcl:
+def _parse_service_acl(r: Reader, path: str, value: Any) -> ServiceAcl:
     if value is None:
         return ServiceAcl()
     data = r.mapping(value, path)
@@ -863,7 +717,7 @@ def _parse_service_acl(r: _Reader, path: str, value: Any) -> ServiceAcl:
     )
 
 
-def _parse_mesh_acl(r: _Reader, top: Mapping[str, Any]) -> MeshAcl:
+def _parse_mesh_acl(r: Reader, top: Mapping[str, Any]) -> MeshAcl:
     mode = r.string(top, "acl_mode", "", "shared") or "shared"
     if mode not in _ACL_MODES:
         r.add("acl_mode", f"unknown ACL mode {mode!r}", "use shared or per_service")
@@ -883,7 +737,7 @@ def _parse_mesh_acl(r: _Reader, top: Mapping[str, Any]) -> MeshAcl:
             )
         rules = data.get("rules", "")
         if isinstance(rules, Mapping):  # a mapping is sent as JSON rules
-            rules = json.dumps(_plain(rules), sort_keys=True, indent=2)
+            rules = json.dumps(plain(rules), sort_keys=True, indent=2)
         if not isinstance(rules, str) or not rules.strip():
             r.add(
                 f"{path}.rules", "rules are missing", "give HCL or JSON rules (text or a mapping)"
@@ -895,7 +749,7 @@ def _parse_mesh_acl(r: _Reader, top: Mapping[str, Any]) -> MeshAcl:
     return MeshAcl(mode, tuple(policies), known)
 
 
-def _check_service_acls(r: _Reader, services: Sequence[Service], acl: MeshAcl) -> None:
+def _check_service_acls(r: Reader, services: Sequence[Service], acl: MeshAcl) -> None:
     """Every extra policy must exist; an extra identity only names a service of this host
     (a proxy's token must not let one host act as another host's service)."""
     defined = {p.name for p in acl.policies} | set(acl.known_policies)
@@ -920,7 +774,7 @@ def _check_service_acls(r: _Reader, services: Sequence[Service], acl: MeshAcl) -
                 )
 
 
-def _unique(r: _Reader, items: Iterable[tuple[str, str]], what: str) -> None:
+def _unique(r: Reader, items: Iterable[tuple[str, str]], what: str) -> None:
     seen: dict[str, str] = {}
     for path, key in items:
         if key in seen:
@@ -929,95 +783,13 @@ def _unique(r: _Reader, items: Iterable[tuple[str, str]], what: str) -> None:
             seen[key] = path
 
 
-def _check_ids(r: _Reader, services: Sequence[Service]) -> None:
+def _check_ids(r: Reader, services: Sequence[Service]) -> None:
     ids: list[tuple[str, str]] = []
     for i, svc in enumerate(services):
         ids.append((f"services[{i}] ({svc.name}).id", svc.id))
         if svc.sidecar is not None:
             ids.append((f"services[{i}] ({svc.name}).sidecar", svc.sidecar_id))
     _unique(r, ids, "service id on this host")
-
-
-# --- listeners --------------------------------------------------------------------------------
-
-
-def host_listeners(services: Iterable[Service]) -> list[Listener]:
-    """Every fixed address:port the services of one host listen on (auto sidecar ports excluded)."""
-    out: list[Listener] = []
-    for i, svc in enumerate(services):
-        base = f"services[{i}] ({svc.name})"
-        if svc.port is not None:
-            out.append(
-                Listener(svc.address, svc.port, f"service {svc.name!r} port", f"{base}.port", "app")
-            )
-        side = svc.sidecar
-        if side is None:
-            continue
-        if side.port is not None:
-            out.append(
-                Listener(
-                    side.address or svc.address,
-                    side.port,
-                    f"service {svc.name!r} sidecar port",
-                    f"{base}.sidecar.port",
-                    "sidecar",
-                )
-            )
-        if side.admin_port is not None:
-            out.append(
-                Listener(
-                    ADMIN_ADDRESS,
-                    side.admin_port,
-                    f"service {svc.name!r} sidecar admin_port",
-                    f"{base}.sidecar.admin_port",
-                    "admin",
-                )
-            )
-        for j, up in enumerate(side.upstreams):
-            if up.local_bind_port:
-                out.append(
-                    Listener(
-                        up.local_bind_address,
-                        up.local_bind_port,
-                        f"service {svc.name!r} upstream {up.destination_name!r} local_bind_port",
-                        f"{base}.sidecar.upstreams[{j}] ({up.destination_name}).local_bind_port",
-                        "upstream",
-                    )
-                )
-    return out
-
-
-def _overlap(a: str, b: str) -> bool:
-    """Two bind addresses collide when equal or when either is a wildcard of the same family."""
-    if a == b:
-        return True
-    try:
-        ia, ib = ipaddress.ip_address(a), ipaddress.ip_address(b)
-    except ValueError:
-        return a in ("localhost", "") or b in ("localhost", "")
-    if ia.version != ib.version:
-        return False
-    return ia.is_unspecified or ib.is_unspecified
-
-
-def _check_listeners(r: _Reader, services: Sequence[Service]) -> None:
-    listeners = host_listeners(services)
-    for i, one in enumerate(listeners):
-        for other in listeners[:i]:
-            if one.port == other.port and _overlap(one.address, other.address):
-                r.add(
-                    one.path,
-                    f"{one.owner} {one.address}:{one.port} clashes with "
-                    f"{other.owner} on the same host",
-                    "pick another port",
-                )
-        if one.kind != "sidecar" and AUTO_PORT_MIN <= one.port <= AUTO_PORT_MAX:
-            r.add(
-                one.path,
-                f"{one.owner} {one.port} is inside {AUTO_PORT_MIN}-{AUTO_PORT_MAX}, where Consul "
-                "assigns sidecar ports automatically",
-                f"pick a port outside {AUTO_PORT_MIN}-{AUTO_PORT_MAX}",
-            )
 
 
 # --- plain data for Ansible -------------------------------------------------------------------

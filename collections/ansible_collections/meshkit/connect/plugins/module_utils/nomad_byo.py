@@ -32,8 +32,11 @@ from typing import Any
 
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import (
     Mesh,
-    Problem,
     Service,
+)
+from ansible_collections.meshkit.connect.plugins.module_utils.model_fields import (
+    ModelError,
+    Problem,
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_jobspec import (
     MESH_PORT_LABEL,
@@ -50,7 +53,6 @@ from ansible_collections.meshkit.connect.plugins.module_utils.nomad_render impor
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_settings import (
     GroupSettings,
     JobSettings,
-    NomadSettingsError,
     TaskSettings,
     parse_job_settings,
 )
@@ -132,8 +134,10 @@ def _hcl_tree(text: str, source: str) -> Any:
     try:
         import hcl2
     except ImportError:
-        raise NomadSettingsError(
-            [Problem(source, "python-hcl2 is not installed", "pip install python-hcl2")], source
+        raise ModelError(
+            [Problem(source, "python-hcl2 is not installed", "pip install python-hcl2")],
+            source,
+            subject="",
         ) from None
     try:
         return hcl2.parses_to_tree(text)
@@ -143,7 +147,7 @@ def _hcl_tree(text: str, source: str) -> Any:
         token = getattr(exc, "token", None)
         where = f"{source}:{line}:{column}" if line else source
         near = f" near {str(token).strip()!r}" if token is not None else ""
-        raise NomadSettingsError(
+        raise ModelError(
             [
                 Problem(
                     where,
@@ -153,6 +157,7 @@ def _hcl_tree(text: str, source: str) -> Any:
                 )
             ],
             source,
+            subject="",
         ) from None
 
 
@@ -224,9 +229,10 @@ def _hcl_refs(text: str, source: str) -> tuple[str, list[ServiceRef], list[Probl
     top = [_read_block(text, n, 0) for n in _kids(_kids(tree)[0]) if _kind(n) == "block"]
     jobs = [b for b in top if b.kind == "job"]
     if len(jobs) != 1 or not jobs[0].labels:
-        raise NomadSettingsError(
+        raise ModelError(
             [Problem(source, "the file must hold exactly one job block", 'write job "<id>" {…}')],
             source,
+            subject="",
         )
     job = jobs[0]
     refs: list[ServiceRef] = []
@@ -568,7 +574,7 @@ def byo_settings(data: Mapping[str, Any], source: str) -> list[Problem]:
 def load(text: str, source: str, mesh: Mesh, settings_for: Any) -> ByoJob:
     """Read the operator's job (HCL or API JSON) and compute meshkit's parts.
 
-    `settings_for(job_id)` gives the JobSettings (version, proxy). Raises NomadSettingsError
+    `settings_for(job_id)` gives the JobSettings (version, proxy). Raises ModelError
     naming the file, line (HCL), field and fix of every problem; nothing is returned half done.
     """
     stripped = text.lstrip()
@@ -579,7 +585,7 @@ def load(text: str, source: str, mesh: Mesh, settings_for: Any) -> ByoJob:
             data = json.loads(text)
         except ValueError as exc:
             line = getattr(exc, "lineno", "?")
-            raise NomadSettingsError(
+            raise ModelError(
                 [
                     Problem(
                         f"{source}:{line}",
@@ -588,12 +594,15 @@ def load(text: str, source: str, mesh: Mesh, settings_for: Any) -> ByoJob:
                     )
                 ],
                 source,
+                subject="",
             ) from None
         api = dict(data.get("Job", data)) if isinstance(data, dict) else {}
         job_id = str(api.get("ID") or "")
         if not job_id:
-            raise NomadSettingsError(
-                [Problem(f"{source}: Job.ID", "the job has no ID", "set ID (and Name)")], source
+            raise ModelError(
+                [Problem(f"{source}: Job.ID", "the job has no ID", "set ID (and Name)")],
+                source,
+                subject="",
             )
         refs, problems = _json_refs(api, source)
         form = "json"
@@ -634,7 +643,7 @@ def load(text: str, source: str, mesh: Mesh, settings_for: Any) -> ByoJob:
                 seen_ports[key] = ref.name
         parts.append(part)
     if problems:
-        raise NomadSettingsError(problems, source)
+        raise ModelError(problems, source, subject="")
     return ByoJob(source=source, form=form, text=text, job_id=job_id, parts=parts, api=api)
 
 
@@ -707,7 +716,7 @@ def merge_api(job_api: Mapping[str, Any], job: ByoJob) -> dict[str, Any]:
         ref = part.ref
         group = groups.get(ref.group)
         if group is None:
-            raise NomadSettingsError(
+            raise ModelError(
                 [
                     Problem(
                         job.source,
@@ -716,10 +725,11 @@ def merge_api(job_api: Mapping[str, Any], job: ByoJob) -> dict[str, Any]:
                     )
                 ],
                 job.source,
+                subject="",
             )
         services = [s for s in group.get("Services") or [] if s.get("Name") == ref.name]
         if len(services) != 1:
-            raise NomadSettingsError(
+            raise ModelError(
                 [
                     Problem(
                         job.source,
@@ -728,6 +738,7 @@ def merge_api(job_api: Mapping[str, Any], job: ByoJob) -> dict[str, Any]:
                     )
                 ],
                 job.source,
+                subject="",
             )
         svc, spec = services[0], part.group.services[0]
         svc["Connect"] = api_connect(spec)
@@ -764,25 +775,29 @@ MAX_JOB_FILE_BYTES = 4 * 1024 * 1024
 
 
 def read_job_file(path: str) -> str:
-    """The job file's text, bounded in size; NomadSettingsError naming the file otherwise."""
+    """The job file's text, bounded in size; ModelError naming the file otherwise."""
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_JOB_FILE_BYTES + 1)
     except OSError as exc:
-        raise NomadSettingsError(
-            [Problem(path, f"cannot read the job file: {exc.strerror}", "check the path")], path
+        raise ModelError(
+            [Problem(path, f"cannot read the job file: {exc.strerror}", "check the path")],
+            path,
+            subject="",
         ) from None
     if len(data) > MAX_JOB_FILE_BYTES:
-        raise NomadSettingsError(
+        raise ModelError(
             [Problem(path, f"larger than {MAX_JOB_FILE_BYTES} bytes", "is this a job file?")],
             path,
+            subject="",
         )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise NomadSettingsError(
+        raise ModelError(
             [Problem(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})", "save as UTF-8")],
             path,
+            subject="",
         ) from None
 
 
@@ -792,12 +807,12 @@ def settings_reader(
     """JobSettings for the job file's ID from the few settings that apply (version, proxy)."""
     problems = byo_settings(data, source)
     if problems:
-        raise NomadSettingsError(problems, source)
+        raise ModelError(problems, source, subject="")
 
     def read(job_id: str) -> JobSettings:
         named = data.get("name")
         if named and named != job_id:
-            raise NomadSettingsError(
+            raise ModelError(
                 [
                     Problem(
                         f"{source}: job.name",
@@ -806,6 +821,7 @@ def settings_reader(
                     )
                 ],
                 source,
+                subject="",
             )
         return parse_job_settings(
             {**dict(data), "name": job_id}, source=source, nomad_version=version

@@ -16,14 +16,16 @@ from typing import Any
 
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import (
     Mesh,
-    Problem,
     Service,
     Upstream,
+)
+from ansible_collections.meshkit.connect.plugins.module_utils.model_fields import (
+    ModelError,
+    Problem,
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_settings import (
     GroupSettings,
     JobSettings,
-    NomadSettingsError,
     ProxySettings,
     Resources,
     RestartPolicy,
@@ -472,7 +474,7 @@ def _native_app_group(
 
 
 def build_job(mesh: Mesh, settings: JobSettings) -> JobSpec:
-    """The job for `settings.services` (default: every service); NomadSettingsError if not."""
+    """The job for `settings.services` (default: every service); ModelError if not."""
     problems: list[Problem] = []
     by_name = {s.name: s for s in mesh.services}
     wanted = settings.services or tuple(by_name)
@@ -510,7 +512,7 @@ def build_job(mesh: Mesh, settings: JobSettings) -> JobSpec:
                 Problem(f"job.groups.{name}", "no such service in this job", "fix the name")
             )
     if problems:
-        raise NomadSettingsError(problems, f"job {settings.job_id}")
+        raise ModelError(problems, f"job {settings.job_id}", subject="")
     return JobSpec(
         job_id=settings.job_id,
         job_type=settings.job_type,

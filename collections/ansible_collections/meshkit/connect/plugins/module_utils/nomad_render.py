@@ -13,6 +13,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from ansible_collections.meshkit.connect.plugins.module_utils.model_fields import (
+    format_duration,
+)
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_jobspec import (
     CheckSpec,
     GroupSpec,
@@ -27,7 +30,6 @@ from ansible_collections.meshkit.connect.plugins.module_utils.nomad_settings imp
     RestartPolicy,
     Template,
     UpdatePolicy,
-    format_duration,
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_versions import NomadVersion
 

@@ -518,8 +518,6 @@ from ansible_collections.meshkit.connect.plugins.module_utils.consul_services im
     desired_view,
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import (
-    MeshError,
-    Problem,
     Service,
     parse_mesh,
 )
@@ -528,6 +526,10 @@ from ansible_collections.meshkit.connect.plugins.module_utils.mesh_schema import
     SERVICE,
     argspec,
     drop_unset,
+)
+from ansible_collections.meshkit.connect.plugins.module_utils.model_fields import (
+    ModelError,
+    Problem,
 )
 
 
@@ -570,7 +572,7 @@ def standalone_proxy(module: AnsibleModule, services: Sequence[Service]) -> bool
         if svc.sidecar is not None and svc.sidecar.port is None
     ]  # fmt: skip
     if problems:
-        raise MeshError(problems, "consul_service")
+        raise ModelError(problems, "consul_service")
     return True
 
 

@@ -190,13 +190,14 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.meshkit.connect.plugins.module_utils import nomad_byo
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import (
-    MeshError,
     parse_mesh,
+)
+from ansible_collections.meshkit.connect.plugins.module_utils.model_fields import (
+    ModelError,
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_jobspec import build_job
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_render import to_api
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_settings import (
-    NomadSettingsError,
     parse_job_settings,
     version_request,
 )
@@ -318,7 +319,7 @@ def main() -> None:
     )
     try:
         module.exit_json(**run(module))
-    except (MeshError, NomadSettingsError) as exc:
+    except ModelError as exc:
         module.fail_json(msg=str(exc), problems=[str(x) for x in exc.problems])
     except NomadSubmitError as exc:
         module.fail_json(msg=str(exc), **dict(exc.details))
