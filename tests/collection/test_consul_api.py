@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_api import (
     Connection,
-    parse_version,
+    parse_consul_version,
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_lifecycle import (
     changed_parts,
@@ -49,10 +49,10 @@ def test_options_override_the_environment() -> None:
 
 
 def test_parse_version() -> None:
-    assert parse_version("1.7.14") == (1, 7, 14)
-    assert parse_version("v1.9.0-beta1+ent") == (1, 9, 0)
-    assert parse_version("") == ()
-    assert parse_version("1.10.2") >= (1, 9)
+    assert parse_consul_version("1.7.14") == (1, 7, 14)
+    assert parse_consul_version("v1.9.0-beta1+ent") == (1, 9, 0)
+    assert parse_consul_version("") == ()
+    assert parse_consul_version("1.10.2") >= (1, 9)
 
 
 def test_changed_parts_keeps_exactly_what_differs() -> None:

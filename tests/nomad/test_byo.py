@@ -16,7 +16,7 @@ import pytest
 from ansible_collections.meshkit.connect.plugins.module_utils import nomad_byo
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_render import hcl_syntax
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_versions import (
-    parse_version,
+    parse_nomad_version,
 )
 from tests.support.meshkit_cli import meshkit_nomad
 from tests.support.nomad_byo_jobs import FAST, JOBS, load, meaning
@@ -80,7 +80,7 @@ def test_render_changes_nothing_but_meshkits_parts(files: Path, name: str) -> No
     # every line the operator wrote is still there, in order (only lines were added)
     added = iter(rendered.splitlines())
     assert all(any(line == r for r in added) for line in original.splitlines())
-    syntax = hcl_syntax(parse_version(version))
+    syntax = hcl_syntax(parse_nomad_version(version))
     before, after = parse_job(original, syntax), parse_job(rendered, syntax)
     byo = load(name, version)
     assert meaning(without_meshkit(after, byo)) == meaning(before)

@@ -37,7 +37,7 @@ def shop_job(**settings: Any) -> dict[str, Any]:
     return dict(to_api(spec))
 
 
-def connect(double: NomadDouble, **kw: Any) -> tuple[Any, ns.Connection]:
+def connect(double: NomadDouble, **kw: Any) -> tuple[Any, ns.NomadConnection]:
     conn = ns.connection_from(address=double.address, env={}, **kw)
     return ns.client(conn), conn
 

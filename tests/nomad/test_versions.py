@@ -18,7 +18,7 @@ from ansible_collections.meshkit.connect.plugins.module_utils.nomad_settings imp
 )
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_versions import (
     NomadVersion,
-    parse_version,
+    parse_nomad_version,
 )
 
 
@@ -73,7 +73,7 @@ def test_refused_before_and_accepted_from(
     with pytest.raises(ModelError) as err:
         build(model, old)
     text = str(err.value)
-    assert words in text and f"nomad_version is {parse_version(old)}" in text
+    assert words in text and f"nomad_version is {parse_nomad_version(old)}" in text
     assert "fix:" in text and "services.web" in text
     build(model, new)  # the first version that has the feature renders
 
@@ -96,11 +96,11 @@ def test_default_bind_address_is_not_sent_so_old_nomad_accepts_it() -> None:
 
 
 def test_version_parsing() -> None:
-    assert parse_version("v1.6.2") == NomadVersion(1, 6, 2)
-    assert parse_version("1.8.0-beta.1") == NomadVersion(1, 8, 0)
-    assert parse_version("1.7") == NomadVersion(1, 7, 0)
+    assert parse_nomad_version("v1.6.2") == NomadVersion(1, 6, 2)
+    assert parse_nomad_version("1.8.0-beta.1") == NomadVersion(1, 8, 0)
+    assert parse_nomad_version("1.7") == NomadVersion(1, 7, 0)
     with pytest.raises(ValueError, match="not a Nomad version"):
-        parse_version("latest")
+        parse_nomad_version("latest")
     with pytest.raises(ModelError, match=r"job\.nomad_version"):
         parse_job_settings({"name": "x", "nomad_version": "new"})
 

@@ -351,10 +351,10 @@ class ConsulClient:
     def version(self) -> tuple[int, ...]:
         """The agent's Consul version from ``/v1/agent/self`` (e.g. ``(1, 7, 14)``)."""
         config = (self.get("/v1/agent/self") or {}).get("Config") or {}
-        return parse_version(str(config.get("Version", "")))
+        return parse_consul_version(str(config.get("Version", "")))
 
 
-def parse_version(text: str) -> tuple[int, ...]:
+def parse_consul_version(text: str) -> tuple[int, ...]:
     head = text.lstrip("v").split("-", 1)[0].split("+", 1)[0]
     out: list[int] = []
     for part in head.split("."):

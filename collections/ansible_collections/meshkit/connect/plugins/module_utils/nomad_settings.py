@@ -23,7 +23,7 @@ from ansible_collections.meshkit.connect.plugins.module_utils.model_fields impor
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_versions import (
     DEFAULT_VERSION,
     NomadVersion,
-    parse_version,
+    parse_nomad_version,
 )
 
 PATTERNS = ("native", "sidecar", "envoy")
@@ -285,7 +285,7 @@ def parse_job_settings(
     version_text = nomad_version if nomad_version is not None else top.get("nomad_version")
     if version_text not in (None, "", "auto"):
         try:
-            version = parse_version(version_text)
+            version = parse_nomad_version(version_text)
         except ValueError as exc:
             r.add("job.nomad_version", str(exc), "write the cluster's version, e.g. 1.7.7")
     groups = r.mapping(top.get("groups"), "job.groups") or {}

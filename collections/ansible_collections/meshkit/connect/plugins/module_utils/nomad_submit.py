@@ -28,7 +28,7 @@ class NomadSubmitError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Connection:
+class NomadConnection:
     address: str
     token: str = field(default="", repr=False)
     namespace: str = ""
@@ -51,7 +51,7 @@ def connection_from(
     client_key: str | None = None,
     timeout: int = 10,
     env: Mapping[str, str] | None = None,
-) -> Connection:
+) -> NomadConnection:
     """Options first, then the NOMAD_* environment like the nomad CLI, then the defaults."""
     env = os.environ if env is None else env
     addr = address or env.get("NOMAD_ADDR") or "http://127.0.0.1:4646"
@@ -61,7 +61,7 @@ def connection_from(
         )
     ca = ca_cert or env.get("NOMAD_CACERT") or ""
     verify: bool | str = (ca or True) if validate_certs else False
-    return Connection(
+    return NomadConnection(
         address=addr.rstrip("/"),
         token=token or env.get("NOMAD_TOKEN") or "",
         namespace=namespace or env.get("NOMAD_NAMESPACE") or "",
@@ -73,7 +73,7 @@ def connection_from(
     )
 
 
-def client(conn: Connection) -> Any:
+def client(conn: NomadConnection) -> Any:
     """A python-nomad client with verification on (the library's default is off)."""
     try:
         import nomad
@@ -94,11 +94,11 @@ def client(conn: Connection) -> Any:
     )
 
 
-def _redact(text: str, conn: Connection) -> str:
+def _redact(text: str, conn: NomadConnection) -> str:
     return text.replace(conn.token, "<redacted>") if conn.token else text
 
 
-def _api_error(exc: BaseException, conn: Connection, doing: str) -> NomadSubmitError:
+def _api_error(exc: BaseException, conn: NomadConnection, doing: str) -> NomadSubmitError:
     resp = getattr(exc, "nomad_resp", None)
     status = getattr(resp, "status_code", None)
     body = getattr(resp, "text", None)
@@ -117,7 +117,7 @@ def _api_error(exc: BaseException, conn: Connection, doing: str) -> NomadSubmitE
     return NomadSubmitError(_redact(f"{doing} failed at {conn.address}: {detail}{hint}", conn))
 
 
-def _call(conn: Connection, doing: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+def _call(conn: NomadConnection, doing: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
     try:
         return fn(*args, **kw)
     except NomadSubmitError:
@@ -126,12 +126,12 @@ def _call(conn: Connection, doing: str, fn: Callable[..., Any], *args: Any, **kw
         raise _api_error(exc, conn, doing) from None
 
 
-def call(conn: Connection, doing: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+def call(conn: NomadConnection, doing: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
     """One Nomad API call; failures become NomadSubmitError saying what was being done."""
     return _call(conn, doing, fn, *args, **kw)
 
 
-def detect_version(n: Any, conn: Connection) -> str:
+def detect_version(n: Any, conn: NomadConnection) -> str:
     """The agent's Nomad version (GET /v1/agent/self), for the version gates."""
     body = _call(conn, "reading the Nomad version (agent/self)", n.agent.get_agent)
     try:
@@ -174,7 +174,7 @@ class Plan:
         }
 
 
-def plan(n: Any, conn: Connection, job: Mapping[str, Any]) -> Plan:
+def plan(n: Any, conn: NomadConnection, job: Mapping[str, Any]) -> Plan:
     body = _call(
         conn, f"planning job {job['ID']}", n.job.plan_job, job["ID"], {"Job": dict(job)}, diff=True
     )
@@ -236,13 +236,15 @@ def format_diff(diff: Mapping[str, Any] | None) -> str:
 
 
 @dataclass(frozen=True)
-class Registration:
+class JobRegistration:
     eval_id: str
     job_modify_index: int
     warnings: str
 
 
-def register(n: Any, conn: Connection, job: Mapping[str, Any], planned: Plan) -> Registration:
+def register(
+    n: Any, conn: NomadConnection, job: Mapping[str, Any], planned: Plan
+) -> JobRegistration:
     """Register only what was planned: a job changed by anyone since the plan is refused."""
     payload = {"Job": dict(job), "EnforceIndex": True, "JobModifyIndex": planned.job_modify_index}
     try:
@@ -258,7 +260,7 @@ def register(n: Any, conn: Connection, job: Mapping[str, Any], planned: Plan) ->
                 conflict=True,
             ) from None
         raise err from None
-    return Registration(
+    return JobRegistration(
         eval_id=str(body.get("EvalID") or ""),
         job_modify_index=int(body.get("JobModifyIndex") or 0),
         warnings=str(body.get("Warnings") or ""),
@@ -318,9 +320,9 @@ def _describe_allocs(allocs: Any, healthy_ok: bool = True) -> list[str]:
 
 def wait(
     n: Any,
-    conn: Connection,
+    conn: NomadConnection,
     job: Mapping[str, Any],
-    reg: Registration,
+    reg: JobRegistration,
     *,
     timeout: float,
     interval: float = 1.0,
@@ -412,7 +414,7 @@ def wait(
 class Outcome:
     changed: bool
     plan: Plan | None = None
-    registration: Registration | None = None
+    registration: JobRegistration | None = None
     waited: WaitResult | None = None
     stopped: bool = False
     messages: list[str] = field(default_factory=list)
@@ -438,7 +440,7 @@ class Outcome:
 
 def apply(
     n: Any,
-    conn: Connection,
+    conn: NomadConnection,
     job: Mapping[str, Any],
     *,
     check_mode: bool,
@@ -470,7 +472,7 @@ def apply(
     return outcome
 
 
-def stop(n: Any, conn: Connection, job_id: str, *, purge: bool, check_mode: bool) -> Outcome:
+def stop(n: Any, conn: NomadConnection, job_id: str, *, purge: bool, check_mode: bool) -> Outcome:
     """state=absent: stop the job (and purge it if asked); nothing to do is not a change."""
     try:
         current = n.job.get_job(job_id)

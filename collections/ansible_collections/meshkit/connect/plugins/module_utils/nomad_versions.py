@@ -24,7 +24,7 @@ class NomadVersion:
         return f"{self.major}.{self.minor}.{self.patch}"
 
 
-def parse_version(text: object) -> NomadVersion:
+def parse_nomad_version(text: object) -> NomadVersion:
     """`1.6.2`, `v1.7.0`, `1.8.0-beta.1` or `1.7` (patch 0); ValueError otherwise."""
     match = _VERSION_RE.match(str(text).strip()) if isinstance(text, (str, int, float)) else None
     if match is None:
