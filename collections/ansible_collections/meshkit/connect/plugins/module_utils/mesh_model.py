@@ -141,7 +141,7 @@ class Service:
 
     @property
     def sidecar_id(self) -> str:
-        """The ID Consul forces on a ``sidecar_service`` (contract 1.5)."""
+        """The ID Consul forces on a ``sidecar_service``: ``<parent ID>-sidecar-proxy``."""
         return f"{self.id}{SIDECAR_SUFFIX}"
 
     @property

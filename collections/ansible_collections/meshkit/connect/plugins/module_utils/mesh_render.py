@@ -3,7 +3,8 @@
 # Mozilla Public License Version 2.0 (see https://mozilla.org/MPL/2.0/)
 """Render mesh model objects into the shapes Consul accepts.
 
-The agent API wants CamelCase and the agent's config files want snake_case (contract 1.2):
+The agent API wants CamelCase and the agent's config files want snake_case (Consul 1.7 refuses
+CamelCase in a config file):
 mixing the two is the classic bug, so both forms are produced here from one walk over the
 model and nowhere else. Output is deterministic (fixed key order, sorted JSON), so a re-render
 of an unchanged model is byte-for-byte identical and config-file templates never flap.

@@ -260,7 +260,8 @@ def _gate(problems: list[Problem], key: str, settings: JobSettings, path: str) -
 
 
 def _consul_addr(proxy: ProxySettings, pattern: str, mode: str) -> str:
-    """Where the proxy reaches the Consul agent from inside its allocation (contract 7.4)."""
+    """Where the proxy reaches the Consul agent from inside its allocation: the host's address,
+    since 127.0.0.1 inside a bridge-mode allocation is the allocation itself."""
     if proxy.consul_http_addr:
         return proxy.consul_http_addr
     if mode == "host":
