@@ -10,3 +10,6 @@ ROOT = Path(__file__).resolve().parent.parent
 for extra in (ROOT / "collections", ROOT / "proxy", ROOT):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
+
+# The shared fixtures (dev_agent, dev_agent_acl, agent), for every test module without imports.
+pytest_plugins = ["tests.support.devagent"]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.ansible_run import run_play
-from tests.support.devagent import DevAgent, dev_agent  # noqa: F401
+from tests.support.devagent import DevAgent
 from tests.support.module_lifecycle import assert_lifecycle, read
 
 MOD = "meshkit.connect.consul_config_entry"
@@ -46,7 +46,7 @@ def failed(play: Any, name: str) -> dict[str, Any]:
     return result
 
 
-def test_proxy_defaults_lifecycle(dev_agent: DevAgent, tmp_path: Path) -> None:  # noqa: F811
+def test_proxy_defaults_lifecycle(dev_agent: DevAgent, tmp_path: Path) -> None:
     changed = {**PROXY, "config": {**PROXY["config"], "handshake_timeout_ms": 5000}}
     tasks: list[dict[str, Any]] = [
         {"name": "create", MOD: PROXY},
@@ -72,7 +72,7 @@ def test_proxy_defaults_lifecycle(dev_agent: DevAgent, tmp_path: Path) -> None: 
     assert play.task("gone")["status"] == 404
 
 
-def test_service_defaults_lifecycle(dev_agent: DevAgent, tmp_path: Path) -> None:  # noqa: F811
+def test_service_defaults_lifecycle(dev_agent: DevAgent, tmp_path: Path) -> None:
     base = {"kind": "service-defaults", "name": "db", "protocol": "http"}
     expose = {"checks": True, "paths": [
         {"path": "/metrics", "local_path_port": 8080, "listener_port": 21500}]}  # fmt: skip
@@ -97,7 +97,7 @@ def test_service_defaults_lifecycle(dev_agent: DevAgent, tmp_path: Path) -> None
 
 
 def test_concurrent_edit_is_refused_and_reported(
-    dev_agent: DevAgent,  # noqa: F811
+    dev_agent: DevAgent,
     tmp_path: Path,
 ) -> None:
     assert put(dev_agent, {"Kind": "service-defaults", "Name": "api", "Protocol": "http"})
@@ -121,7 +121,7 @@ def test_concurrent_edit_is_refused_and_reported(
 
 
 def test_bad_input_names_the_field_and_writes_nothing(
-    dev_agent: DevAgent,  # noqa: F811
+    dev_agent: DevAgent,
     tmp_path: Path,
 ) -> None:
     cases = {

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.ansible_run import run_play
-from tests.support.devagent import DevAgent, dev_agent, dev_agent_acl  # noqa: F401
+from tests.support.devagent import DevAgent
 
 SERVICE = "meshkit.connect.consul_service"
 INTENTION = "meshkit.connect.consul_intention"
@@ -42,7 +42,7 @@ def _registered(agent: DevAgent) -> set[str]:
 
 
 def test_wrong_token_never_reads_as_absent(
-    dev_agent_acl: DevAgent,  # noqa: F811
+    dev_agent_acl: DevAgent,
     tmp_path: Path,
 ) -> None:
     agent = dev_agent_acl
@@ -113,7 +113,7 @@ def test_wrong_token_never_reads_as_absent(
 
 
 def test_a_valid_token_still_reads_absent_as_absent(
-    dev_agent_acl: DevAgent,  # noqa: F811
+    dev_agent_acl: DevAgent,
     tmp_path: Path,
 ) -> None:
     """The other side: a real 404 with a good token is absent (changed=false, no failure)."""
@@ -129,7 +129,7 @@ def test_a_valid_token_still_reads_absent_as_absent(
 
 
 def test_a_token_on_an_agent_without_acls_still_reads_absent(
-    dev_agent: DevAgent,  # noqa: F811
+    dev_agent: DevAgent,
     tmp_path: Path,
 ) -> None:
     """ACLs off: /v1/acl/token/self is "ACL support disabled", which does not make a token

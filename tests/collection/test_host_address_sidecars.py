@@ -14,11 +14,8 @@ where nothing listens, so this passes only with the checks meshkit renders.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from ansible_collections.meshkit.connect.plugins.module_utils import consul_api as module_api
 from ansible_collections.meshkit.connect.plugins.module_utils.consul_services import (
@@ -40,15 +37,6 @@ from tests.support.proxy_process import ProxyProcess
 from tests.support.waits import wait_until
 
 HOSTS = {"web": "127.0.0.2", "db": "127.0.0.3"}
-
-
-@pytest.fixture
-def agent(tmp_path: Path) -> Iterator[DevAgent]:
-    a = DevAgent(tmp_path / "agent").start()
-    try:
-        yield a
-    finally:
-        a.stop(timeout=1.0)
 
 
 def model(apps: dict[str, App], ports: dict[str, int]) -> Mesh:

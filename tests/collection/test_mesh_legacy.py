@@ -21,7 +21,7 @@ from ansible_collections.meshkit.connect.plugins.module_utils.model_fields impor
     ModelError,
 )
 from tests.support import legacy_examples as ex
-from tests.support.devagent import DevAgent, dev_agent  # noqa: F401
+from tests.support.devagent import DevAgent
 from tests.support.meshkit_cli import meshkit_render
 
 
@@ -57,7 +57,7 @@ def test_unconvertible_forms_are_model_problems_naming_the_entry() -> None:
 
 def test_meshkit_render_warns_and_round_trips_through_the_dev_agent(
     tmp_path: Path,
-    dev_agent: DevAgent,  # noqa: F811
+    dev_agent: DevAgent,
 ) -> None:
     vars_file = tmp_path / "vars.yml"
     vars_file.write_text(yaml.safe_dump({"meshkit_services": [ex.MANAGED_UPSTREAMS]}))

@@ -8,7 +8,7 @@ from typing import Any
 
 from ansible_collections.meshkit.connect.plugins.module_utils import mesh_model, mesh_schema
 from tests.support.ansible_run import run_play
-from tests.support.devagent import DevAgent, dev_agent  # noqa: F401
+from tests.support.devagent import DevAgent
 
 
 def test_every_field_the_parser_reads_is_declared() -> None:
@@ -54,7 +54,7 @@ def test_drop_unset_removes_only_the_nones_ansible_filled_in() -> None:
 
 
 def test_the_module_checks_types_and_names_from_the_schema(
-    dev_agent: DevAgent,  # noqa: F811
+    dev_agent: DevAgent,
     tmp_path: Path,
 ) -> None:
     """Ansible now refuses a wrong type or an unknown field inside the model, naming its path;

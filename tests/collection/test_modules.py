@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.support.ansible_run import run_play
-from tests.support.devagent import DevAgent, dev_agent, dev_agent_acl  # noqa: F401
+from tests.support.devagent import DevAgent
 from tests.support.module_lifecycle import assert_lifecycle, read
 
 DB: dict[str, Any] = {
@@ -37,7 +37,7 @@ def with_changes(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
     return out
 
 
-def test_consul_service_lifecycle(dev_agent: DevAgent, tmp_path: Path) -> None:  # noqa: F811
+def test_consul_service_lifecycle(dev_agent: DevAgent, tmp_path: Path) -> None:
     svc = {"meshkit.connect.consul_service": {"service": DB}}
     tasks: list[dict[str, Any]] = [
         {"name": "create", **svc, "register": "r"},
@@ -83,7 +83,7 @@ def test_consul_service_lifecycle(dev_agent: DevAgent, tmp_path: Path) -> None: 
 
 
 def test_consul_service_refuses_invalid_model_and_writes_nothing(
-    dev_agent: DevAgent,  # noqa: F811
+    dev_agent: DevAgent,
     tmp_path: Path,
 ) -> None:
     bad = with_changes(DB, sidecar={"upstreams": [
@@ -101,7 +101,7 @@ def test_consul_service_refuses_invalid_model_and_writes_nothing(
     assert dev_agent.get("/v1/agent/services")[2] == {}
 
 
-def test_consul_prepared_query_lifecycle(dev_agent: DevAgent, tmp_path: Path) -> None:  # noqa: F811
+def test_consul_prepared_query_lifecycle(dev_agent: DevAgent, tmp_path: Path) -> None:
     query = {"name": "db-nearest", "service": "db", "near": "_agent"}
     mod = "meshkit.connect.consul_prepared_query"
     tasks: list[dict[str, Any]] = [
@@ -128,7 +128,7 @@ def test_consul_prepared_query_lifecycle(dev_agent: DevAgent, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("api", ["legacy", "config_entry"])
-def test_consul_intention_lifecycle(dev_agent: DevAgent, tmp_path: Path, api: str) -> None:  # noqa: F811
+def test_consul_intention_lifecycle(dev_agent: DevAgent, tmp_path: Path, api: str) -> None:
     mod = "meshkit.connect.consul_intention"
     base = {"source": "web", "destination": "db", "description": "web reads db", "api": api}
     tasks: list[dict[str, Any]] = [
@@ -153,7 +153,7 @@ def test_consul_intention_lifecycle(dev_agent: DevAgent, tmp_path: Path, api: st
 
 
 def test_consul_mesh_info_reports_drift_without_deleting(
-    dev_agent: DevAgent,  # noqa: F811
+    dev_agent: DevAgent,
     tmp_path: Path,
 ) -> None:
     dev_agent.register({"Name": "legacy-app", "Port": 7000})
@@ -190,7 +190,7 @@ def test_consul_mesh_info_reports_drift_without_deleting(
 
 
 def test_token_goes_in_the_header_only_and_is_never_printed(
-    dev_agent_acl: DevAgent,  # noqa: F811
+    dev_agent_acl: DevAgent,
     tmp_path: Path,
 ) -> None:
     token = dev_agent_acl.acl_master_token
@@ -210,7 +210,7 @@ def test_token_goes_in_the_header_only_and_is_never_printed(
         assert token not in (tmp_path / "ok" / "play.results.json").read_text()
 
 
-def test_filters_render_and_validate(dev_agent: DevAgent, tmp_path: Path) -> None:  # noqa: F811
+def test_filters_render_and_validate(dev_agent: DevAgent, tmp_path: Path) -> None:
     tasks: list[dict[str, Any]] = [
         {"name": "validate", "ansible.builtin.set_fact": {
             "mesh": "{{ {'services': [db]} | meshkit.connect.mesh_validate }}"},
@@ -239,7 +239,7 @@ def test_filters_render_and_validate(dev_agent: DevAgent, tmp_path: Path) -> Non
     assert "not a loopback address" in msg and "inside 21000-21255" in msg
 
 
-def test_consul_service_many_services_lifecycle(dev_agent: DevAgent, tmp_path: Path) -> None:  # noqa: F811
+def test_consul_service_many_services_lifecycle(dev_agent: DevAgent, tmp_path: Path) -> None:
     web = {"name": "web", "port": 8080, "sidecar": {"upstreams": [
         {"destination_name": "db", "local_bind_port": 9193}]}}  # fmt: skip
     both = [DB, web]
@@ -270,7 +270,7 @@ def test_consul_service_many_services_lifecycle(dev_agent: DevAgent, tmp_path: P
     assert play.task("gone")["json"] == {}
 
 
-def test_consul_service_standalone_proxy(dev_agent: DevAgent, tmp_path: Path) -> None:  # noqa: F811
+def test_consul_service_standalone_proxy(dev_agent: DevAgent, tmp_path: Path) -> None:
     fixed = with_changes(DB, sidecar={"port": 21500, "upstreams": [
         {"destination_name": "cache", "local_bind_port": 9191}]})  # fmt: skip
     mod = "meshkit.connect.consul_service"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.ansible_run import PlayRun, run_play
-from tests.support.devagent import DevAgent, dev_agent_acl  # noqa: F401
+from tests.support.devagent import DevAgent
 
 POLICY = {"name": "db-q-read", "rules": 'query "db-q" { policy = "read" }'}
 TOKEN = {
@@ -61,7 +61,7 @@ def token_play(agent: DevAgent, tmp_path: Path, name: str, tasks: list[dict[str,
     )
 
 
-def test_consul_acl_policy_lifecycle(dev_agent_acl: DevAgent, tmp_path: Path) -> None:  # noqa: F811
+def test_consul_acl_policy_lifecycle(dev_agent_acl: DevAgent, tmp_path: Path) -> None:
     mod = "meshkit.connect.consul_acl_policy"
     changed_rules = {**POLICY, "rules": '{"query": {"db-q": {"policy": "write"}}}'}
     play = token_play(
@@ -102,7 +102,7 @@ def test_consul_acl_policy_lifecycle(dev_agent_acl: DevAgent, tmp_path: Path) ->
 
 
 def test_consul_acl_token_lifecycle_rotation_and_secret(
-    dev_agent_acl: DevAgent,  # noqa: F811
+    dev_agent_acl: DevAgent,
     tmp_path: Path,
 ) -> None:
     agent = dev_agent_acl
@@ -196,7 +196,7 @@ def test_consul_acl_token_lifecycle_rotation_and_secret(
 
 
 def test_consul_acl_token_refuses_bad_input_and_writes_nothing(
-    dev_agent_acl: DevAgent,  # noqa: F811
+    dev_agent_acl: DevAgent,
     tmp_path: Path,
 ) -> None:
     agent = dev_agent_acl

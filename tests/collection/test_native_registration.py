@@ -25,7 +25,7 @@ from ansible_collections.meshkit.connect.plugins.module_utils.nomad_settings imp
     parse_job_settings,
 )
 from tests.support.ansible_run import run_play
-from tests.support.devagent import DevAgent, dev_agent  # noqa: F401
+from tests.support.devagent import DevAgent
 
 PICKER: dict[str, Any] = {
     "name": "picker",
@@ -81,7 +81,7 @@ def test_render_api_and_config_file_forms() -> None:
     assert "SidecarService" not in str(agent_registration(svc))
 
 
-def test_consul_service_registers_native_idempotently(dev_agent: DevAgent, tmp_path: Path) -> None:  # noqa: F811
+def test_consul_service_registers_native_idempotently(dev_agent: DevAgent, tmp_path: Path) -> None:
     local = dict(PICKER, address="127.0.0.1")
     tasks: list[dict[str, Any]] = [
         {"name": "create", "meshkit.connect.consul_service": {"service": local}},
@@ -105,7 +105,7 @@ def test_consul_service_registers_native_idempotently(dev_agent: DevAgent, tmp_p
     assert [e["Service"]["Port"] for e in health] == [8443]
 
 
-def test_consul_service_refuses_native_with_upstreams(dev_agent: DevAgent, tmp_path: Path) -> None:  # noqa: F811
+def test_consul_service_refuses_native_with_upstreams(dev_agent: DevAgent, tmp_path: Path) -> None:
     bad = dict(
         PICKER,
         address="127.0.0.1",

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.ansible_run import run_play
-from tests.support.devagent import DevAgent, dev_agent  # noqa: F401
+from tests.support.devagent import DevAgent
 from tests.support.tls_front import TLSFront, make_tls_files
 
 SERVICE = {"name": "db", "port": 5432}
@@ -22,7 +22,7 @@ def task(name: str, **conn: Any) -> dict[str, Any]:
     }
 
 
-def test_tls_options(dev_agent: DevAgent, tmp_path: Path) -> None:  # noqa: F811
+def test_tls_options(dev_agent: DevAgent, tmp_path: Path) -> None:
     files = make_tls_files(tmp_path / "tls")
     client = {"client_cert": str(files.client_cert), "client_key": str(files.client_key)}
     with TLSFront(files, dev_agent.port, require_client_cert=True) as front:

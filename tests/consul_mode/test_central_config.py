@@ -25,15 +25,6 @@ INFO = "meshkit_proxy_listener_info"
 
 
 @pytest.fixture
-def agent(tmp_path: Path) -> Iterator[DevAgent]:
-    a = DevAgent(tmp_path / "agent").start()
-    try:
-        yield a
-    finally:
-        a.stop(timeout=1.0)
-
-
-@pytest.fixture
 def mesh(agent: DevAgent, tmp_path: Path) -> Iterator[Mesh]:
     m = build_mesh(agent, tmp_path)
     try:

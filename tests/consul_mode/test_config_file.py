@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -114,15 +113,6 @@ def test_identity_flags_conflict_with_the_file(tmp_path: Path) -> None:
     # Consul connection flags and -admin-bind are fine
     cmd = flags.parse(["-config", str(path), "-token", "t", "-admin-bind", "127.0.0.1:1"], env={})
     assert cmd.http.token == "t" and cmd.consul_file == str(path)
-
-
-@pytest.fixture
-def agent(tmp_path: Path) -> Iterator[DevAgent]:
-    a = DevAgent(tmp_path / "agent").start()
-    try:
-        yield a
-    finally:
-        a.stop(timeout=1.0)
 
 
 def test_proxy_from_file_carries_traffic_through_a_service_upstream(

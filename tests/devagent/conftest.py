@@ -8,8 +8,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.devagent import dev_agent, dev_agent_acl  # noqa: F401  (fixtures)
-
 
 @pytest.fixture
 def listener() -> Iterator[socket.socket]:

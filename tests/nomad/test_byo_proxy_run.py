@@ -6,10 +6,8 @@ given starts a real meshkit-proxy against the real dev agent and carries traffic
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import yaml
 
 from tests.support.devagent import DevAgent
@@ -21,15 +19,6 @@ from tests.support.nomad_task import materialize
 from tests.support.ports import free_port
 from tests.support.proxy_process import ProxyProcess
 from tests.support.waits import wait_until
-
-
-@pytest.fixture
-def agent(tmp_path: Path) -> Iterator[DevAgent]:
-    a = DevAgent(tmp_path / "agent").start()
-    try:
-        yield a
-    finally:
-        a.stop(timeout=1.0)
 
 
 def test_job_file_native_task_carries_traffic(

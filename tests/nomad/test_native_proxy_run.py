@@ -4,11 +4,8 @@ from the model, runs a real meshkit-proxy against the real dev agent and carries
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from ansible_collections.meshkit.connect.plugins.module_utils.mesh_model import parse_mesh
 from ansible_collections.meshkit.connect.plugins.module_utils.nomad_jobspec import build_job
@@ -23,15 +20,6 @@ from tests.support.nomad_task import materialize
 from tests.support.ports import free_port
 from tests.support.proxy_process import ProxyProcess
 from tests.support.waits import wait_until
-
-
-@pytest.fixture
-def agent(tmp_path: Path) -> Iterator[DevAgent]:
-    a = DevAgent(tmp_path / "agent").start()
-    try:
-        yield a
-    finally:
-        a.stop(timeout=1.0)
 
 
 def render_proxy_file(model: dict[str, Any], task_dir: Path, **nomad_env: str) -> list[str]:

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: MPL-2.0
-"""Fixtures for the role tests: the dev agent, and one role template rendered as the role would."""
+"""Fixtures for the role tests: one role template rendered as the role would (the dev agent
+fixture is registered for every test in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from typing import Any
 import pytest
 
 from tests.support.ansible_run import playbook
-from tests.support.devagent import dev_agent  # noqa: F401  (a fixture for the role tests)
 from tests.support.paths import ROOT
 
 HERE = Path(__file__).resolve().parent

@@ -1,9 +1,7 @@
 # SPDX-License-Identifier: MPL-2.0
 """Start the real `meshkit dev-agent` process on a free loopback port, for any test.
 
-    from tests.support.devagent import DevAgent, dev_agent  # noqa: F401  (the fixture)
-
-    def test_x(dev_agent):                      # function-scoped fixture
+    def test_x(dev_agent):    # a fixture of every test module (tests/conftest.py registers them)
         dev_agent.put("/v1/agent/service/register", {"Name": "db", "Port": 5432})
         status, headers, body = dev_agent.get("/v1/health/service/db")
 
@@ -250,23 +248,31 @@ class DevAgent:
         raise DevAgentError(f"timed out after {timeout}s waiting for {what}")
 
 
-@pytest.fixture
-def dev_agent(tmp_path: Path) -> Iterator[DevAgent]:
-    """A running dev-agent (persistent data dir under tmp_path, ACLs off)."""
-    agent = DevAgent(tmp_path / "devagent")
+def running(agent: DevAgent, stop_grace_s: float = 10.0) -> Iterator[DevAgent]:
+    """Start `agent`, hand it to the test, stop it (SIGTERM, then kill after the grace)."""
     agent.start()
     try:
         yield agent
     finally:
-        agent.stop()
+        agent.stop(timeout=stop_grace_s)
+
+
+@pytest.fixture
+def dev_agent(tmp_path: Path) -> Iterator[DevAgent]:
+    """A running dev-agent (persistent data dir under tmp_path, ACLs off)."""
+    yield from running(DevAgent(tmp_path / "devagent"))
 
 
 @pytest.fixture
 def dev_agent_acl(tmp_path: Path) -> Iterator[DevAgent]:
     """A running dev-agent with ACLs on; `agent.acl_master_token` is the management token."""
-    agent = DevAgent(tmp_path / "devagent-acl", acl_master_token="meshkit-test-master-token")
-    agent.start()
-    try:
-        yield agent
-    finally:
-        agent.stop()
+    yield from running(
+        DevAgent(tmp_path / "devagent-acl", acl_master_token="meshkit-test-master-token")
+    )
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[DevAgent]:
+    """A running dev-agent for a test that runs proxies against it (ACLs off), stopped with a
+    1 s grace: its proxies are gone by then, so it has nothing left to finish."""
+    yield from running(DevAgent(tmp_path / "agent"), stop_grace_s=1.0)
