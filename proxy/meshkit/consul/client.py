@@ -7,15 +7,16 @@ access logs), and nothing here logs a token, a header or a response body.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, urlencode
 
-import aiohttp
-
+from meshkit.consul.http import Answer, Endpoint, HTTPFailure, Pool, TooLarge, encode_request
 from meshkit.consul.settings import Settings, SettingsError
 
 log = logging.getLogger("meshkit.consul.client")
@@ -84,12 +85,22 @@ def _header_int(value: str | None) -> int | None:
 
 
 class ConsulClient:
-    """One pooled HTTP session to the local agent. Use as an async context manager."""
+    """One pool of keep-alive connections to the local agent. Use as an async context manager."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._ssl = build_ssl_context(settings)
-        self._session: aiohttp.ClientSession | None = None
+        self._headers = _static_headers(settings)
+        self._pool = Pool(
+            Endpoint(
+                address=settings.host,
+                default_port=443 if settings.scheme == "https" else 80,
+                unix_path=settings.unix_path,
+                ssl=self._ssl,
+                server_name=settings.tls_server_name,
+            ),
+            connect_timeout=CONNECT_TIMEOUT_S,
+        )
 
     async def __aenter__(self) -> ConsulClient:
         return self
@@ -97,28 +108,9 @@ class ConsulClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector: aiohttp.BaseConnector
-            if self.settings.unix_path:
-                connector = aiohttp.UnixConnector(path=self.settings.unix_path)
-            else:
-                connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl else False, limit=0)
-            headers = {"User-Agent": "meshkit-proxy"}
-            if self.settings.token:
-                headers["X-Consul-Token"] = self.settings.token
-            auth = None
-            if self.settings.basic_auth:
-                auth = aiohttp.BasicAuth(*self.settings.basic_auth)
-            self._session = aiohttp.ClientSession(
-                connector=connector, headers=headers, auth=auth, trust_env=False
-            )
-        return self._session
-
     async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None
+        """Close every connection; the client stays usable (a later request opens a new one)."""
+        await self._pool.close()
 
     async def request(
         self,
@@ -141,52 +133,33 @@ class ConsulClient:
             query.append(("dc", self.settings.datacenter))
         if use_stale and self.settings.stale and not any(k == "stale" for k, _ in query):
             query.append(("stale", ""))
-        url = self.settings.base_url + path
-        data = None if body is None else json.dumps(body)
-        kwargs: dict[str, Any] = {}
-        if self._ssl is not None and self.settings.tls_server_name:
-            kwargs["server_hostname"] = self.settings.tls_server_name
+        # Percent-encode what a URL path cannot hold, keeping escapes already there; a query
+        # written into `path` stays in front of `params`.
+        path_only, _, inline_query = path.partition("?")
+        target = quote(self.settings.path_prefix + path_only, safe="/:@!$&'()*+,;=-._~%")
+        query_text = "&".join(q for q in (inline_query, urlencode(query, quote_via=quote)) if q)
+        if query_text:
+            target += "?" + query_text
+        headers = self._headers
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers = [*headers, ("Content-Type", "application/json")]
         try:
-            session = self._get_session()
-            async with session.request(
-                method,
-                url,
-                params=query,
-                data=data,
-                timeout=aiohttp.ClientTimeout(total=timeout, connect=CONNECT_TIMEOUT_S),
-                **kwargs,
-            ) as resp:
-                raw = await resp.read()
-                status = resp.status
-                hdr = resp.headers
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            wire = encode_request(method, target, headers, data)
+            answer = await self._pool.request(wire, timeout)
+        except TooLarge as exc:
+            raise ConsulError(
+                f"{method} {path}: the answer of the Consul agent at {self.settings.describe()} "
+                f"is too large: {exc}"
+            ) from None
+        except (TimeoutError, HTTPFailure, OSError) as exc:
             reason = type(exc).__name__ if not str(exc) else f"{type(exc).__name__}: {exc}"
             raise ConsulUnavailable(
                 f"{method} {path}: Consul agent at {self.settings.describe()} unreachable "
                 f"({reason})"
             ) from None
-        if status == 404 and allow_404:
-            body_out: Any = None
-        elif status >= 300:
-            text = raw.decode("utf-8", "replace").strip()[:300]
-            raise ConsulHTTPError(method, path, status, text or "(empty body)")
-        else:
-            body_out = None
-            if raw.strip():
-                try:
-                    body_out = json.loads(raw)
-                except ValueError:
-                    body_out = raw.decode("utf-8", "replace")
-        log.debug("%s %s -> %d", method, path, status)
-        known = hdr.get("X-Consul-KnownLeader")
-        return Response(
-            status=status,
-            body=body_out,
-            index=_header_int(hdr.get("X-Consul-Index")),
-            content_hash=hdr.get("X-Consul-ContentHash"),
-            known_leader=None if known is None else known == "true",
-            cache=hdr.get("X-Cache"),
-        )
+        return _response(method, path, answer, allow_404)
 
     async def get(self, path: str, **kwargs: Any) -> Response:
         return await self.request("GET", path, **kwargs)
@@ -196,3 +169,50 @@ class ConsulClient:
 
     async def post(self, path: str, body: Any = None, **kwargs: Any) -> Response:
         return await self.request("POST", path, body=body, **kwargs)
+
+
+def _static_headers(settings: Settings) -> list[tuple[str, str]]:
+    """What every request carries. A value with a line break would end the header early (and
+    let the rest be read as another header), so it is refused here, naming only its source."""
+    host = "consul" if settings.unix_path else settings.host
+    headers = [("Host", host), ("User-Agent", "meshkit-proxy")]
+    if settings.token:
+        headers.append(("X-Consul-Token", settings.token))
+    if settings.basic_auth:
+        pair = ":".join(settings.basic_auth).encode()
+        headers.append(("Authorization", "Basic " + base64.b64encode(pair).decode()))
+    for name, value in headers:
+        if any(c in value for c in "\r\n\0"):
+            source = {
+                "Host": "the agent address",
+                "X-Consul-Token": f"the ACL token ({settings.token_source})",
+                "Authorization": "CONSUL_HTTP_AUTH",
+            }.get(name, name)
+            raise SettingsError(f"{source} contains a line break or NUL; it cannot be sent")
+    return headers
+
+
+def _response(method: str, path: str, answer: Answer, allow_404: bool) -> Response:
+    status, raw = answer.status, answer.body
+    if status == 404 and allow_404:
+        body_out: Any = None
+    elif status >= 300:
+        text = raw.decode("utf-8", "replace").strip()[:300]
+        raise ConsulHTTPError(method, path, status, text or "(empty body)")
+    else:
+        body_out = None
+        if raw.strip():
+            try:
+                body_out = json.loads(raw)
+            except ValueError:
+                body_out = raw.decode("utf-8", "replace")
+    log.debug("%s %s -> %d", method, path, status)
+    known = answer.header("X-Consul-KnownLeader")
+    return Response(
+        status=status,
+        body=body_out,
+        index=_header_int(answer.header("X-Consul-Index")),
+        content_hash=answer.header("X-Consul-ContentHash"),
+        known_leader=None if known is None else known == "true",
+        cache=answer.header("X-Cache"),
+    )
