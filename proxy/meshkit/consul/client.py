@@ -90,10 +90,14 @@ class ConsulClient:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._ssl = build_ssl_context(settings)
-        self._headers = _static_headers(settings)
+        # A path written after a scheme-less address ("host:port/prefix") is a path prefix, as
+        # it was when the address was pasted into a URL.
+        address, _, stray_prefix = settings.host.partition("/")
+        self._path_prefix = ("/" + stray_prefix if stray_prefix else "") + settings.path_prefix
+        self._headers = _static_headers(settings, address)
         self._pool = Pool(
             Endpoint(
-                address=settings.host,
+                address=address,
                 default_port=443 if settings.scheme == "https" else 80,
                 unix_path=settings.unix_path,
                 ssl=self._ssl,
@@ -136,7 +140,7 @@ class ConsulClient:
         # Percent-encode what a URL path cannot hold, keeping escapes already there; a query
         # written into `path` stays in front of `params`.
         path_only, _, inline_query = path.partition("?")
-        target = quote(self.settings.path_prefix + path_only, safe="/:@!$&'()*+,;=-._~%")
+        target = quote(self._path_prefix + path_only, safe="/:@!$&'()*+,;=-._~%")
         query_text = "&".join(q for q in (inline_query, urlencode(query, quote_via=quote)) if q)
         if query_text:
             target += "?" + query_text
@@ -171,11 +175,13 @@ class ConsulClient:
         return await self.request("POST", path, body=body, **kwargs)
 
 
-def _static_headers(settings: Settings) -> list[tuple[str, str]]:
+def _static_headers(settings: Settings, address: str) -> list[tuple[str, str]]:
     """What every request carries. A value with a line break would end the header early (and
     let the rest be read as another header), so it is refused here, naming only its source."""
-    host = "consul" if settings.unix_path else settings.host
-    headers = [("Host", host), ("User-Agent", "meshkit-proxy")]
+    headers = [
+        ("Host", "consul" if settings.unix_path else address),
+        ("User-Agent", "meshkit-proxy"),
+    ]
     if settings.token:
         headers.append(("X-Consul-Token", settings.token))
     if settings.basic_auth:
