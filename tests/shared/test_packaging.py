@@ -51,6 +51,29 @@ def test_the_three_pyprojects_agree_on_version_and_pin() -> None:
     assert not [d for d in host["dependencies"] if d.split(">")[0] in ("ansible-core", "jinja2")]  # type: ignore[attr-defined]
 
 
+def test_aiohttp_is_only_the_web_extra_of_the_host_package() -> None:
+    """The proxy's Consul client needs no HTTP library; meshkit.native.web (aiohttp) is an extra,
+    and the tools package (the dev agent is an aiohttp server) and the dev install keep it."""
+    root, host, tools = (project(ROOT / d / "pyproject.toml") for d in (".", "proxy", "tools"))
+    names = [str(d).split(">")[0].split("=")[0] for d in host["dependencies"]]  # type: ignore[attr-defined]
+    assert "aiohttp" not in names
+    assert host["optional-dependencies"]["web"] == ["aiohttp>=3.9"]  # type: ignore[index]
+    assert "aiohttp>=3.9" in tools["dependencies"]  # type: ignore[operator]
+    assert "aiohttp>=3.9" in root["dependencies"]  # type: ignore[operator]
+
+
+def test_native_web_without_aiohttp_names_the_extra() -> None:
+    code = "import sys; sys.modules['aiohttp'] = None; import meshkit.native.web"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1
+    assert (
+        last.startswith("ImportError: meshkit.native.web needs aiohttp") and "meshkit[web]" in last
+    )
+
+
 def entry_points(wheel: Path) -> str:
     with zipfile.ZipFile(wheel) as z:
         name = next(n for n in z.namelist() if n.endswith(".dist-info/entry_points.txt"))
@@ -82,6 +105,17 @@ def test_the_host_wheel_holds_only_what_a_host_runs(wheels: dict[str, set[str]])
     assert "meshkit/native/service.py" in host  # the Connect-native library runs on hosts too
     strays = [n for n in host if n.startswith(tuple(f"meshkit/{m}" for m in TOOL_MODULES))]
     assert strays == [] and not [n for n in host if "_collection" in n or "meshkit_tools" in n]
+
+
+def test_the_host_wheel_requires_aiohttp_only_with_the_web_extra(built: dict[str, Path]) -> None:
+    with zipfile.ZipFile(built["host"]) as z:
+        name = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+        requires = [
+            line for line in z.read(name).decode().splitlines() if line.startswith("Requires-Dist:")
+        ]
+    assert [r for r in requires if "aiohttp" in r] == [
+        'Requires-Dist: aiohttp>=3.9; extra == "web"'
+    ]
 
 
 def test_each_wheel_installs_its_own_command(built: dict[str, Path]) -> None:

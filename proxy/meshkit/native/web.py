@@ -2,11 +2,11 @@
 """aiohttp integration: serve an `aiohttp.web` app as a native mesh service, and call mesh
 services with `aiohttp.ClientSession` at `http://<service>.service.consul/...`.
 
-aiohttp is the stack here because it is already the proxy's (and dev agent's) HTTP library, so
-`meshkit.native` adds no dependency, and because both of its halves expose the seam we need:
-the server takes any protocol factory (so the peer is authorized before aiohttp's request
-handler exists) and the client connector owns the dial (so every connection goes through the
-mesh dial loop with its identity check).
+aiohttp is the stack here because both of its halves expose the seam we need: the server takes
+any protocol factory (so the peer is authorized before aiohttp's request handler exists) and the
+client connector owns the dial (so every connection goes through the mesh dial loop with its
+identity check). The proxy itself does not use aiohttp, so the host package does not install it:
+applications that use this module install the `web` extra (`pip install 'meshkit[web]'`).
 """
 
 from __future__ import annotations
@@ -14,10 +14,15 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-from aiohttp import web
-from aiohttp.client_proto import ResponseHandler
-from aiohttp.client_reqrep import ClientRequest
+try:
+    import aiohttp
+    from aiohttp import web
+    from aiohttp.client_proto import ResponseHandler
+    from aiohttp.client_reqrep import ClientRequest
+except ImportError as exc:  # one line that names the fix, not aiohttp's traceback
+    raise ImportError(
+        f"meshkit.native.web needs aiohttp ({exc}); install the extra: pip install 'meshkit[web]'"
+    ) from None
 
 from meshkit import tls
 from meshkit.native.destination import destination_of_host
