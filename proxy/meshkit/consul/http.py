@@ -10,8 +10,8 @@ Written here rather than taken from a library: aiohttp (which this replaces) cos
 Consul-mode proxy about 8 MiB of private memory for 120-odd modules it never used (cookie jar,
 multipart, websockets); h11, the sans-IO parser, costs 0.5 MiB and 13 modules and would still
 need this file's pool, framing limits and asyncio plumbing around it. The part it would own, a
-response parser for one well-behaved server, is the ~100 lines of `_read_head` and
-`_read_body` below.
+response parser for one well-behaved server, is the ~100 lines of `_parse_head` and the
+`_read_*` methods below.
 """
 
 from __future__ import annotations
@@ -120,6 +120,9 @@ class _Connection:
                 f"status line and headers over the limit of {MAX_HEAD_BYTES // 1024} KiB"
             ) from None
         except ConnectionError as exc:
+            # A reset or broken pipe while sending or before the head was complete. (A reset
+            # after part of the head arrived is counted here too; resending is still safe, see
+            # Pool.)
             raise _NothingReceived(f"{type(exc).__name__}: {exc}") from None
         for _ in range(_MAX_INTERIM):
             version, status, headers = _parse_head(head)
