@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from meshkit.host import child, envdir
 from tests.support.devagent import DevAgent
 from tests.support.echo import App, echo, try_echo
+from tests.support.paths import ROOT
 from tests.support.ports import free_port
 from tests.support.proxy_host import HostProcess, admin_status, host_command, write_env
 from tests.support.proxy_process import proxy_env
@@ -225,3 +227,50 @@ def test_bad_flags_or_directory_exit_2(tmp_path: Path, args: list[str], message:
         proc.stderr.splitlines()[0] == f"meshkit-proxy-host: {message}"
         or message in (proc.stderr.splitlines()[0])
     )
+
+
+RESTART_SCRIPT = (
+    ROOT / "collections/ansible_collections/meshkit/connect/roles/mesh_proxy/files"
+    / "meshkit-proxy-restart"
+)  # fmt: skip
+
+
+def test_the_role_restart_script_waits_for_the_changed_sidecar(host: Host) -> None:
+    """files/meshkit-proxy-restart --host reload: `systemctl reload` (here a stand-in on PATH
+    that does what ExecReload= does: SIGHUP to the parent), then each listed sidecar's new pid
+    and /ready."""
+    assert host.host.process is not None
+    bin_dir = host.workdir / "bin"
+    bin_dir.mkdir()
+    shim = bin_dir / "systemctl"
+    shim.write_text(
+        f'#!/bin/sh\n[ "$1 $2" = "reload meshkit-proxy-host.service" ] || exit 3\n'
+        f"exec kill -HUP {host.host.process.pid}\n"
+    )
+    shim.chmod(0o755)
+    before = host.host.pids("web", "api", "db")
+    host.write("api", token_file=host.token_file("api"), extra={"MESHKIT_TEST_OWNER": "api3"})
+    proc = subprocess.run(
+        [sys.executable, str(RESTART_SCRIPT), "--host", "reload", str(host.host.run_dir), "20",
+         f"api:{host.admin['api']}"],
+        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr + host.host.log()[-3000:]
+    new = host.host.pid_of("api")
+    assert f"meshkit-proxy-host.service: sidecar api ready (pid {new})" in proc.stdout
+    assert new != before["api"] and admin_status(host.admin["api"]) == 200
+    assert host.host.pids("web", "db") == {"web": before["web"], "db": before["db"]}
+
+    # Nothing changed: the sidecar keeps its pid, and the script says so when time is up.
+    proc = subprocess.run(
+        [sys.executable, str(RESTART_SCRIPT), "--host", "reload", str(host.host.run_dir), "1",
+         f"web:{host.admin['web']}"],
+        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert f"sidecar web not restarted and ready after 1s (127.0.0.1:{host.admin['web']}" in (
+        proc.stderr
+    )
+    assert host.host.pid_of("web") == before["web"]
