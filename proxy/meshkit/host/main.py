@@ -52,7 +52,14 @@ Runs one meshkit-proxy sidecar per DIR/<ID>.env file (default {DEFAULT_DIR}), ea
 Signals: SIGHUP re-reads DIR (starts new, stops removed, restarts changed sidecars);
 SIGTERM/SIGINT stop every sidecar and exit 0."""
 # Imported before the first fork so every child shares them; optional ones may be missing.
-DATA_PATH = ("meshkit.proxy_main", "meshkit.consul.serve", "meshkit.workers", "tempfile")
+# encodings.idna: the Consul client's first request imports it (host names in URLs).
+DATA_PATH = (
+    "meshkit.proxy_main",
+    "meshkit.consul.serve",
+    "meshkit.workers",
+    "tempfile",
+    "encodings.idna",
+)
 OPTIONAL = ("meshkit.openssl_engine", "uvloop")
 
 
