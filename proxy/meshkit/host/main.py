@@ -154,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         host = parse(args, os.environ)
     except FlagError as exc:
-        complain(f"{exc}\n\n{USAGE}")
+        complain(f"{exc} (see {PROGRAM} -help)")
         return 2
     if host.help:
         print(USAGE)
