@@ -238,7 +238,7 @@ def meshkit_shared_fleet(extra: list[str], name: str = "meshkit-shared") -> Call
             fleet.ports.append(host.public_ports[svc])
             fleet.ready_urls.append(f"http://{HOST}:{admin}/ready")
         env = dict(os.environ, PYTHONPATH=str(PROXY_SRC))
-        argv = [sys.executable, "-m", "meshkit.host.main", "-dir", env_dir,
+        argv: list[str | Path] = [sys.executable, "-m", "meshkit.host.main", "-dir", env_dir,
                 "-run-dir", host.workdir / "shared-run", "-log-level", "warn"]  # fmt: skip
         fleet.procs.append(spawn(argv, host.workdir / "meshkit-shared.log", env))
         return fleet
