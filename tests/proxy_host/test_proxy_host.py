@@ -294,3 +294,16 @@ def test_a_failing_sidecar_backs_off_and_the_others_run(host: Host) -> None:
     assert "meshkit-proxy: flag provided but not defined: -no-such-flag" in log
     assert admin_status(port) == 0
     assert host.host.pids("web", "api", "db") == before
+
+    # Fixed while it waits out a back-off: the new definition starts at once; removed: it stops.
+    host.register("broken")
+    env_file.write_text(env_file.read_text().replace("-no-such-flag", "-log-level debug"))
+    host.host.signal(signal.SIGHUP)
+    host.host.wait_ready({"broken": port}, timeout=3.5)  # sooner than the 4 s back-off
+    assert "sidecar broken: definition changed; restarting it" in host.host.log()
+    pid = host.host.pid_of("broken")
+    env_file.unlink()
+    host.host.signal(signal.SIGHUP)
+    wait_until(lambda: not alive(pid) and host.host.pid_of("broken") == 0, 15, what=host.host.log)
+    assert admin_status(port) == 0
+    assert host.host.pids("web", "api", "db") == before

@@ -162,12 +162,11 @@ class Supervisor:
                 sidecar.replacement = None  # a change undone before the old child exited
                 continue
             if sidecar.pid:
-                self._stop(sidecar, now)
-            elif sidecar.removed:
-                sidecar.start_at = -1.0  # gone below
-            elif new is not None:
+                self._stop(sidecar, now)  # `_exited` starts the replacement, if any
+            elif new is not None:  # waiting out a back-off: the new definition starts now
                 sidecar.definition, sidecar.replacement = new, None
                 sidecar.backoff, sidecar.start_at = 0.0, now
+        # Removed while waiting out a back-off: nothing runs, nothing to stop.
         for sidecar_id in [i for i, s in self.sidecars.items() if s.removed and not s.pid]:
             del self.sidecars[sidecar_id]
         for sidecar_id, definition in definitions.items():
