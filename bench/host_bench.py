@@ -12,6 +12,10 @@ with the role's default flags), and reports for each N:
 - the same with `--conns` (default 100) idle mTLS connections held open to every proxy, each
   proven open (handshake done, the app reached), and the growth per connection.
 
+`meshkit` runs one interpreter per sidecar (the role's default, one unit per proxy);
+`meshkit-shared` runs the same N sidecars forked from one `meshkit-proxy-host` parent
+(mesh_proxy_process_model: shared), measured as the PSS of that whole process tree.
+
 The reference, started the same way in the same round, is N HAProxy inbound listeners with the
 same leaf certificates from the same dev agent (TLS, client certificates verified): what a
 lean C sidecar costs on the same machine. When a `consul` binary is on PATH, N Consul built-in
@@ -214,6 +218,34 @@ def meshkit_fleet(
     return launch
 
 
+def meshkit_shared_fleet(extra: list[str], name: str = "meshkit-shared") -> Callable[[Host], Fleet]:
+    """The same N sidecars as one `meshkit-proxy-host` tree (mesh_proxy_process_model: shared):
+    one `<ID>.env` per service as the role writes it, one parent that imports the proxy once and
+    forks them all. Its PSS is the whole tree's (procstat follows the children)."""
+
+    def launch(host: Host) -> Fleet:
+        fleet = Fleet(name)
+        env_dir = host.workdir / "shared-env"
+        shutil.rmtree(env_dir, ignore_errors=True)
+        env_dir.mkdir()
+        args = " ".join(["-log-level", "warn", *extra])
+        for svc in host.services:
+            admin = free_port()
+            (env_dir / f"{svc}.env").write_text(
+                f"CONSUL_HTTP_ADDR={host.agent.address}\nMESHKIT_ADMIN_BIND={HOST}:{admin}\n"
+                f"MESHKIT_PROXY_ARGS={args}\n"
+            )
+            fleet.ports.append(host.public_ports[svc])
+            fleet.ready_urls.append(f"http://{HOST}:{admin}/ready")
+        env = dict(os.environ, PYTHONPATH=str(PROXY_SRC))
+        argv: list[str | Path] = [sys.executable, "-m", "meshkit.host.main", "-dir", env_dir,
+                "-run-dir", host.workdir / "shared-run", "-log-level", "warn"]  # fmt: skip
+        fleet.procs.append(spawn(argv, host.workdir / "meshkit-shared.log", env))
+        return fleet
+
+    return launch
+
+
 def haproxy_fleet(host: Host) -> Fleet:
     fleet = Fleet("haproxy")
     for svc in host.services:
@@ -389,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     kinds: dict[str, Callable[[Host], Fleet]] = {
         "haproxy": haproxy_fleet,
         "meshkit": meshkit_fleet(args.proxy_args.split()),
+        "meshkit-shared": meshkit_shared_fleet(args.proxy_args.split()),
     }
     for text in args.checkout:
         label, _, path = text.partition("=")
@@ -413,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
                     for kind, launch in kinds.items():
                         got = measure(host, apps, launch, args.conns)
                         results[n][kind].append(got)
-                        print(f"N={n:<3} round {r + 1} {kind:<8} " + "  ".join(
+                        print(f"N={n:<3} round {r + 1} {kind:<14} " + "  ".join(
                             f"{k}={v:.2f}" for k, v in got.items()), flush=True)  # fmt: skip
                 finally:
                     apps.close()
@@ -427,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
 def report(results: dict[int, dict[str, list[dict[str, float]]]], kinds: dict[str, Any]) -> None:
     metrics = ("startup_s", "rest_mib", "loaded_mib", "kib_per_conn")
     print("\nmedians; ratio = kind / haproxy in the same run (lower is better for all)")
-    print(f"{'N':>3} {'kind':<8} " + " ".join(f"{m:>14}" for m in metrics))
+    print(f"{'N':>3} {'kind':<14} " + " ".join(f"{m:>14}" for m in metrics))
     for n, by_kind in results.items():
         ref = {m: statistics.median(x[m] for x in by_kind["haproxy"]) for m in metrics}
         for kind in kinds:
@@ -436,7 +469,7 @@ def report(results: dict[int, dict[str, list[dict[str, float]]]], kinds: dict[st
             for m in metrics:
                 ratio = med[m] / ref[m] if ref[m] else float("nan")
                 cells.append(f"{med[m]:>7.2f} ({ratio:4.2f}x)")
-            print(f"{n:>3} {kind:<8} " + " ".join(cells))
+            print(f"{n:>3} {kind:<14} " + " ".join(cells))
 
 
 if __name__ == "__main__":

@@ -1,14 +1,21 @@
 # SPDX-License-Identifier: MPL-2.0
-"""Logging set-up: `-log-level` and `-log-json` as `consul connect proxy` spells them."""
+"""Logging set-up: `-log-level` and `-log-json` as `consul connect proxy` spells them.
+
+`MESHKIT_LOG_TAG`, when set, is written into every line (`[TAG]` before the logger's name, or a
+`sidecar` field in JSON): `meshkit-proxy-host` sets it to each sidecar's ID, so the one journal
+of many sidecars tells them apart. Unset (a proxy run on its own), the output is unchanged.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 
 TRACE = 5
+TAG_VARIABLE = "MESHKIT_LOG_TAG"
 LEVELS = {
     "trace": TRACE,
     "debug": logging.DEBUG,
@@ -22,6 +29,10 @@ LEVELS = {
 class JSONFormatter(logging.Formatter):
     """hclog-style JSON lines (`@timestamp`, `@level`, `@module`, `@message`)."""
 
+    def __init__(self, tag: str = "") -> None:
+        super().__init__()
+        self.tag = tag
+
     def format(self, record: logging.LogRecord) -> str:
         out = {
             "@timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
@@ -30,6 +41,8 @@ class JSONFormatter(logging.Formatter):
             "@module": record.name,
             "@message": record.getMessage(),
         }
+        if self.tag:
+            out["sidecar"] = self.tag
         if record.exc_info:
             out["error"] = self.formatException(record.exc_info)
         return json.dumps(out)
@@ -45,11 +58,14 @@ def parse_level(text: str) -> int:
 def setup(level: str = "info", as_json: bool = False) -> None:
     logging.addLevelName(TRACE, "TRACE")
     handler = logging.StreamHandler(sys.stderr)
+    tag = os.environ.get(TAG_VARIABLE, "")
     if as_json:
-        handler.setFormatter(JSONFormatter())
+        handler.setFormatter(JSONFormatter(tag))
     else:
+        where = f"[{tag.replace('%', '%%')}] " if tag else ""
         fmt = logging.Formatter(
-            "%(asctime)s.%(msecs)03dZ [%(levelname)s] %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S"
+            f"%(asctime)s.%(msecs)03dZ [%(levelname)s] {where}%(name)s: %(message)s",
+            "%Y-%m-%dT%H:%M:%S",
         )
         fmt.converter = time.gmtime
         handler.setFormatter(fmt)

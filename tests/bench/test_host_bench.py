@@ -30,8 +30,9 @@ def test_two_sidecars_one_round(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     results = json.loads(out.read_text())
-    for kind in ("haproxy", "meshkit"):
+    for kind in ("haproxy", "meshkit", "meshkit-shared"):
         (run,) = results["2"][kind]
         assert run["startup_s"] > 0
         assert run["loaded_mib"] >= run["rest_mib"] > 1  # two live process trees were measured
-    assert "  2 meshkit" in proc.stdout and "x)" in proc.stdout
+    assert "  2 meshkit " in proc.stdout and "  2 meshkit-shared " in proc.stdout
+    assert "x)" in proc.stdout

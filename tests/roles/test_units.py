@@ -146,3 +146,34 @@ def test_proxy_environment_file(render, tmp_path):
     assert got["MESHKIT_ADMIN_BIND"] == "127.0.0.1:19000"
     assert got["MESHKIT_PROXY_ARGS"] == "-log-level info"
     assert "s3cret" not in env.read_text()
+
+
+def test_proxy_host_unit_verifies_with_the_same_hardening(render, tmp_path, prefix):
+    """mesh_proxy_process_model: shared. The host unit hardens exactly as the per-proxy unit."""
+    host = render(
+        "mesh_proxy", "meshkit-proxy-host.service.j2", tmp_path / "meshkit-proxy-host.service",
+        mesh_proxy_prefix=str(prefix),
+    )  # fmt: skip
+    per_proxy = render(
+        "mesh_proxy", "meshkit-proxy@.service.j2", tmp_path / "meshkit-proxy@web-1.service",
+        mesh_proxy_prefix=str(prefix),
+    )  # fmt: skip
+    assert verify(host) == ""
+    got, want = directives(host), directives(per_proxy)
+    for key in (*HARDENING, "RestrictAddressFamilies", "SystemCallFilter", "ProtectProc",
+                "ProcSubset", "User", "Group", "UMask", "LimitNOFILE", "PrivateDevices",
+                "ProtectKernelTunables", "RestrictNamespaces", "SystemCallArchitectures",
+                "DevicePolicy", "RemoveIPC", "PrivateMounts", "LockPersonality"):  # fmt: skip
+        assert got[key] == want[key], key
+    lines = per_proxy.read_text().splitlines()
+    block = lines[lines.index("NoNewPrivileges=yes") : lines.index("DevicePolicy=closed") + 1]
+    hardening = [line for line in block if "=" in line and not line.startswith("#")]
+    assert len(hardening) > 20
+    for line in hardening:  # every line of the per-proxy unit's hardening block, in order
+        assert line in host.read_text().splitlines(), line
+    assert got["ExecStart"] == f"{prefix}/current/bin/meshkit-proxy-host -dir /etc/meshkit/proxy"
+    assert got["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert got["RuntimeDirectory"] == "meshkit-proxy-host"
+    assert got["KillMode"] == "mixed"
+    assert "EnvironmentFile" not in got
+    assert exposure(host) <= 2.0
