@@ -1,0 +1,200 @@
+# SPDX-License-Identifier: MPL-2.0
+"""`mesh_proxy_process_model: shared` on lab machines under real systemd: the demo mesh rolled
+out with one `meshkit-proxy@` unit per sidecar, switched to one `meshkit-proxy-host.service`
+per host and back, with traffic through the mesh at every step.
+
+What only systemd shows, and this test checks: the host unit starts its forked sidecars under
+the unit's hardening (the system call filter included), `RuntimeDirectory` holds their pid
+files, the journal lines carry each sidecar's ID, a killed sidecar is forked again by the
+parent, a reload (`ExecReload`) restarts exactly the sidecar whose file changed, switching
+models leaves no unit of the other model behind, and a re-run changes nothing.
+
+Needs root and systemd-nspawn; runs in an isolated lab of its own (`t-shared`):
+`MESHKIT_LAB_ISOLATED=1 pytest -m lab tests/lab/test_shared_process.py`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from meshkit_tools.lab import access, lab
+from meshkit_tools.lab.paths import LabPaths
+from meshkit_tools.lab.spec import LabSpec, default_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+LAB = "t-shared"
+HOST_UNIT = "meshkit-proxy-host.service"
+RUN_DIR = "/run/meshkit-proxy-host"
+# The demo inventory's sidecars: machine -> (sidecar ID, admin port).
+SIDECARS = {"web": ("web-web", 19000), "db": ("db-db", 19001)}
+
+pytestmark = [
+    pytest.mark.lab,
+    # Four rollouts beside Molecule on two cores (.ci/molecule bounds the step at 1500 s).
+    pytest.mark.timeout(1200),
+    pytest.mark.skipif(
+        os.geteuid() != 0 or shutil.which("systemd-nspawn") is None,
+        reason="lab tests need root and systemd-nspawn (apt-get install systemd-container)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def mesh_lab() -> Iterator[tuple[LabSpec, LabPaths]]:
+    spec = default_spec(LAB, isolated=True)
+    lab.down(spec.name, quiet=True)
+    paths = lab.up(spec)
+    try:
+        yield spec, paths
+    finally:
+        lab.down(spec.name, quiet=True)
+    assert lab.leftovers(spec.name) == []
+
+
+def playbook(paths: LabPaths, tmp: Path, name: str, *extra: str) -> str:
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+        "ANSIBLE_DEPRECATION_WARNINGS": "false",
+    }
+    argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(ROOT / "inventories" / "lab"),
+            "-i", str(paths.inventory), *extra, str(ROOT / "playbooks" / name)]  # fmt: skip
+    res = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, timeout=1500,
+                         check=False)  # fmt: skip
+    (tmp / f"{name}.{time.monotonic_ns()}.log").write_text(res.stdout + res.stderr)
+    assert res.returncode == 0, f"{name} failed:\n{res.stdout[-4000:]}\n{res.stderr[-2000:]}"
+    return res.stdout
+
+
+def run(
+    spec: LabSpec, paths: LabPaths, machine: str, command: str
+) -> subprocess.CompletedProcess[str]:
+    return access.ssh(spec, paths, spec.machine(machine), command, timeout=30)
+
+
+def on(spec: LabSpec, paths: LabPaths, machine: str, command: str) -> str:
+    res = run(spec, paths, machine, command)
+    assert res.returncode == 0, f"{machine}$ {command}: {res.stdout}{res.stderr}"
+    return res.stdout.strip()
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{what}: not within {timeout}s")
+
+
+def exists(spec: LabSpec, paths: LabPaths, machine: str, path: str) -> bool:
+    return run(spec, paths, machine, f"test -e {path}").returncode == 0
+
+
+def changed_counts(output: str) -> set[str]:
+    return set(re.findall(r"changed=(\d+)", output.split("PLAY RECAP", 1)[-1]))
+
+
+def traffic_flows(spec: LabSpec, paths: LabPaths) -> bool:
+    res = run(spec, paths, "web", "curl -sS -m 10 http://127.0.0.1:9191/")
+    return res.returncode == 0 and res.stdout.startswith("db on ")
+
+
+def sidecar_pid(spec: LabSpec, paths: LabPaths, machine: str) -> str:
+    sidecar_id, _ = SIDECARS[machine]
+    return on(spec, paths, machine, f"cat {RUN_DIR}/{sidecar_id}.pid")
+
+
+def ready(spec: LabSpec, paths: LabPaths, machine: str) -> bool:
+    _, port = SIDECARS[machine]
+    res = run(spec, paths, machine, f"curl -sS -m 5 -o /dev/null -w '%{{http_code}}' "
+                                    f"http://127.0.0.1:{port}/ready")  # fmt: skip
+    return res.stdout.strip() == "200"
+
+
+def proxy_units(spec: LabSpec, paths: LabPaths, machine: str) -> str:
+    """The meshkit-proxy@ units systemd still knows (loaded, active or failed), one per line."""
+    listing = "systemctl list-units --all --no-legend --plain 'meshkit-proxy@*'"
+    return on(spec, paths, machine, f"{listing} | awk '{{print $1}}'")
+
+
+def test_shared_model_under_systemd_and_back(
+    mesh_lab: tuple[LabSpec, LabPaths], tmp_path: Path
+) -> None:
+    spec, paths = mesh_lab
+    playbook(paths, tmp_path, "demo.yml")
+    for machine, (sidecar_id, _) in SIDECARS.items():
+        assert (
+            on(spec, paths, machine, f"systemctl is-active meshkit-proxy@{sidecar_id}") == "active"
+        )
+    assert traffic_flows(spec, paths)
+
+    # unit -> shared: one host unit per machine, its children the sidecars, no proxy@ unit left
+    playbook(paths, tmp_path, "site.yml", "-e", "mesh_proxy_process_model=shared")
+    for machine, (sidecar_id, _) in SIDECARS.items():
+        assert on(spec, paths, machine, f"systemctl is-active {HOST_UNIT}") == "active"
+        assert proxy_units(spec, paths, machine) == ""
+        assert not exists(spec, paths, machine, "/etc/systemd/system/meshkit-proxy@.service")
+        wait_for(f"{machine}'s sidecar ready", lambda m=machine: ready(spec, paths, m))  # type: ignore[misc]
+        parent = on(spec, paths, machine, f"systemctl show -p MainPID --value {HOST_UNIT}")
+        child = sidecar_pid(spec, paths, machine)
+        assert on(spec, paths, machine, f"ps -o ppid= -p {child}").strip() == parent
+        assert on(spec, paths, machine, f"cat /proc/{child}/comm") == f"mk:{sidecar_id}"[:15]
+        assert on(spec, paths, machine, f"stat -c %U /proc/{child}") == "meshkit"
+        journal = on(spec, paths, machine, f"journalctl -u {HOST_UNIT} --no-pager -o cat")
+        assert f"[{sidecar_id}]" in journal, journal[-2000:]
+    wait_for("traffic web -> db through the forked sidecars", lambda: traffic_flows(spec, paths))
+
+    # a re-run of the same model changes nothing
+    again = playbook(paths, tmp_path, "site.yml", "-e", "mesh_proxy_process_model=shared")
+    assert changed_counts(again) == {"0"}, again[-3000:]
+
+    # a killed sidecar is forked again by the parent; the other machine's is untouched
+    before = {m: sidecar_pid(spec, paths, m) for m in SIDECARS}
+    on(spec, paths, "db", f"kill -9 {before['db']}")
+    wait_for("db's sidecar forked again",
+             lambda: run(spec, paths, "db", f"cat {RUN_DIR}/db-db.pid").stdout.strip()
+             not in ("", before["db"]))  # fmt: skip
+    wait_for("db's new sidecar ready", lambda: ready(spec, paths, "db"))
+    assert sidecar_pid(spec, paths, "web") == before["web"]
+    wait_for("traffic after the restart", lambda: traffic_flows(spec, paths))
+
+    # a changed env file on web reaches the parent by the role's reload: only web's sidecar
+    # restarts (a new log level in MESHKIT_PROXY_ARGS, from a host_vars layer for web only)
+    override = tmp_path / "override"
+    (override / "host_vars").mkdir(parents=True)
+    (override / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": {"web": {}}}}))
+    (override / "host_vars" / "web.yml").write_text(
+        yaml.safe_dump({"mesh_proxy_log_level": "debug"})
+    )
+    before = {m: sidecar_pid(spec, paths, m) for m in SIDECARS}
+    playbook(paths, tmp_path, "site.yml", "-e", "mesh_proxy_process_model=shared",
+             "-i", str(override))  # fmt: skip
+    assert "-log-level debug" in on(spec, paths, "web", "cat /etc/meshkit/proxy/web-web.env")
+    assert sidecar_pid(spec, paths, "web") != before["web"]
+    assert sidecar_pid(spec, paths, "db") == before["db"]
+    wait_for("traffic after the reload", lambda: traffic_flows(spec, paths))
+
+    # shared -> unit: the per-sidecar units again, the host unit gone
+    playbook(paths, tmp_path, "site.yml")
+    for machine, (sidecar_id, _) in SIDECARS.items():
+        assert (
+            on(spec, paths, machine, f"systemctl is-active meshkit-proxy@{sidecar_id}") == "active"
+        )
+        assert (
+            run(spec, paths, machine, f"systemctl is-active {HOST_UNIT}").stdout.strip() != "active"
+        )
+        assert not exists(spec, paths, machine, f"/etc/systemd/system/{HOST_UNIT}")
+    wait_for("traffic through the per-sidecar units again", lambda: traffic_flows(spec, paths))
