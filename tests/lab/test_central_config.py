@@ -12,72 +12,34 @@ sidecar registrations as Consul 1.7.14 does (consul-1.7.14-edges e22-e27).
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from meshkit_tools.lab import access, lab
 from meshkit_tools.lab.paths import LabPaths
-from meshkit_tools.lab.spec import LabSpec, default_spec
+from meshkit_tools.lab.spec import LabSpec
+from tests.support.lab_rollout import (
+    ROLLOUT_MARKS,
+    changed_counts,
+    isolated_lab,
+    on,
+    playbook,
+    settle,
+)
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
 LAB = "t-ccfg"
 SETTING = "meshkit_proxy_listener_setting"
 DEFAULTS = {"config": {"local_connect_timeout_ms": 1500, "handshake_timeout_ms": 7000}}
 
-pytestmark = [
-    pytest.mark.lab,
-    # Several full rollouts, run beside Molecule on two cores (.ci/molecule): 570-600 s here,
-    # so pytest's 600 s default is too tight; .ci/molecule bounds the whole step at 1500 s.
-    pytest.mark.timeout(1200),
-    pytest.mark.skipif(
-        os.geteuid() != 0 or shutil.which("systemd-nspawn") is None,
-        reason="lab tests need root and systemd-nspawn (apt-get install systemd-container)",
-    ),
-]
+pytestmark = ROLLOUT_MARKS
 
 
 @pytest.fixture(scope="module")
 def mesh_lab() -> Iterator[tuple[LabSpec, LabPaths]]:
-    spec = default_spec(LAB, isolated=True)
-    lab.down(spec.name, quiet=True)
-    paths = lab.up(spec)
-    try:
-        yield spec, paths
-    finally:
-        lab.down(spec.name, quiet=True)
-    assert lab.leftovers(spec.name) == []
-
-
-def playbook(paths: LabPaths, tmp: Path, name: str, *extra: str) -> str:
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
-        "ANSIBLE_DEPRECATION_WARNINGS": "false",
-    }
-    argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(ROOT / "inventories" / "lab"),
-            "-i", str(paths.inventory), *extra, str(ROOT / "playbooks" / name)]  # fmt: skip
-    res = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, timeout=1500,
-                         check=False)  # fmt: skip
-    (tmp / f"{name}.{time.monotonic_ns()}.log").write_text(res.stdout + res.stderr)
-    assert res.returncode == 0, f"{name} failed:\n{res.stdout[-4000:]}\n{res.stderr[-2000:]}"
-    return res.stdout
-
-
-def on(spec: LabSpec, paths: LabPaths, machine: str, command: str) -> str:
-    res = access.ssh(spec, paths, spec.machine(machine), command, timeout=30)
-    assert res.returncode == 0, f"{machine}$ {command}: {res.stdout}{res.stderr}"
-    return res.stdout
+    yield from isolated_lab(LAB)
 
 
 def setting(spec: LabSpec, paths: LabPaths, machine: str, port: int, name: str) -> float | None:
@@ -89,16 +51,7 @@ def setting(spec: LabSpec, paths: LabPaths, machine: str, port: int, name: str) 
 
 
 def main_pid(spec: LabSpec, paths: LabPaths, machine: str, unit: str) -> str:
-    return on(spec, paths, machine, f"systemctl show -p MainPID --value {unit}").strip()
-
-
-def wait_for(what: str, check: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not within {timeout}s")
+    return on(spec, paths, machine, f"systemctl show -p MainPID --value {unit}")
 
 
 def test_proxy_defaults_reach_running_proxies_and_registration_wins(
@@ -115,9 +68,10 @@ def test_proxy_defaults_reach_running_proxies_and_registration_wins(
     defaults.write_text(yaml.safe_dump({"meshkit_proxy_defaults": DEFAULTS}))
     playbook(paths, tmp_path, "site.yml", "-e", f"@{defaults}")
     for machine, (_, port) in proxies.items():
-        wait_for(
+        settle(
             f"{machine} reports handshake_timeout_ms 7000",
-            lambda m=machine, p=port: setting(spec, paths, m, p, "handshake_timeout_ms") == 7000,
+            lambda m=machine, p=port: setting(spec, paths, m, p, "handshake_timeout_ms") == 7000,  # type: ignore[misc]
+            timeout=30.0,
         )
         assert setting(spec, paths, machine, port, "local_connect_timeout_ms") == 1500
     assert {m: main_pid(spec, paths, m, unit) for m, (unit, _) in proxies.items()} == pids
@@ -130,9 +84,10 @@ def test_proxy_defaults_reach_running_proxies_and_registration_wins(
     web_vars["meshkit_services"][0]["sidecar"]["config"] = {"local_connect_timeout_ms": 900}
     (override / "host_vars" / "web.yml").write_text(yaml.safe_dump(web_vars))
     playbook(paths, tmp_path, "site.yml", "-e", f"@{defaults}", "-i", str(override))
-    wait_for(
+    settle(
         "web reports its own local_connect_timeout_ms 900",
         lambda: setting(spec, paths, "web", 19000, "local_connect_timeout_ms") == 900,
+        timeout=30.0,
     )
     assert setting(spec, paths, "db", 19001, "local_connect_timeout_ms") == 1500
     # key by key: web keeps the handshake_timeout_ms of proxy-defaults
@@ -143,5 +98,4 @@ def test_proxy_defaults_reach_running_proxies_and_registration_wins(
 
     # re-running the same rollout changes nothing, although the agent answers merged configs
     again = playbook(paths, tmp_path, "site.yml", "-e", f"@{defaults}", "-i", str(override))
-    changed = re.findall(r"changed=(\d+)", again.split("PLAY RECAP", 1)[-1])
-    assert changed and set(changed) == {"0"}, again[-3000:]
+    assert changed_counts(again) == {"0"}, again[-3000:]

@@ -22,24 +22,15 @@ from pathlib import Path
 import pytest
 
 from meshkit_tools import demo
-from meshkit_tools.lab import lab
 from meshkit_tools.lab.paths import LabPaths
-from meshkit_tools.lab.spec import LabSpec, default_spec
+from meshkit_tools.lab.spec import LabSpec
+from tests.support.lab_rollout import ROLLOUT_MARKS, isolated_lab
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 LAB = "t-galaxy"
 
-pytestmark = [
-    pytest.mark.lab,
-    # Several full rollouts, run beside Molecule on two cores (.ci/molecule): 570-600 s here,
-    # so pytest's 600 s default is too tight; .ci/molecule bounds the whole step at 1500 s.
-    pytest.mark.timeout(1200),
-    pytest.mark.skipif(
-        os.geteuid() != 0 or shutil.which("systemd-nspawn") is None,
-        reason="lab tests need root and systemd-nspawn (apt-get install systemd-container)",
-    ),
-]
+pytestmark = ROLLOUT_MARKS
 
 
 def ansible_core_requirement() -> str:
@@ -106,14 +97,7 @@ def run(home: Path, *argv: str, timeout: int = 300) -> subprocess.CompletedProce
 
 @pytest.fixture(scope="module")
 def demo_lab() -> Iterator[tuple[LabSpec, LabPaths]]:
-    spec = default_spec(LAB, isolated=True)
-    lab.down(spec.name, quiet=True)
-    paths = lab.up(spec)
-    try:
-        yield spec, paths
-    finally:
-        lab.down(spec.name, quiet=True)
-    assert lab.leftovers(spec.name) == []
+    yield from isolated_lab(LAB)
 
 
 def test_installed_collection_rolls_the_demo_mesh_out(

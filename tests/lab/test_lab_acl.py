@@ -16,7 +16,6 @@ import base64
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import uuid
@@ -29,22 +28,14 @@ import yaml
 from meshkit_tools.lab import lab
 from meshkit_tools.lab.paths import LabPaths
 from meshkit_tools.lab.spec import DEFAULT_GROUPS, DEFAULT_MACHINES, DEFAULT_PARENTS, build_spec
+from tests.support.lab_rollout import ROLLOUT_MARKS
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 LAB = "lp-tokens"
 AGENT = "http://198.18.0.10:8500"
 
-pytestmark = [
-    pytest.mark.lab,
-    # Several full rollouts, run beside Molecule on two cores (.ci/molecule): 570-600 s here,
-    # so pytest's 600 s default is too tight; .ci/molecule bounds the whole step at 1500 s.
-    pytest.mark.timeout(1200),
-    pytest.mark.skipif(
-        os.geteuid() != 0 or shutil.which("systemd-nspawn") is None,
-        reason="lab tests need root and systemd-nspawn (apt-get install systemd-container)",
-    ),
-]
+pytestmark = ROLLOUT_MARKS
 
 
 def run(inventory: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

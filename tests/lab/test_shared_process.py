@@ -15,96 +15,40 @@ Needs root and systemd-nspawn; runs in an isolated lab of its own (`t-shared`):
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from meshkit_tools.lab import access, lab
 from meshkit_tools.lab.paths import LabPaths
-from meshkit_tools.lab.spec import LabSpec, default_spec
+from meshkit_tools.lab.spec import LabSpec
+from tests.support.lab_rollout import (
+    ROLLOUT_MARKS,
+    changed_counts,
+    isolated_lab,
+    on,
+    playbook,
+    run,
+    settle,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
 LAB = "t-shared"
 HOST_UNIT = "meshkit-proxy-host.service"
 RUN_DIR = "/run/meshkit-proxy-host"
 # The demo inventory's sidecars: machine -> (sidecar ID, admin port).
 SIDECARS = {"web": ("web-web", 19000), "db": ("db-db", 19001)}
 
-pytestmark = [
-    pytest.mark.lab,
-    # Four rollouts beside Molecule on two cores (.ci/molecule bounds the step at 1500 s).
-    pytest.mark.timeout(1200),
-    pytest.mark.skipif(
-        os.geteuid() != 0 or shutil.which("systemd-nspawn") is None,
-        reason="lab tests need root and systemd-nspawn (apt-get install systemd-container)",
-    ),
-]
+pytestmark = ROLLOUT_MARKS
 
 
 @pytest.fixture(scope="module")
 def mesh_lab() -> Iterator[tuple[LabSpec, LabPaths]]:
-    spec = default_spec(LAB, isolated=True)
-    lab.down(spec.name, quiet=True)
-    paths = lab.up(spec)
-    try:
-        yield spec, paths
-    finally:
-        lab.down(spec.name, quiet=True)
-    assert lab.leftovers(spec.name) == []
-
-
-def playbook(paths: LabPaths, tmp: Path, name: str, *extra: str) -> str:
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
-        "ANSIBLE_DEPRECATION_WARNINGS": "false",
-    }
-    argv = [str(VENV_BIN / "ansible-playbook"), "-i", str(ROOT / "inventories" / "lab"),
-            "-i", str(paths.inventory), *extra, str(ROOT / "playbooks" / name)]  # fmt: skip
-    res = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, timeout=1500,
-                         check=False)  # fmt: skip
-    (tmp / f"{name}.{time.monotonic_ns()}.log").write_text(res.stdout + res.stderr)
-    assert res.returncode == 0, f"{name} failed:\n{res.stdout[-4000:]}\n{res.stderr[-2000:]}"
-    return res.stdout
-
-
-def run(
-    spec: LabSpec, paths: LabPaths, machine: str, command: str
-) -> subprocess.CompletedProcess[str]:
-    return access.ssh(spec, paths, spec.machine(machine), command, timeout=30)
-
-
-def on(spec: LabSpec, paths: LabPaths, machine: str, command: str) -> str:
-    res = run(spec, paths, machine, command)
-    assert res.returncode == 0, f"{machine}$ {command}: {res.stdout}{res.stderr}"
-    return res.stdout.strip()
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not within {timeout}s")
+    yield from isolated_lab(LAB)
 
 
 def exists(spec: LabSpec, paths: LabPaths, machine: str, path: str) -> bool:
     return run(spec, paths, machine, f"test -e {path}").returncode == 0
-
-
-def changed_counts(output: str) -> set[str]:
-    return set(re.findall(r"changed=(\d+)", output.split("PLAY RECAP", 1)[-1]))
 
 
 def traffic_flows(spec: LabSpec, paths: LabPaths) -> bool:
@@ -147,7 +91,7 @@ def test_shared_model_under_systemd_and_back(
         assert on(spec, paths, machine, f"systemctl is-active {HOST_UNIT}") == "active"
         assert proxy_units(spec, paths, machine) == ""
         assert not exists(spec, paths, machine, "/etc/systemd/system/meshkit-proxy@.service")
-        wait_for(f"{machine}'s sidecar ready", lambda m=machine: ready(spec, paths, m))  # type: ignore[misc]
+        settle(f"{machine}'s sidecar ready", lambda m=machine: ready(spec, paths, m))  # type: ignore[misc]
         parent = on(spec, paths, machine, f"systemctl show -p MainPID --value {HOST_UNIT}")
         child = sidecar_pid(spec, paths, machine)
         assert on(spec, paths, machine, f"ps -o ppid= -p {child}").strip() == parent
@@ -155,7 +99,7 @@ def test_shared_model_under_systemd_and_back(
         assert on(spec, paths, machine, f"stat -c %U /proc/{child}") == "meshkit"
         journal = on(spec, paths, machine, f"journalctl -u {HOST_UNIT} --no-pager -o cat")
         assert f"[{sidecar_id}]" in journal, journal[-2000:]
-    wait_for("traffic web -> db through the forked sidecars", lambda: traffic_flows(spec, paths))
+    settle("traffic web -> db through the forked sidecars", lambda: traffic_flows(spec, paths))
 
     # a re-run of the same model changes nothing
     again = playbook(paths, tmp_path, "site.yml", "-e", "mesh_proxy_process_model=shared")
@@ -164,12 +108,16 @@ def test_shared_model_under_systemd_and_back(
     # a killed sidecar is forked again by the parent; the other machine's is untouched
     before = {m: sidecar_pid(spec, paths, m) for m in SIDECARS}
     on(spec, paths, "db", f"kill -9 {before['db']}")
-    wait_for("db's sidecar forked again",
-             lambda: run(spec, paths, "db", f"cat {RUN_DIR}/db-db.pid").stdout.strip()
-             not in ("", before["db"]))  # fmt: skip
-    wait_for("db's new sidecar ready", lambda: ready(spec, paths, "db"))
+    settle(
+        "db's sidecar forked again",
+        lambda: (
+            run(spec, paths, "db", f"cat {RUN_DIR}/db-db.pid").stdout.strip()
+            not in ("", before["db"])
+        ),
+    )
+    settle("db's new sidecar ready", lambda: ready(spec, paths, "db"))
     assert sidecar_pid(spec, paths, "web") == before["web"]
-    wait_for("traffic after the restart", lambda: traffic_flows(spec, paths))
+    settle("traffic after the restart", lambda: traffic_flows(spec, paths))
 
     # a changed env file on web reaches the parent by the role's reload: only web's sidecar
     # restarts (a new log level in MESHKIT_PROXY_ARGS, from a host_vars layer for web only)
@@ -185,7 +133,7 @@ def test_shared_model_under_systemd_and_back(
     assert "-log-level debug" in on(spec, paths, "web", "cat /etc/meshkit/proxy/web-web.env")
     assert sidecar_pid(spec, paths, "web") != before["web"]
     assert sidecar_pid(spec, paths, "db") == before["db"]
-    wait_for("traffic after the reload", lambda: traffic_flows(spec, paths))
+    settle("traffic after the reload", lambda: traffic_flows(spec, paths))
 
     # shared -> unit: the per-sidecar units again, the host unit gone
     playbook(paths, tmp_path, "site.yml")
@@ -197,4 +145,4 @@ def test_shared_model_under_systemd_and_back(
             run(spec, paths, machine, f"systemctl is-active {HOST_UNIT}").stdout.strip() != "active"
         )
         assert not exists(spec, paths, machine, f"/etc/systemd/system/{HOST_UNIT}")
-    wait_for("traffic through the per-sidecar units again", lambda: traffic_flows(spec, paths))
+    settle("traffic through the per-sidecar units again", lambda: traffic_flows(spec, paths))
