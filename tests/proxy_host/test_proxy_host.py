@@ -250,14 +250,18 @@ def test_the_role_restart_script_waits_for_the_changed_sidecar(host: Host) -> No
         f"exec kill -HUP {host.host.process.pid}\n"
     )
     shim.chmod(0o755)
+
+    def reload_and_wait(timeout_s: int, sidecar: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(RESTART_SCRIPT), "--host", "reload", str(host.host.run_dir),
+             str(timeout_s), f"{sidecar}:{host.admin[sidecar]}"],
+            env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
     before = host.host.pids("web", "api", "db")
     host.write("api", token_file=host.token_file("api"), extra={"MESHKIT_TEST_OWNER": "api3"})
-    proc = subprocess.run(
-        [sys.executable, str(RESTART_SCRIPT), "--host", "reload", str(host.host.run_dir), "20",
-         f"api:{host.admin['api']}"],
-        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    proc = reload_and_wait(20, "api")
     assert proc.returncode == 0, proc.stderr + host.host.log()[-3000:]
     new = host.host.pid_of("api")
     assert f"meshkit-proxy-host.service: sidecar api ready (pid {new})" in proc.stdout
@@ -265,12 +269,7 @@ def test_the_role_restart_script_waits_for_the_changed_sidecar(host: Host) -> No
     assert host.host.pids("web", "db") == {"web": before["web"], "db": before["db"]}
 
     # Nothing changed: the sidecar keeps its pid, and the script says so when time is up.
-    proc = subprocess.run(
-        [sys.executable, str(RESTART_SCRIPT), "--host", "reload", str(host.host.run_dir), "1",
-         f"web:{host.admin['web']}"],
-        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    proc = reload_and_wait(1, "web")
     assert proc.returncode == 1
     assert f"sidecar web not restarted and ready after 1s (127.0.0.1:{host.admin['web']}" in (
         proc.stderr
