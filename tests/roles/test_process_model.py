@@ -21,17 +21,19 @@ SERVICES = [
 ]
 
 
-def run(tmp_path: Path, model: str):
+def run(tmp_path: Path, model: str, services: list[dict] = SERVICES, **extra: object):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     return playbook(
         HERE / "process_model.yml",
         {
             "mesh_proxy_process_model": model,
+            **extra,
             "mesh_proxy_config_dir": str(tmp_path / "proxy"),
             "mesh_proxy_prefix": str(tmp_path / "opt"),
             "mesh_proxy_user": getpass.getuser(),
             "mesh_proxy_group": grp.getgrgid(os.getgid()).gr_name,
             "mesh_proxy_consul_token": "not-a-secret",
-            "meshkit_services": SERVICES,
+            "meshkit_services": services,
         },
         tmp_path,
         "--check",
@@ -72,3 +74,31 @@ def test_unit_keeps_the_per_proxy_units_and_removes_the_host_unit(tmp_path: Path
     # today's rolling restart, one proxy at a time, with its three arguments
     assert '"--host"' not in out
     assert "RUNNING HANDLER [mesh_proxy : Restart meshkit proxies one at a time]" in out
+
+
+def chosen_model(output: str) -> str:
+    found = re.search(r'"_mesh_proxy_model": "(\w+)"', output)
+    assert found is not None, output
+    return found.group(1)
+
+
+def test_auto_runs_two_proxies_shared_and_one_as_its_unit(tmp_path: Path) -> None:
+    two = run(tmp_path / "two", "auto")
+    assert two.rc == 0, two.output
+    assert chosen_model(two.output) == "shared"
+    assert "/meshkit-proxy-host.service.j2\n" in two.output
+    one = run(tmp_path / "one", "auto", SERVICES[:1])
+    assert one.rc == 0, one.output
+    assert chosen_model(one.output) == "unit"
+    assert "/meshkit-proxy@.service.j2\n" in one.output
+    # the threshold moves the choice; an explicit model ignores it
+    three = run(tmp_path / "three", "auto", mesh_proxy_shared_min_proxies=3)
+    assert chosen_model(three.output) == "unit"
+    forced = run(tmp_path / "forced", "shared", SERVICES[:1])
+    assert chosen_model(forced.output) == "shared"
+
+
+def test_auto_threshold_below_one_is_refused(tmp_path: Path) -> None:
+    got = run(tmp_path, "auto", mesh_proxy_shared_min_proxies=0)
+    assert got.rc != 0
+    assert "mesh_proxy_shared_min_proxies is 0; set it to 1 or more" in got.output
