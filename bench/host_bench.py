@@ -12,9 +12,12 @@ with the role's default flags), and reports for each N:
 - the same with `--conns` (default 100) idle mTLS connections held open to every proxy, each
   proven open (handshake done, the app reached), and the growth per connection.
 
-`meshkit` runs one interpreter per sidecar (the role's default, one unit per proxy);
-`meshkit-shared` runs the same N sidecars forked from one `meshkit-proxy-host` parent
-(mesh_proxy_process_model: shared), measured as the PSS of that whole process tree.
+`meshkit` runs one interpreter per sidecar (mesh_proxy_process_model: unit, one unit per
+proxy); `meshkit-shared` runs the same N sidecars forked from one `meshkit-proxy-host` parent
+(mesh_proxy_process_model: shared), measured as the PSS of that whole process tree. The role's
+default (`auto`) runs N >= mesh_proxy_shared_min_proxies as `shared`, fewer as `unit`: the
+report names, per N, which of the two a host gets by default (the threshold is read from the
+role's defaults/main.yml, the one place it is set).
 
 The reference, started the same way in the same round, is N HAProxy inbound listeners with the
 same leaf certificates from the same dev agent (TLS, client certificates verified): what a
@@ -54,6 +57,8 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `bench` and `meshkit` importable
     _root = Path(__file__).resolve().parent.parent
     sys.path[:0] = [str(_root), str(_root / "proxy")]
+
+import yaml
 
 from bench import procstat
 from bench.pairs import HOST, PROXY_SRC, free_port, spawn
@@ -457,19 +462,37 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+ROLE_DEFAULTS = (
+    Path(__file__).resolve().parent.parent
+    / "collections/ansible_collections/meshkit/connect/roles/mesh_proxy/defaults/main.yml"
+)
+
+
+def role_default_kind(n: int) -> str:
+    """The kind the mesh_proxy role runs for `n` sidecars on a host with its default settings."""
+    defaults = yaml.safe_load(ROLE_DEFAULTS.read_text())
+    model = defaults["mesh_proxy_process_model"]
+    if model == "auto":
+        model = "shared" if n >= int(defaults["mesh_proxy_shared_min_proxies"]) else "unit"
+    return "meshkit-shared" if model == "shared" else "meshkit"
+
+
 def report(results: dict[int, dict[str, list[dict[str, float]]]], kinds: dict[str, Any]) -> None:
     metrics = ("startup_s", "rest_mib", "loaded_mib", "kib_per_conn")
-    print("\nmedians; ratio = kind / haproxy in the same run (lower is better for all)")
-    print(f"{'N':>3} {'kind':<14} " + " ".join(f"{m:>14}" for m in metrics))
+    print("\nmedians; ratio = kind / haproxy in the same run (lower is better for all);")
+    print("* = what the mesh_proxy role runs for N sidecars with its default settings")
+    print(f"{'N':>3} {'kind':<15} " + " ".join(f"{m:>14}" for m in metrics))
     for n, by_kind in results.items():
         ref = {m: statistics.median(x[m] for x in by_kind["haproxy"]) for m in metrics}
+        default = role_default_kind(n)
         for kind in kinds:
             med = {m: statistics.median(x[m] for x in by_kind[kind]) for m in metrics}
             cells = []
             for m in metrics:
                 ratio = med[m] / ref[m] if ref[m] else float("nan")
                 cells.append(f"{med[m]:>7.2f} ({ratio:4.2f}x)")
-            print(f"{n:>3} {kind:<14} " + " ".join(cells))
+            label = kind + ("*" if kind == default else "")
+            print(f"{n:>3} {label:<15} " + " ".join(cells))
 
 
 if __name__ == "__main__":

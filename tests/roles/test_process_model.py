@@ -11,6 +11,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from tests.support.ansible_run import playbook
 
@@ -21,7 +22,7 @@ SERVICES = [
 ]
 
 
-def run(tmp_path: Path, model: str, services: list[dict] = SERVICES, **extra: object):
+def run(tmp_path: Path, model: str, services: list[dict[str, Any]] = SERVICES, **extra: object):
     tmp_path.mkdir(parents=True, exist_ok=True)
     return playbook(
         HERE / "process_model.yml",
