@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ import pytest
 from meshkit.host import upgrade
 from tests.support.devagent import DevAgent
 from tests.support.echo import App, echo, try_echo
+from tests.support.paths import ROOT
 from tests.support.ports import free_port
 from tests.support.proxy_host import HostProcess, admin_status, write_env
 from tests.support.waits import wait_until
@@ -289,3 +291,53 @@ def test_a_handover_round_trips() -> None:
     pids = {"web-1": 4242, "db": 17, "a:b.c_d": 99}
     assert upgrade.decode(upgrade.encode(pids)) == pids
     assert upgrade.decode("") == {}
+
+
+RESTART_SCRIPT = (
+    ROOT / "collections/ansible_collections/meshkit/connect/roles/mesh_proxy/files"
+    / "meshkit-proxy-restart"
+)  # fmt: skip
+
+
+def test_the_role_restart_script_upgrades_and_waits_for_every_sidecar(host: Host) -> None:
+    """files/meshkit-proxy-restart --host upgrade: `systemctl kill --kill-whom=main
+    --signal=SIGUSR2` (here a stand-in on PATH that sends it to the parent), then every listed
+    sidecar's new pid and /ready; a parent without the run directory's mark (a release before
+    upgrades in place, which SIGUSR2 would kill) is restarted instead."""
+    bin_dir = host.workdir / "shim"
+    bin_dir.mkdir()
+    calls = host.workdir / "systemctl-calls"
+    (bin_dir / "systemctl").write_text(
+        f'#!/bin/sh\necho "$*" >> {calls}\n'
+        'case "$*" in\n'
+        f'  "kill --kill-whom=main --signal=SIGUSR2 meshkit-proxy-host.service") '
+        f"exec kill -USR2 {host.parent};;\n"
+        '  "restart meshkit-proxy-host.service") exit 0;;\n'
+        "esac\nexit 3\n"
+    )
+    (bin_dir / "systemctl").chmod(0o755)
+
+    def upgrade_and_wait(timeout_s: int) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(RESTART_SCRIPT), "--host", "upgrade", str(host.host.run_dir),
+             str(timeout_s), *(f"{i}:{host.admin[i]}" for i in IDS)],
+            env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    before = host.host.pids(*IDS)
+    write_program(host.program, host.marker, "v2")
+    proc = upgrade_and_wait(20)
+    assert proc.returncode == 0, proc.stderr + host.host.log()[-3000:]
+    after = host.host.pids(*IDS)
+    for sidecar_id in IDS:
+        assert after[sidecar_id] != before[sidecar_id]
+        assert f"sidecar {sidecar_id} ready (pid {after[sidecar_id]})" in proc.stdout
+    assert host.versions() == ["v1", str(host.parent), "v2", str(host.parent)]
+
+    (host.host.run_dir / ".upgrade-in-place").unlink()
+    proc = upgrade_and_wait(1)
+    assert "a release before upgrades in place); restarting instead" in proc.stdout
+    assert calls.read_text().splitlines()[-1] == "restart meshkit-proxy-host.service"
+    assert proc.returncode == 1  # the stand-in restarts nothing: no new pid within 3 x 1 s
+    assert host.host.pids(*IDS) == after

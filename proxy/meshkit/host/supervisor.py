@@ -52,6 +52,9 @@ MAX_BACKOFF = 30.0
 STEADY_AFTER = 60.0  # a child up this long starts the back-off over
 STOP_GRACE = 25.0
 TICK = 5.0  # the longest wait for a signal; nothing depends on it but liveness of the loop
+# In the run directory while this parent takes SIGUSR2 as an upgrade: a tool can tell it from a
+# release before this one, which SIGUSR2 would kill (its default action).
+UPGRADE_MARK = ".upgrade-in-place"
 READY_TIMEOUT = 60.0
 READY_POLL = 0.25  # how often a rolling sidecar's /ready is asked
 WAITED = (signal.SIGCHLD, signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
@@ -353,6 +356,9 @@ class Supervisor:
         for sig in WAITED:
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_BLOCK, WAITED)
+        if self.command:
+            with contextlib.suppress(OSError):
+                (self.run_dir / UPGRADE_MARK).write_text("SIGUSR2\n")
         if handed_over is None:
             self.apply(definitions, time.monotonic())
         else:
@@ -398,3 +404,5 @@ class Supervisor:
         for sidecar_id in list(self.sidecars):
             self._remove_pid(sidecar_id)
         self.sidecars.clear()
+        with contextlib.suppress(OSError):
+            (self.run_dir / UPGRADE_MARK).unlink()
