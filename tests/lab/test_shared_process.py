@@ -216,6 +216,7 @@ def test_shared_model_under_systemd_and_back(
         assert "SIGUSR2: upgrading in place" in journal and "upgrade: adopted 1 " in journal
         windows += [w for w in roll_windows(spec, paths, machine) if w[0] > upgrade_start]
     windows.sort()
+    print(f"client loop during the upgrade: {summary}; roll steps (monotonic s): {windows}")
     assert len(windows) == len(machines), windows
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(windows)), windows  # one at a time
     settle("traffic after the upgrade", lambda: traffic_flows(spec, paths))
