@@ -6,8 +6,10 @@ per host and back, with traffic through the mesh at every step.
 What only systemd shows, and this test checks: the host unit starts its forked sidecars under
 the unit's hardening (the system call filter included), `RuntimeDirectory` holds their pid
 files, the journal lines carry each sidecar's ID, a killed sidecar is forked again by the
-parent, a reload (`ExecReload`) restarts exactly the sidecar whose file changed, switching
-models leaves no unit of the other model behind, and a re-run changes nothing.
+parent, a reload (`ExecReload`) restarts exactly the sidecar whose file changed, a new release
+upgrades each host's parent in place (SIGUSR2: the same MainPID, every sidecar replaced, one
+host at a time, no request of a client loop lost), switching models leaves no unit of the other
+model behind, and a re-run changes nothing.
 
 Needs root and systemd-nspawn; runs in an isolated lab of its own (`t-shared`):
 `MESHKIT_LAB_ISOLATED=1 pytest -m lab tests/lab/test_shared_process.py`.
@@ -15,6 +17,11 @@ Needs root and systemd-nspawn; runs in an isolated lab of its own (`t-shared`):
 
 from __future__ import annotations
 
+import base64
+import itertools
+import json
+import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +39,7 @@ from tests.support.lab_rollout import (
     run,
     settle,
 )
+from tests.support.paths import ROOT
 
 LAB = "t-shared"
 HOST_UNIT = "meshkit-proxy-host.service"
@@ -72,6 +80,45 @@ def proxy_units(spec: LabSpec, paths: LabPaths, machine: str) -> str:
     """The meshkit-proxy@ units systemd still knows (loaded, active or failed), one per line."""
     listing = "systemctl list-units --all --no-legend --plain 'meshkit-proxy@*'"
     return on(spec, paths, machine, f"{listing} | awk '{{print $1}}'")
+
+
+def build_b(tmp: Path) -> Path:
+    """A second build of this checkout, its version bumped by a .post1 (as Molecule `upgrade`'s
+    prepare.yml makes build B), for the role's `mesh_proxy_source_dir`."""
+    build = tmp / "build-b"
+    build.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, build / name)
+    for name in ("proxy", "tools"):
+        shutil.copytree(
+            ROOT / name,
+            build / name,
+            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"),
+        )  # symlinks followed, as prepare.yml's tar -h does
+    for name in ("pyproject.toml", "proxy/pyproject.toml", "tools/pyproject.toml"):
+        path = build / name
+        text = re.sub(r'(?m)^version = "([^"]+)"$', r'version = "\1.post1"', path.read_text())
+        if name.startswith("tools/"):
+            text = re.sub(r'"meshkit==([^"]+)"', r'"meshkit==\1.post1"', text)
+        path.write_text(text)
+    return build
+
+
+def roll_windows(spec: LabSpec, paths: LabPaths, machine: str) -> list[tuple[float, float]]:
+    """(replacing, ready) monotonic seconds of each step of the host parent's roll, from its
+    journal (the lab machines share the host's monotonic clock)."""
+    journal = f"journalctl -u {HOST_UNIT} --no-pager -o short-monotonic"
+    lines = on(spec, paths, machine, f"{journal} | grep -E 'roll: (replacing|sidecar .* ready)'")
+    stamps: list[tuple[float, str]] = []
+    for line in lines.splitlines():
+        found = re.match(r"\[\s*([0-9.]+)\]", line)
+        assert found, line
+        stamps.append((float(found.group(1)), "replacing" if "replacing" in line else "ready"))
+    windows = []
+    for (start, what), (end, then) in zip(stamps[::2], stamps[1::2], strict=True):
+        assert (what, then) == ("replacing", "ready"), lines
+        windows.append((start, end))
+    return windows
 
 
 def test_shared_model_under_systemd_and_back(
@@ -134,6 +181,45 @@ def test_shared_model_under_systemd_and_back(
     assert sidecar_pid(spec, paths, "web") != before["web"]
     assert sidecar_pid(spec, paths, "db") == before["db"]
     settle("traffic after the reload", lambda: traffic_flows(spec, paths))
+
+    # a new release under a client loop: each host's parent upgrades in place (SIGUSR2, the
+    # same MainPID), its sidecar replaced and ready before the next host's; no request lost
+    machines = ("cp", *SIDECARS)  # cp runs db's second sidecar (db-cp)
+    main_pids = {
+        m: on(spec, paths, m, f"systemctl show -p MainPID --value {HOST_UNIT}") for m in machines
+    }
+    pid_files = {m: on(spec, paths, m, f"cat {RUN_DIR}/*.pid") for m in machines}
+    upgrade_start = float(
+        on(spec, paths, "web", "python3 -c 'import time; print(time.monotonic())'")
+    )
+    client = base64.b64encode((ROOT / "molecule/resources/files/client_loop.py").read_bytes())
+    on(spec, paths, "web", f"echo {client.decode()} | base64 -d > /root/client_loop.py && "
+                           "rm -f /root/upgrade-loop.json /root/upgrade-loop.stop && "
+                           "systemd-run --unit=meshkit-upgrade-client --collect /usr/bin/python3 "
+                           "/root/client_loop.py --url http://127.0.0.1:9192/ "
+                           "--out /root/upgrade-loop.json --stop-file /root/upgrade-loop.stop "
+                           "--max-seconds 600")  # fmt: skip
+    playbook(paths, tmp_path, "site.yml", "-e", "mesh_proxy_process_model=shared",
+             "-e", f"mesh_proxy_source_dir={build_b(tmp_path)}", "-i", str(override))  # fmt: skip
+    on(spec, paths, "web", "sleep 3; touch /root/upgrade-loop.stop")
+    settle("the client's summary", lambda: exists(spec, paths, "web", "/root/upgrade-loop.json"))
+    summary = json.loads(on(spec, paths, "web", "cat /root/upgrade-loop.json"))
+    assert summary["lost"] == 0 and summary["ok"] >= 20, summary
+    windows: list[tuple[float, float]] = []
+    for machine in machines:
+        assert ".post1-" in on(spec, paths, machine, "readlink /opt/meshkit/current")
+        main_pid = on(spec, paths, machine, f"systemctl show -p MainPID --value {HOST_UNIT}")
+        assert main_pid == main_pids[machine], machine
+        new = on(spec, paths, machine, f"cat {RUN_DIR}/*.pid")
+        assert not set(new.split()) & set(pid_files[machine].split()), (machine, new)
+        journal = on(spec, paths, machine, f"journalctl -u {HOST_UNIT} --no-pager -o cat")
+        assert "SIGUSR2: upgrading in place" in journal and "upgrade: adopted 1 " in journal
+        windows += [w for w in roll_windows(spec, paths, machine) if w[0] > upgrade_start]
+    windows.sort()
+    print(f"client loop during the upgrade: {summary}; roll steps (monotonic s): {windows}")
+    assert len(windows) == len(machines), windows
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(windows)), windows  # one at a time
+    settle("traffic after the upgrade", lambda: traffic_flows(spec, paths))
 
     # shared -> unit: the per-sidecar units again, the host unit gone
     playbook(paths, tmp_path, "site.yml")

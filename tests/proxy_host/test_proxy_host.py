@@ -299,7 +299,7 @@ def test_a_failing_sidecar_backs_off_and_the_others_run(host: Host) -> None:
     env_file.write_text(env_file.read_text().replace("-no-such-flag", "-log-level debug"))
     host.host.signal(signal.SIGHUP)
     host.host.wait_ready({"broken": port}, timeout=3.5)  # sooner than the 4 s back-off
-    assert "sidecar broken: definition changed; restarting it" in host.host.log()
+    assert "sidecar broken: definition changed; replacing it" in host.host.log()
     pid = host.host.pid_of("broken")
     env_file.unlink()
     host.host.signal(signal.SIGHUP)

@@ -56,8 +56,12 @@ def admin_status(port: int, path: str = "/ready") -> int:
 class HostProcess:
     """`meshkit-proxy-host -dir DIR -run-dir RUN` with its output in `workdir/host.log`."""
 
-    def __init__(self, workdir: Path, env_dir: Path, *extra: str) -> None:
+    def __init__(
+        self, workdir: Path, env_dir: Path, *extra: str, program: list[str] | None = None
+    ) -> None:
+        """`program`: the command before the flags (default `python -m meshkit.host.main`)."""
         self.workdir, self.env_dir = workdir, env_dir
+        self.program = program
         self.run_dir = workdir / "run"
         self.log_path = workdir / "host.log"
         self.args = ["-dir", str(env_dir), "-run-dir", str(self.run_dir), "-grace", "5", *extra]
@@ -66,7 +70,8 @@ class HostProcess:
     def start(self) -> HostProcess:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                host_command(*self.args), stdout=log, stderr=subprocess.STDOUT,
+                [*self.program, *self.args] if self.program else host_command(*self.args),
+                stdout=log, stderr=subprocess.STDOUT,
                 env=proxy_env(), cwd=self.workdir,
             )  # fmt: skip
         return self

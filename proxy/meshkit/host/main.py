@@ -11,6 +11,11 @@ Start-up, in this order:
    forking thread, so a lock another thread held would stay locked in every child;
 4. the supervisor forks one child per file and serves until SIGTERM/SIGINT (exit 0).
 
+After an upgrade in place (SIGUSR2, upgrade.py) the same program starts again in the same pid,
+the old one's children handed over in an environment variable that step 1 takes out at once;
+step 4 adopts them and replaces them one at a time instead of forking them all. Signals the old
+program blocked are still blocked (so a SIGTERM sent during the exec waits for the loop).
+
 Exit codes: 0 after SIGTERM/SIGINT with every child gone; 2 for bad flags or a bad directory at
 start; 1 when the parent finds a thread or an event loop before forking (a bug).
 """
@@ -29,16 +34,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from meshkit import logs
-from meshkit.host import envdir
-from meshkit.host.supervisor import STOP_GRACE, Supervisor
+from meshkit.host import envdir, upgrade
+from meshkit.host.supervisor import READY_TIMEOUT, STOP_GRACE, Supervisor
 
 log = logging.getLogger("meshkit.host")
 
 PROGRAM = "meshkit-proxy-host"
 DEFAULT_DIR = "/etc/meshkit/proxy"
 DEFAULT_RUN_DIR = "/run/meshkit-proxy-host"
-USAGE = f"""usage: {PROGRAM} [-dir DIR] [-run-dir DIR] [-grace SECONDS] [-log-level LEVEL]
-                          [-log-json]
+USAGE = f"""usage: {PROGRAM} [-dir DIR] [-run-dir DIR] [-grace SECONDS]
+                          [-ready-timeout SECONDS] [-log-level LEVEL] [-log-json]
 
 Runs one meshkit-proxy sidecar per DIR/<ID>.env file (default {DEFAULT_DIR}), each as
 `meshkit-proxy@<ID>.service` would run it, forked from this one process.
@@ -46,11 +51,15 @@ Runs one meshkit-proxy sidecar per DIR/<ID>.env file (default {DEFAULT_DIR}), ea
   -dir DIR          the sidecars' env files (default {DEFAULT_DIR})
   -run-dir DIR      where <ID>.pid files go (default $RUNTIME_DIRECTORY or {DEFAULT_RUN_DIR})
   -grace SECONDS    how long a stopping sidecar may drain before SIGKILL (default {STOP_GRACE:g})
+  -ready-timeout SECONDS
+                    how long a replaced sidecar may take to answer 200 on /ready before the
+                    roll stops (default {READY_TIMEOUT:g})
   -log-level LEVEL  this parent's log level: trace, debug, info, warn, error (default info)
   -log-json         this parent's lines as JSON
 
-Signals: SIGHUP re-reads DIR (starts new, stops removed, restarts changed sidecars);
-SIGTERM/SIGINT stop every sidecar and exit 0."""
+Signals: SIGHUP re-reads DIR (starts new, stops removed, replaces changed sidecars one at a
+time, each ready before the next); SIGUSR2 re-execs this command line (a new release) keeping
+the pid, and replaces every sidecar one at a time; SIGTERM/SIGINT stop every sidecar, exit 0."""
 # Imported before the first fork so every child shares them; optional ones may be missing.
 # encodings.idna: the Consul client's first request imports it (host names in URLs).
 DATA_PATH = (
@@ -72,6 +81,7 @@ class HostFlags:
     directory: Path
     run_dir: Path
     grace: float = STOP_GRACE
+    ready_timeout: float = READY_TIMEOUT
     log_level: str = "info"
     log_json: bool = False
     help: bool = False
@@ -79,7 +89,7 @@ class HostFlags:
 
 def parse(args: Sequence[str], env: dict[str, str] | os._Environ[str]) -> HostFlags:
     values: dict[str, str] = {}
-    flags = {"-dir", "-run-dir", "-grace", "-log-level"}
+    flags = {"-dir", "-run-dir", "-grace", "-ready-timeout", "-log-level"}
     log_json = False
     index = 0
     while index < len(args):
@@ -106,6 +116,14 @@ def parse(args: Sequence[str], env: dict[str, str] | os._Environ[str]) -> HostFl
         raise FlagError(f"-grace {values['-grace']!r}: not a number of seconds") from None
     if not 0 < grace <= 3600:
         raise FlagError(f"-grace {grace:g}: give seconds between 0 and 3600")
+    try:
+        ready_timeout = float(values.get("-ready-timeout", READY_TIMEOUT))
+    except ValueError:
+        raise FlagError(
+            f"-ready-timeout {values['-ready-timeout']!r}: not a number of seconds"
+        ) from None
+    if not 0 < ready_timeout <= 3600:
+        raise FlagError(f"-ready-timeout {ready_timeout:g}: give seconds between 0 and 3600")
     level = values.get("-log-level", "info")
     try:
         logs.parse_level(level)
@@ -116,6 +134,7 @@ def parse(args: Sequence[str], env: dict[str, str] | os._Environ[str]) -> HostFl
         directory=Path(values.get("-dir") or DEFAULT_DIR),
         run_dir=Path(run_dir or DEFAULT_RUN_DIR),
         grace=grace,
+        ready_timeout=ready_timeout,
         log_level=level,
         log_json=log_json,
     )
@@ -150,6 +169,7 @@ def complain(text: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    handover = upgrade.take_handover()  # first: gone before anything could fork or log it
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         host = parse(args, os.environ)
@@ -160,9 +180,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE)
         return 0
     logs.setup(host.log_level, host.log_json)
+    handed_over: dict[str, int] | None = None
+    if handover is not None:
+        try:
+            handed_over = upgrade.decode(handover)
+        except upgrade.HandoverError as exc:
+            complain(f"{exc}; adopting no sidecar")
+            handed_over = {}
     try:
         definitions = envdir.read_dir(host.directory)
     except envdir.EnvFileError as exc:
+        # After an upgrade the children die with this process (their parent-death signal);
+        # systemd's Restart= starts the unit again.
         complain(str(exc))
         return 2
     try:
@@ -184,7 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ", ".join(optional) or "no optional modules",
         gc.get_freeze_count(),
     )
-    return Supervisor(host.directory, host.run_dir, host.grace).run(definitions)
+    command = upgrade.exec_command(sys.argv, sys.orig_argv, sys.executable)
+    supervisor = Supervisor(host.directory, host.run_dir, host.grace, host.ready_timeout, command)
+    return supervisor.run(definitions, handed_over)
 
 
 if __name__ == "__main__":
