@@ -50,7 +50,6 @@ class Leg(_ReadBase):  # type: ignore[valid-type,misc]
     encrypts = False  # True for TLS legs: `send` consumes its argument before returning
 
     __slots__ = (
-        "_write",
         "eof_in",
         "eof_out",
         "lost",
@@ -64,8 +63,6 @@ class Leg(_ReadBase):  # type: ignore[valid-type,misc]
 
     def __init__(self, on_lost: Callable[[Leg, BaseException | None], None] | None = None):
         self.transport: Any = None
-        # `transport.write`, bound once: the transport of a leg never changes.
-        self._write: Callable[[bytes | memoryview], object] = _not_connected
         self.peer: Leg | None = None
         self.pending: list[bytes] = []
         self.pending_eof = False
@@ -78,7 +75,6 @@ class Leg(_ReadBase):  # type: ignore[valid-type,misc]
     # -- wiring ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
-        self._write = transport.write  # type: ignore[attr-defined]
         transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)  # type: ignore[attr-defined]
 
     def join(self, peer: Leg) -> None:
@@ -138,7 +134,7 @@ class Leg(_ReadBase):  # type: ignore[valid-type,misc]
     # -- sending --------------------------------------------------------------------------
     def send(self, data: bytes | memoryview) -> None:
         if not self.lost:
-            self._write(data)
+            self.transport.write(data)
 
     def send_read(self, nbytes: int) -> None:
         """`send` of the first `nbytes` of the shared read buffer; TLS legs encrypt in place."""
@@ -195,8 +191,6 @@ class TLSLeg(Leg):
     encrypts = True
 
     __slots__ = (
-        "_open",
-        "_seal",
         "_timeout",
         "engine",
         "handshake_done",
@@ -219,18 +213,13 @@ class TLSLeg(Leg):
         self.verify = verify
         self.on_handshake: Callable[[TLSLeg, BaseException | None], None] | None = on_handshake
         self.engine: Engine | None = None
-        # The engine's `open_read`/`seal_read`, bound once it exists (`connection_made`).
-        self._open: Callable[[int], tuple[bytes, bool]] = _no_engine
-        self._seal: Callable[[int], bytes] = _no_engine
         self.handshake_done = False
         self.timer: asyncio.TimerHandle | None = None
         self._timeout = handshake_timeout
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.engine = engine = self.side.engine()
-        self._open = engine.open_read
-        self._seal = engine.seal_read
+        self.engine = self.side.engine()
         if self._timeout is not None:
             loop = asyncio.get_running_loop()
             self.timer = loop.call_later(self._timeout, self._handshake_timeout)
@@ -294,8 +283,10 @@ class TLSLeg(Leg):
         if not self.handshake_done:
             self.data_received(_READ_VIEW[:nbytes])  # the engine copies it into its BIO
             return
+        engine = self.engine
+        assert engine is not None
         try:
-            data, eof = self._open(nbytes)  # decrypted straight from the shared buffer
+            data, eof = engine.open_read(nbytes)  # decrypted straight from the shared buffer
         except TLSRecordError:
             self.abort()
             return
@@ -361,15 +352,16 @@ class TLSLeg(Leg):
 
     def send_read(self, nbytes: int) -> None:
         """`send` of the first `nbytes` of the shared read buffer (a plain peer's read)."""
-        if self.lost or self.eof_out:
+        engine = self.engine
+        if self.lost or self.eof_out or engine is None:
             return
         try:
-            out = self._seal(nbytes)
+            out = engine.seal_read(nbytes)
         except TLSRecordError:
             self.abort()
             return
         if out:
-            self._write(out)
+            self.transport.write(out)
 
     def send_eof(self) -> None:
         if self.eof_out or self.lost or self.engine is None:
@@ -392,14 +384,6 @@ class TLSLeg(Leg):
 
     def peer_der(self) -> bytes | None:
         return self.engine.peer_der() if self.engine is not None else None
-
-
-def _not_connected(data: bytes | memoryview) -> None:
-    raise RuntimeError("leg written before its socket was connected")
-
-
-def _no_engine(nbytes: int) -> Any:
-    raise RuntimeError("TLS leg used before its socket was connected")
 
 
 def splice(a: Leg, b: Leg) -> None:
