@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import socket
 import statistics
 import tempfile
@@ -126,11 +127,14 @@ async def _measure(args: argparse.Namespace) -> None:
     driver, socks = await _chain(args.engine, args.size)
     await asyncio.wait_for(driver.start(min(args.count, 2000)), 60)  # warm up
     cpu: list[float] = []
+    user: list[float] = []
     wall: list[float] = []
     for _ in range(args.repeat):
-        c0, w0 = time.process_time(), time.perf_counter()
+        t0, w0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         await asyncio.wait_for(driver.start(args.count), 600)
-        cpu.append((time.process_time() - c0) / args.count * 1e6)
+        t1 = resource.getrusage(resource.RUSAGE_SELF)
+        cpu.append((t1.ru_utime + t1.ru_stime - t0.ru_utime - t0.ru_stime) / args.count * 1e6)
+        user.append((t1.ru_utime - t0.ru_utime) / args.count * 1e6)
         wall.append((time.perf_counter() - w0) / args.count * 1e6)
     driver.transport.close()
     for s in socks:
@@ -138,8 +142,10 @@ async def _measure(args: argparse.Namespace) -> None:
     print(
         f"engine={args.engine} read_mode={legs.READ_MODE} size={args.size} "
         f"loop={type(asyncio.get_running_loop()).__module__}: CPU µs per round trip "
-        f"median {statistics.median(cpu):.2f} (runs {', '.join(f'{v:.2f}' for v in cpu)}); "
-        f"wall µs median {statistics.median(wall):.2f}"
+        f"median {statistics.median(cpu):.2f} min {min(cpu):.2f} "
+        f"(runs {', '.join(f'{v:.2f}' for v in cpu)}); "
+        f"user (interpreter, OpenSSL, loop) µs min {min(user):.2f} median "
+        f"{statistics.median(user):.2f}; wall µs median {statistics.median(wall):.2f}"
     )
 
 
