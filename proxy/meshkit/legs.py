@@ -28,8 +28,9 @@ from meshkit.tls import READ_BUFFER, READ_VIEW, Engine, HandshakeError, Side, TL
 # read is consumed (encrypted or decrypted in place by the TLS engine, or copied) before the
 # callback returns, so an idle connection holds no read buffer of its own.
 # `MESHKIT_READ_MODE=copy` switches back to `data_received` (a fresh `bytes` per read) for A/B
-# measurements: the buffered mode measured ~35% less CPU per GiB; its effect on small messages
-# was within the noise of a busy machine.
+# measurements: the buffered mode measured ~35% less CPU per GiB when it came; with one engine
+# call per record (`seal_read`/`open_read`) the two measured within noise of each other, small
+# messages and bulk alike (docs/benchmark.md, "Issue 19, third pass").
 READ_MODE = os.environ.get("MESHKIT_READ_MODE", "buffered")
 _ReadBase: type[asyncio.BaseProtocol] = (
     asyncio.Protocol if READ_MODE == "copy" else asyncio.BufferedProtocol
