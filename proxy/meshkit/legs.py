@@ -22,20 +22,21 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from meshkit.tls import Engine, HandshakeError, Side, TLSRecordError
+from meshkit.tls import READ_BUFFER, READ_VIEW, Engine, HandshakeError, Side, TLSRecordError
 
-# Every socket reads into this one buffer: the loop is single-threaded and each read is
-# consumed (encrypted, fed to the TLS engine, or copied) before the callback returns, so an
-# idle connection holds no read buffer of its own. `MESHKIT_READ_MODE=copy` switches back to
-# `data_received` (a fresh `bytes` per read) for A/B measurements: the buffered mode measured
-# ~35% less CPU per GiB; its effect on small messages was within the noise of a busy machine.
+# Every socket reads into one buffer (`tls.READ_BUFFER`): the loop is single-threaded and each
+# read is consumed (encrypted or decrypted in place by the TLS engine, or copied) before the
+# callback returns, so an idle connection holds no read buffer of its own.
+# `MESHKIT_READ_MODE=copy` switches back to `data_received` (a fresh `bytes` per read) for A/B
+# measurements: the buffered mode measured ~35% less CPU per GiB when it came; with one engine
+# call per record (`seal_read`/`open_read`) the two measured within noise of each other, small
+# messages and bulk alike (docs/benchmark.md, "Issue 19, third pass").
 READ_MODE = os.environ.get("MESHKIT_READ_MODE", "buffered")
 _ReadBase: type[asyncio.BaseProtocol] = (
     asyncio.Protocol if READ_MODE == "copy" else asyncio.BufferedProtocol
 )
-READ_SIZE = 256 * 1024
-_READ_BUF = bytearray(READ_SIZE)
-_READ_VIEW = memoryview(_READ_BUF)
+READ_SIZE = len(READ_BUFFER)
+_READ_VIEW = READ_VIEW
 
 # How much a leg keeps unsent before pausing its peer.
 HIGH_WATER = 1024 * 1024
@@ -98,9 +99,9 @@ class Leg(_ReadBase):  # type: ignore[valid-type,misc]
     def buffer_updated(self, nbytes: int) -> None:
         peer = self.peer
         if peer is not None and peer.encrypts:
-            # A TLS peer consumes the bytes before returning: no copy of the shared buffer.
+            # A TLS peer encrypts the bytes in place before returning: no copy, no slice.
             self.nbytes += nbytes
-            peer.send(_READ_VIEW[:nbytes])
+            peer.send_read(nbytes)
         else:
             self._forward(bytes(_READ_VIEW[:nbytes]))
 
@@ -135,6 +136,10 @@ class Leg(_ReadBase):  # type: ignore[valid-type,misc]
     def send(self, data: bytes | memoryview) -> None:
         if not self.lost:
             self.transport.write(data)
+
+    def send_read(self, nbytes: int) -> None:
+        """`send` of the first `nbytes` of the shared read buffer; TLS legs encrypt in place."""
+        self.send(bytes(_READ_VIEW[:nbytes]))
 
     def send_eof(self) -> None:
         if self.eof_out or self.lost:
@@ -276,7 +281,20 @@ class TLSLeg(Leg):
 
     # -- receiving ------------------------------------------------------------------------
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(_READ_VIEW[:nbytes])  # the engine copies it into its BIO
+        if not self.handshake_done:
+            self.data_received(_READ_VIEW[:nbytes])  # the engine copies it into its BIO
+            return
+        engine = self.engine
+        assert engine is not None
+        try:
+            data, eof = engine.open_read(nbytes)  # decrypted straight from the shared buffer
+        except TLSRecordError:
+            self.abort()
+            return
+        if data:
+            self._forward(data)
+        if eof:
+            self._got_eof()
 
     def data_received(self, data: bytes | memoryview) -> None:
         engine = self.engine
@@ -330,6 +348,19 @@ class TLSLeg(Leg):
             self.abort()
             return
         out = engine.take_output()
+        if out:
+            self.transport.write(out)
+
+    def send_read(self, nbytes: int) -> None:
+        """`send` of the first `nbytes` of the shared read buffer (a plain peer's read)."""
+        engine = self.engine
+        if self.lost or self.eof_out or engine is None:
+            return
+        try:
+            out = engine.seal_read(nbytes)
+        except TLSRecordError:
+            self.abort()
+            return
         if out:
             self.transport.write(out)
 

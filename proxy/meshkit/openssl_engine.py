@@ -18,6 +18,7 @@ from OpenSSL._util import ffi, lib
 
 from meshkit.certfmt import load_key
 from meshkit.tls import (
+    READ_BUFFER,
     READ_CHUNK,
     TLS12_CIPHERS,
     TLS13_SUITES,
@@ -34,6 +35,10 @@ _SCRATCH_PTR = ffi.from_buffer(_SCRATCH)
 _WIRE = bytearray(READ_CHUNK + 64 * 1024)
 _WIRE_VIEW = memoryview(_WIRE)
 _WIRE_PTR = ffi.from_buffer(_WIRE)
+_WIRE_SIZE = len(_WIRE)
+# The loop-wide read buffer every socket reads into: `seal_read`/`open_read` hand OpenSSL this
+# pointer, made once, instead of a slice and an `ffi.from_buffer` per record.
+_READ_PTR = ffi.from_buffer(READ_BUFFER)
 
 KEY_SHARE_GROUPS = b"X25519:P-256"
 # Below this many bytes the shared scratch buffers and a `bytes` copy are cheaper than an
@@ -177,8 +182,8 @@ class OpenSSLEngine:
                 data = b"".join((data, more))
         return data, eof
 
-    def _read_small(self, ssl_: object, rbio: object) -> tuple[bytes, bool]:
-        got = 0
+    def _read_small(self, ssl_: object, rbio: object, got: int = 0) -> tuple[bytes, bool]:
+        """Decrypt into the scratch buffer, whose first `got` bytes are plaintext already."""
         size = READ_CHUNK
         eof = False
         chunks: list[bytes] = []
@@ -208,18 +213,47 @@ class OpenSSLEngine:
         total = len(data)
         src0 = data if isinstance(data, bytes) else ffi.from_buffer(data)
         n = lib.SSL_write(ssl_, src0, total)  # memory BIO: normally all of it at once
-        if n == total:
-            return
-        src = ffi.from_buffer(data)
-        sent = max(n, 0)
-        while sent < total:
-            n = lib.SSL_write(ssl_, src + sent, total - sent)
-            if n <= 0:
-                lib.ERR_clear_error()
-                raise TLSRecordError(
-                    f"TLS write failed (SSL_get_error {lib.SSL_get_error(ssl_, n)})"
-                )
-            sent += n
+        if n != total:
+            _write_rest(ssl_, ffi.from_buffer(data), n, total)
+
+    def seal_read(self, nbytes: int) -> bytes:
+        """`write` + `take_output` for the first `nbytes` of the shared read buffer.
+
+        Two cffi calls for a small record (SSL_write, BIO_read), against four through `write`
+        and `take_output`; the ciphertext of a small write is copied out with `ffi.unpack`.
+        """
+        ssl_ = self.ssl
+        n = lib.SSL_write(ssl_, _READ_PTR, nbytes)
+        if n != nbytes:
+            _write_rest(ssl_, _READ_PTR, n, nbytes)
+        if nbytes >= _LARGE:
+            return self.take_output()
+        n = lib.BIO_read(self.wbio, _WIRE_PTR, _WIRE_SIZE)
+        if n <= 0:
+            return b""
+        out: bytes = ffi.unpack(_WIRE_PTR, n)
+        if n == _WIRE_SIZE:  # more than a small record and the tickets: never in practice
+            out += self.take_output()
+        return out
+
+    def open_read(self, nbytes: int) -> tuple[bytes, bool]:
+        """`feed` + `read` for the first `nbytes` of the shared read buffer.
+
+        A small read is usually one whole record: BIO_write, SSL_read and one look at the BIO
+        (three cffi calls, against seven through `feed` and `read`).
+        """
+        rbio = self.rbio
+        lib.BIO_write(rbio, _READ_PTR, nbytes)
+        if nbytes >= _LARGE:
+            return self.read()
+        ssl_ = self.ssl
+        n = lib.SSL_read(ssl_, _SCRATCH_PTR, READ_CHUNK)
+        if n <= 0:
+            return b"", _read_stopped_at_eof(ssl_, n)
+        if lib.BIO_get_mem_data(rbio, _PTR_IN) <= 0:
+            # Less than asked for means the record was used up (SSL_pending is 0): done.
+            return ffi.unpack(_SCRATCH_PTR, n), False
+        return self._read_small(ssl_, rbio, n)
 
     def shutdown(self) -> None:
         lib.SSL_shutdown(self.ssl)
@@ -243,6 +277,17 @@ class OpenSSLEngine:
 
     def version(self) -> str:
         return ffi.string(lib.SSL_get_version(self.ssl)).decode()  # type: ignore[no-any-return]
+
+
+def _write_rest(ssl_: object, src: object, sent: int, total: int) -> None:
+    """Finish a write that `SSL_write` took only part of (`sent` bytes, or <= 0)."""
+    sent = max(sent, 0)
+    while sent < total:
+        n = lib.SSL_write(ssl_, src + sent, total - sent)  # type: ignore[operator]
+        if n <= 0:
+            lib.ERR_clear_error()
+            raise TLSRecordError(f"TLS write failed (SSL_get_error {lib.SSL_get_error(ssl_, n)})")
+        sent += n
 
 
 def _read_stopped_at_eof(ssl_: object, n: int) -> bool:

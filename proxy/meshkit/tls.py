@@ -34,6 +34,13 @@ TLS13_SUITES = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1
 
 READ_CHUNK = 256 * 1024
 
+# Every socket of the data path reads into this one buffer (`legs`): the loop is single
+# threaded and each read is consumed before its callback returns, so an idle connection holds
+# no read buffer of its own. It lives here so that an engine can work on it in place
+# (`Engine.seal_read`/`open_read`: the OpenSSL engine keeps one pointer to it for good).
+READ_BUFFER = bytearray(READ_CHUNK)
+READ_VIEW = memoryview(READ_BUFFER)
+
 
 class IdentityError(ValueError):
     """The peer's certificate does not carry a Consul service identity."""
@@ -59,6 +66,9 @@ class Engine(Protocol):
     def take_output(self) -> bytes: ...  # wire bytes to send, b"" if none
     def read(self) -> tuple[bytes, bool]: ...  # (plaintext, end of stream); TLSRecordError
     def write(self, data: bytes | memoryview) -> None: ...  # TLSRecordError
+    # The per-record fast path: the first `nbytes` of `READ_BUFFER`, just read from a socket.
+    def seal_read(self, nbytes: int) -> bytes: ...  # write + take_output; TLSRecordError
+    def open_read(self, nbytes: int) -> tuple[bytes, bool]: ...  # feed + read; TLSRecordError
     def shutdown(self) -> None: ...  # queue close_notify; reading may continue
     def peer_der(self) -> bytes | None: ...  # the verified peer leaf, DER
     def version(self) -> str: ...
@@ -251,6 +261,14 @@ class StdlibEngine:
             self.obj.write(data)
         except ssl.SSLError as exc:
             raise TLSRecordError(str(exc)) from exc
+
+    def seal_read(self, nbytes: int) -> bytes:
+        self.write(READ_VIEW[:nbytes])
+        return self.take_output()
+
+    def open_read(self, nbytes: int) -> tuple[bytes, bool]:
+        self.incoming.write(READ_VIEW[:nbytes])
+        return self.read()
 
     def shutdown(self) -> None:
         try:
