@@ -74,7 +74,7 @@ def test_per_service_prune_deregisters_with_the_removed_service_token(
     # Check mode (with diff) predicts the prune and changes nothing.
     check = run_role(tmp_path, agent, [WEB], "--check", "--diff", "-v", mesh_service_prune=True)
     assert check.rc == 0, check.output
-    assert recap(check)["changed"] >= 3, check.stdout  # service, query, intention, token
+    assert recap(check)["changed"] == 4, check.stdout  # service, query, intention, token
     assert_no_secret(check, agent, secrets)
     assert "db-1" in agent.ok("GET", "/v1/agent/services")
     assert set(tokens(agent)) == {"web-1", "db-1"}
