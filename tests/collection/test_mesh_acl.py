@@ -114,4 +114,5 @@ def test_token_specs_and_stale_tokens_filters() -> None:
         {"AccessorID": "c", "Description": "meshkit proxy old on app10"},
         {"AccessorID": "d", "Description": "Master Token"},
     ]
-    assert [t["AccessorID"] for t in mesh_acl_stale_tokens(listed, specs, "app1")] == ["b"]
+    stale = mesh_acl_stale_tokens(listed, specs, "app1")
+    assert [(t["AccessorID"], t["service_id"]) for t in stale] == [("b", "old")]

@@ -29,6 +29,7 @@ from meshkit_tools.lab import lab
 from meshkit_tools.lab.paths import LabPaths
 from meshkit_tools.lab.spec import DEFAULT_GROUPS, DEFAULT_MACHINES, DEFAULT_PARENTS, build_spec
 from tests.support.lab_rollout import ROLLOUT_MARKS
+from tests.support.waits import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -184,12 +185,47 @@ def test_token_per_proxy_on_lab_machines(acl_lab: tuple[LabPaths, str, Path]) ->
         shell(inv, "web", "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:9191/") == "200"
     )
 
-    # A service removed from a host (db no longer runs on db): its token is deleted.
-    gone = run(inv, "ansible-playbook", "-e", extra, "-e", '{"meshkit_services": []}',
+    # A service removed from a host (db no longer runs on db), with both prunes on: db-db is
+    # deregistered with its own token before that token is deleted, so neither the service nor
+    # its sidecar stays in the catalog; its proxy stops and its token file goes; web reaches the
+    # remaining db instance (db-cp).
+    removed = json.dumps(
+        {"meshkit_services": [], "mesh_service_prune": True, "mesh_proxy_prune": True}
+    )
+    gone = run(inv, "ansible-playbook", "-e", extra, "-e", removed,
                "--limit", "db", "playbooks/site.yml")  # fmt: skip
+    assert master not in gone.stdout + gone.stderr
+    assert tokens["db-db"] not in gone.stdout + gone.stderr
     assert agent(inv, "GET", "/v1/acl/token/self", tokens["db-db"]) == (
         403,
         "ACL not found",
     ), gone.stdout[-4000:]
+    for name, ids in (("db", ["db-cp"]), ("db-sidecar-proxy", ["db-cp-sidecar-proxy"])):
+        status, body = agent(inv, "GET", f"/v1/catalog/service/{name}", master)
+        assert status == 200, body
+        assert sorted(s["ServiceID"] for s in json.loads(body)) == ids, gone.stdout[-4000:]
+    state = shell(inv, "db", "systemctl is-active meshkit-proxy@db-db.service; true").strip()
+    assert state != "active", state
+    left = shell(inv, "db", "ls /etc/meshkit/proxy/ | grep '^db-db[.]'; true").split()
+    assert left == [], (left, gone.stdout[-4000:])
     assert agent(inv, "GET", "/v1/acl/token/self", tokens["db-cp"])[0] == 200
     assert agent(inv, "GET", "/v1/acl/token/self", rotated)[0] == 200
+    # web's proxy learns of the deregistration by its blocking query: five answers in a row
+    # from the remaining instance, within a bounded wait.
+    five = (
+        "for i in 1 2 3 4 5; do "
+        "curl -s -o /dev/null -w '%{http_code} ' http://127.0.0.1:9191/; done"
+    )
+    codes: list[str] = []
+
+    def all_ok() -> bool:
+        codes[:] = shell(inv, "web", five).split()
+        return codes == ["200"] * 5
+
+    wait_until(all_ok, timeout=30, interval=1, what=lambda: f"web -> db answers: {codes}")
+
+    # A second run with the prunes changes nothing.
+    twice = run(inv, "ansible-playbook", "-e", extra, "-e", removed,
+                "--limit", "db", "playbooks/site.yml")  # fmt: skip
+    recap = twice.stdout[twice.stdout.rfind("PLAY RECAP") :]
+    assert set(re.findall(r"changed=(\d+)", recap)) == {"0"}, recap

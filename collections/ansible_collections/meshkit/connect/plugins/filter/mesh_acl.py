@@ -67,15 +67,18 @@ def mesh_acl_tokens(services: Any, host: str) -> list[dict[str, Any]]:
 
 
 def mesh_acl_stale_tokens(tokens: Any, wanted: Any, host: str) -> list[dict[str, Any]]:
-    """Tokens minted for ``host`` earlier (by their description) that ``wanted`` no longer has."""
+    """Tokens minted for ``host`` earlier (by their description) that ``wanted`` no longer has,
+    each with the ``service_id`` it was minted for: the prune deregisters that service with it
+    before the token goes."""
     keep = {str(t.get("description")) for t in wanted or [] if isinstance(t, Mapping)}
     suffix = f" on {host}"
     return [
-        dict(t)
+        dict(t, service_id=str(t["Description"])[len(PREFIX) : -len(suffix)])
         for t in tokens or []
         if isinstance(t, Mapping)
         and str(t.get("Description", "")).startswith(PREFIX)
         and str(t.get("Description", "")).endswith(suffix)
+        and len(str(t.get("Description"))) > len(PREFIX) + len(suffix)
         and str(t.get("Description")) not in keep
     ]
 
