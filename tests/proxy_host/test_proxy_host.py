@@ -10,68 +10,34 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from meshkit.host import child, envdir
 from tests.support.devagent import DevAgent
-from tests.support.echo import App, echo, try_echo
+from tests.support.echo import echo, try_echo
 from tests.support.paths import ROOT
-from tests.support.ports import free_port
-from tests.support.proxy_host import HostProcess, admin_status, host_command, write_env
+from tests.support.proxy_host import (
+    HostProcess,
+    SidecarHost,
+    admin_status,
+    alive,
+    host_command,
+    write_env,
+)
 from tests.support.proxy_process import proxy_env
 from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.slow
 
 
-@dataclass
-class Host:
-    """Three services with sidecars: web (an upstream to api), api, db; their env files."""
-
-    agent: DevAgent
-    workdir: Path
-    env_dir: Path
-    host: HostProcess
-    apps: dict[str, App] = field(default_factory=dict)
-    admin: dict[str, int] = field(default_factory=dict)
-    upstream_port: int = 0
-
-    def register(self, sidecar_id: str, upstreams: list[dict[str, object]] | None = None) -> None:
-        self.apps[sidecar_id] = App(sidecar_id)
-        proxy: dict[str, object] = {"Upstreams": upstreams} if upstreams else {}
-        self.agent.register({
-            "Name": sidecar_id, "ID": sidecar_id, "Port": self.apps[sidecar_id].port,
-            "Address": "127.0.0.1",
-            "Connect": {"SidecarService": {"Port": free_port(), "Proxy": proxy}},
-        })  # fmt: skip
-
-    def write(self, sidecar_id: str, **kw: object) -> None:
-        self.admin[sidecar_id] = write_env(
-            self.env_dir, sidecar_id, self.agent.address,
-            admin_port=self.admin.get(sidecar_id), **kw,  # type: ignore[arg-type]
-        )  # fmt: skip
-
-    def token_file(self, sidecar_id: str) -> Path:
-        return self.workdir / f"{sidecar_id}.token"
-
-    def close(self) -> None:
-        self.host.stop()
-        for app in self.apps.values():
-            app.close()
-
-
 @pytest.fixture
-def host(agent: DevAgent, tmp_path: Path) -> Iterator[Host]:
+def host(agent: DevAgent, tmp_path: Path) -> Iterator[SidecarHost]:
     env_dir = tmp_path / "proxy"
     env_dir.mkdir()
-    h = Host(agent, tmp_path, env_dir, HostProcess(tmp_path, env_dir))
-    h.upstream_port = free_port()
-    h.register("api")
-    h.register("db")
-    h.register("web", [{"DestinationName": "api", "LocalBindPort": h.upstream_port}])
+    h = SidecarHost(agent, tmp_path, env_dir, HostProcess(tmp_path, env_dir))
+    h.register_three()
     for sidecar_id in ("web", "api", "db"):
         token = h.token_file(sidecar_id)
         token.write_text(f"token-of-{sidecar_id}\n")
@@ -89,11 +55,7 @@ def environ(pid: int) -> dict[str, str]:
     return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
 
 
-def alive(pid: int) -> bool:
-    return Path(f"/proc/{pid}").exists()
-
-
-def test_three_sidecars_ready_traffic_flows_and_sigterm_stops_them_all(host: Host) -> None:
+def test_three_sidecars_ready_traffic_flows_and_sigterm_stops_them_all(host: SidecarHost) -> None:
     assert host.host.process is not None
     pids = host.host.pids("web", "api", "db")
     assert all(pids.values()), pids
@@ -146,7 +108,7 @@ def test_a_child_environment_holds_only_its_file_and_the_basics(tmp_path: Path) 
     )  # fmt: skip
 
 
-def test_sighup_adds_removes_and_restarts_only_what_changed(host: Host) -> None:
+def test_sighup_adds_removes_and_restarts_only_what_changed(host: SidecarHost) -> None:
     before = host.host.pids("web", "api", "db")
     host.register("cache")
     host.write("cache")
@@ -172,7 +134,7 @@ def test_sighup_adds_removes_and_restarts_only_what_changed(host: Host) -> None:
     wait_until(lambda: try_echo(host.upstream_port), 20, what=host.host.log)
 
 
-def test_a_killed_child_is_restarted(host: Host) -> None:
+def test_a_killed_child_is_restarted(host: SidecarHost) -> None:
     before = host.host.pids("web", "api", "db")
     os.kill(before["api"], signal.SIGKILL)
     wait_until(lambda: host.host.pid_of("api") not in (0, before["api"]), 10, what=host.host.log)
@@ -181,7 +143,7 @@ def test_a_killed_child_is_restarted(host: Host) -> None:
     assert f"sidecar api exited: pid {before['api']}, killed by signal 9" in host.host.log()
 
 
-def test_a_bad_file_at_sighup_changes_nothing(host: Host) -> None:
+def test_a_bad_file_at_sighup_changes_nothing(host: SidecarHost) -> None:
     before = host.host.pids("web", "api", "db")
     bad = host.env_dir / "bad.env"
     bad.write_text("# a sidecar\nthis is not an assignment\n")
@@ -237,7 +199,7 @@ RESTART_SCRIPT = (
 )  # fmt: skip
 
 
-def test_the_role_restart_script_waits_for_the_changed_sidecar(host: Host) -> None:
+def test_the_role_restart_script_waits_for_the_changed_sidecar(host: SidecarHost) -> None:
     """files/meshkit-proxy-restart --host reload: `systemctl reload` (here a stand-in on PATH
     that does what ExecReload= does: SIGHUP to the parent), then each listed sidecar's new pid
     and /ready."""
@@ -277,7 +239,7 @@ def test_the_role_restart_script_waits_for_the_changed_sidecar(host: Host) -> No
     assert host.host.pid_of("web") == before["web"]
 
 
-def test_a_failing_sidecar_backs_off_and_the_others_run(host: Host) -> None:
+def test_a_failing_sidecar_backs_off_and_the_others_run(host: SidecarHost) -> None:
     """A sidecar whose proxy exits at once (a bad flag: exit 2) is restarted after 1 s, 2 s,
     4 s, ...; it never stops the parent or the others."""
     before = host.host.pids("web", "api", "db")

@@ -23,10 +23,10 @@ import pytest
 
 from meshkit.host import upgrade
 from tests.support.devagent import DevAgent
-from tests.support.echo import App, echo, try_echo
+from tests.support.echo import echo, try_echo
 from tests.support.paths import ROOT
 from tests.support.ports import free_port
-from tests.support.proxy_host import HostProcess, admin_status, write_env
+from tests.support.proxy_host import HostProcess, SidecarHost, admin_status, alive
 from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.slow
@@ -51,31 +51,11 @@ def write_program(path: Path, marker: Path, version: str) -> None:
 
 
 @dataclass
-class Host:
-    agent: DevAgent
-    workdir: Path
-    env_dir: Path
-    program: Path
-    marker: Path
-    host: HostProcess
-    apps: dict[str, App] = field(default_factory=dict)
-    admin: dict[str, int] = field(default_factory=dict)
-    upstream_port: int = 0
+class Host(SidecarHost):
+    """The three sidecars under a parent started from `program`, whose runs `marker` records."""
 
-    def register(self, sidecar_id: str, upstreams: list[dict[str, object]] | None = None) -> None:
-        self.apps[sidecar_id] = App(sidecar_id)
-        proxy: dict[str, object] = {"Upstreams": upstreams} if upstreams else {}
-        self.agent.register({
-            "Name": sidecar_id, "ID": sidecar_id, "Port": self.apps[sidecar_id].port,
-            "Address": "127.0.0.1",
-            "Connect": {"SidecarService": {"Port": free_port(), "Proxy": proxy}},
-        })  # fmt: skip
-
-    def write(self, sidecar_id: str, consul: str = "", **extra: str) -> None:
-        self.admin[sidecar_id] = write_env(
-            self.env_dir, sidecar_id, consul or self.agent.address,
-            admin_port=self.admin.get(sidecar_id), extra=extra or None,
-        )  # fmt: skip
+    program: Path = field(kw_only=True)
+    marker: Path = field(kw_only=True)
 
     @property
     def parent(self) -> int:
@@ -107,11 +87,8 @@ def host(agent: DevAgent, tmp_path: Path) -> Iterator[Host]:
     marker = tmp_path / "versions"
     write_program(program, marker, "v1")
     process = HostProcess(tmp_path, env_dir, "-ready-timeout", "4", program=[str(program)])
-    h = Host(agent, tmp_path, env_dir, program, marker, process)
-    h.upstream_port = free_port()
-    h.register("api")
-    h.register("db")
-    h.register("web", [{"DestinationName": "api", "LocalBindPort": h.upstream_port}])
+    h = Host(agent, tmp_path, env_dir, process, program=program, marker=marker)
+    h.register_three()
     for sidecar_id in IDS:
         h.write(sidecar_id)
     try:
@@ -119,13 +96,7 @@ def host(agent: DevAgent, tmp_path: Path) -> Iterator[Host]:
         h.host.wait_ready(h.admin)
         yield h
     finally:
-        h.host.stop()
-        for app in h.apps.values():
-            app.close()
-
-
-def alive(pid: int) -> bool:
-    return Path(f"/proc/{pid}").exists()
+        h.close()
 
 
 def status_field(pid: int, name: str) -> str:
@@ -187,8 +158,8 @@ def test_sigusr2_replaces_every_sidecar_one_at_a_time_under_the_same_parent(host
 
 def test_sighup_replaces_changed_sidecars_one_at_a_time(host: Host) -> None:
     before = host.host.pids(*IDS)
-    host.write("api", MESHKIT_TEST_OWNER="api2")
-    host.write("db", MESHKIT_TEST_OWNER="db2")
+    host.write("api", extra={"MESHKIT_TEST_OWNER": "api2"})
+    host.write("db", extra={"MESHKIT_TEST_OWNER": "db2"})
     host.host.signal(signal.SIGHUP)
     after = host.wait_replaced({"api": before["api"], "db": before["db"]})
     assert_one_at_a_time(host.host.log(), {i: before[i] for i in after}, after)

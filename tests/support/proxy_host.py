@@ -11,8 +11,11 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.devagent import DevAgent
+from tests.support.echo import App
 from tests.support.ports import free_port
 from tests.support.proxy_process import proxy_env
 from tests.support.waits import wait_until
@@ -113,3 +116,59 @@ class HostProcess:
                 proc.kill()
             proc.wait(5)
             raise
+
+
+def alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+@dataclass
+class SidecarHost:
+    """A `HostProcess` over sidecars registered on one dev agent, each with its echo app and
+    its env file; `register_three` makes the usual three: web (an upstream to api), api, db."""
+
+    agent: DevAgent
+    workdir: Path
+    env_dir: Path
+    host: HostProcess
+    apps: dict[str, App] = field(default_factory=dict)
+    admin: dict[str, int] = field(default_factory=dict)
+    upstream_port: int = 0
+
+    def register(self, sidecar_id: str, upstreams: list[dict[str, object]] | None = None) -> None:
+        self.apps[sidecar_id] = App(sidecar_id)
+        proxy: dict[str, object] = {"Upstreams": upstreams} if upstreams else {}
+        self.agent.register({
+            "Name": sidecar_id, "ID": sidecar_id, "Port": self.apps[sidecar_id].port,
+            "Address": "127.0.0.1",
+            "Connect": {"SidecarService": {"Port": free_port(), "Proxy": proxy}},
+        })  # fmt: skip
+
+    def register_three(self) -> None:
+        self.upstream_port = free_port()
+        self.register("api")
+        self.register("db")
+        self.register("web", [{"DestinationName": "api", "LocalBindPort": self.upstream_port}])
+
+    def write(
+        self,
+        sidecar_id: str,
+        *,
+        consul: str = "",
+        token_file: Path | None = None,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        """(Re)write `<ID>.env`, keeping the sidecar's admin port; `consul` defaults to the
+        agent's address."""
+        self.admin[sidecar_id] = write_env(
+            self.env_dir, sidecar_id, consul or self.agent.address,
+            admin_port=self.admin.get(sidecar_id), token_file=token_file, extra=extra,
+        )  # fmt: skip
+
+    def token_file(self, sidecar_id: str) -> Path:
+        return self.workdir / f"{sidecar_id}.token"
+
+    def close(self) -> None:
+        self.host.stop()
+        for app in self.apps.values():
+            app.close()
