@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from meshkit.tls import READ_BUFFER, READ_VIEW, Engine, HandshakeError, Side, TLSRecordError
+from meshkit.tls import READ_VIEW, Engine, HandshakeError, Side, TLSRecordError
 
 # Every socket reads into one buffer (`tls.READ_BUFFER`): the loop is single-threaded and each
 # read is consumed (encrypted or decrypted in place by the TLS engine, or copied) before the
@@ -35,7 +35,6 @@ READ_MODE = os.environ.get("MESHKIT_READ_MODE", "buffered")
 _ReadBase: type[asyncio.BaseProtocol] = (
     asyncio.Protocol if READ_MODE == "copy" else asyncio.BufferedProtocol
 )
-READ_SIZE = len(READ_BUFFER)
 _READ_VIEW = READ_VIEW
 
 # How much a leg keeps unsent before pausing its peer.

@@ -267,7 +267,7 @@ class StdlibEngine:
         return self.take_output()
 
     def open_read(self, nbytes: int) -> tuple[bytes, bool]:
-        self.incoming.write(READ_VIEW[:nbytes])
+        self.feed(READ_VIEW[:nbytes])
         return self.read()
 
     def shutdown(self) -> None:

@@ -72,6 +72,11 @@ class Sidecar:
     removed: bool = False  # stopping for good
     stale: bool = False  # runs the release before an upgrade: the roll replaces it
 
+    def renew(self, definition: Definition, now: float) -> None:
+        """Start `definition` next, at once: no back-off, no replacement pending, current."""
+        self.definition, self.replacement = definition, None
+        self.backoff, self.start_at, self.stale = 0.0, now, False
+
 
 def _signal_group(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -166,8 +171,7 @@ class Supervisor:
         elif sidecar.replacement is not None:
             log.info("sidecar %s stopped: pid %d, %s; starting its new definition",
                      sidecar_id, pid, what)  # fmt: skip
-            sidecar.definition, sidecar.replacement = sidecar.replacement, None
-            sidecar.backoff, sidecar.start_at, sidecar.stale = 0.0, now, False
+            sidecar.renew(sidecar.replacement, now)
         else:
             if up >= STEADY_AFTER or not sidecar.backoff:
                 sidecar.backoff = FIRST_BACKOFF
@@ -209,8 +213,7 @@ class Supervisor:
             if sidecar.pid and new is None:
                 self._stop(sidecar, now)
             elif not sidecar.pid and new is not None:  # waiting out a back-off: start it now
-                sidecar.definition, sidecar.replacement = new, None
-                sidecar.backoff, sidecar.start_at, sidecar.stale = 0.0, now, False
+                sidecar.renew(new, now)
             # A running sidecar with a replacement waits for its turn in the roll (`_roll`).
         # Removed while waiting out a back-off: nothing runs, nothing to stop.
         for sidecar_id in [i for i, s in self.sidecars.items() if s.removed and not s.pid]:
